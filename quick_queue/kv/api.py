@@ -1,0 +1,266 @@
+"""The seam every layer above stands on: ``Database`` and ``Transaction`` with FoundationDB's
+Python API names, the retry loop, and the ``transactional`` decorator.
+
+Both engines (the embedded SQLite engine and the FoundationDB adapter) subclass these, and the
+fault-injection wrapper wraps any of them, so the queue is written once.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from quick_queue.kv.errors import (
+    INVALID_OPTION_VALUE,
+    KVError,
+    is_retryable,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KeyValue = tuple[bytes, bytes]
+
+
+class ReadView(ABC):
+    """The reads of a transaction. ``Transaction.snapshot`` is a ``ReadView`` that adds no
+    read conflicts."""
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key``, or None when absent."""
+
+    @abstractmethod
+    def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[KeyValue]:
+        """Pairs with ``begin <= key < end`` in key order (descending if ``reverse``); at most
+        ``limit`` of them when ``limit > 0``."""
+
+    def get_range_startswith(
+        self, prefix: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[KeyValue]:
+        return self.get_range(prefix, strinc(prefix), limit=limit, reverse=reverse)
+
+    def __getitem__(self, key: bytes) -> bytes | None:
+        return self.get(key)
+
+
+class VersionstampFuture(ABC):
+    """What ``get_versionstamp()`` returns: asked before commit, resolved by a successful one."""
+
+    @abstractmethod
+    def wait(self) -> bytes:
+        """The 10-byte versionstamp of the commit; raises if the transaction did not commit
+        (or committed without writes)."""
+
+
+class TransactionOptions:
+    """The options the queue uses, under FoundationDB's names (``tr.options.set_timeout``)."""
+
+    def __init__(self) -> None:
+        self.timeout_ms: int = 0
+        self.retry_limit: int = -1
+        self.max_retry_delay_ms: int = 1000
+
+    def set_timeout(self, milliseconds: int) -> None:
+        if milliseconds < 0:
+            raise KVError(INVALID_OPTION_VALUE, "timeout must be >= 0 milliseconds")
+        self.timeout_ms = milliseconds
+
+    def set_retry_limit(self, retries: int) -> None:
+        if retries < -1:
+            raise KVError(INVALID_OPTION_VALUE, "retry limit must be -1 (unlimited) or >= 0")
+        self.retry_limit = retries
+
+    def set_max_retry_delay(self, milliseconds: int) -> None:
+        if milliseconds < 0:
+            raise KVError(INVALID_OPTION_VALUE, "max retry delay must be >= 0 milliseconds")
+        self.max_retry_delay_ms = milliseconds
+
+
+class Transaction(ReadView):
+    """One optimistic, serializable transaction (FoundationDB's semantics on every engine)."""
+
+    options: TransactionOptions
+    snapshot: ReadView
+
+    # -- writes ---------------------------------------------------------------------------
+    @abstractmethod
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    @abstractmethod
+    def clear(self, key: bytes) -> None: ...
+
+    @abstractmethod
+    def clear_range(self, begin: bytes, end: bytes) -> None: ...
+
+    @abstractmethod
+    def add(self, key: bytes, param: bytes) -> None:
+        """Atomic little-endian addition (FoundationDB's ``add``)."""
+
+    @abstractmethod
+    def max(self, key: bytes, param: bytes) -> None:
+        """Atomic little-endian unsigned maximum."""
+
+    @abstractmethod
+    def min(self, key: bytes, param: bytes) -> None:
+        """Atomic little-endian unsigned minimum."""
+
+    @abstractmethod
+    def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
+        """``key`` holds 10 placeholder bytes and ends with their 4-byte little-endian offset."""
+
+    @abstractmethod
+    def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
+        """``value`` holds 10 placeholder bytes and ends with their 4-byte little-endian offset."""
+
+    @abstractmethod
+    def get_versionstamp(self) -> VersionstampFuture: ...
+
+    # -- conflicts and versions -------------------------------------------------------------
+    @abstractmethod
+    def add_read_conflict_range(self, begin: bytes, end: bytes) -> None: ...
+
+    def add_read_conflict_key(self, key: bytes) -> None:
+        self.add_read_conflict_range(key, key + b"\x00")
+
+    @abstractmethod
+    def add_write_conflict_range(self, begin: bytes, end: bytes) -> None: ...
+
+    def add_write_conflict_key(self, key: bytes) -> None:
+        self.add_write_conflict_range(key, key + b"\x00")
+
+    @abstractmethod
+    def get_read_version(self) -> int: ...
+
+    # -- life cycle -------------------------------------------------------------------------
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything done so far; the object can be used as a new transaction."""
+
+    @abstractmethod
+    def on_error(self, error: BaseException) -> None:
+        """FoundationDB's retry step: for a retryable error (and retries left) wait a backoff,
+        reset, and return; otherwise raise ``error``."""
+
+    # -- conveniences of FoundationDB's binding ---------------------------------------------
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.clear(key)
+
+
+class RetryState:
+    """The backoff and retry count FoundationDB's ``on_error`` keeps per transaction."""
+
+    def __init__(self) -> None:
+        self.retries = 0
+
+    def backoff_or_raise(self, error: BaseException, options: TransactionOptions) -> None:
+        if not is_retryable(error):
+            raise error
+        if options.retry_limit >= 0 and self.retries >= options.retry_limit:
+            raise error
+        # FoundationDB starts at 10 ms and doubles up to max_retry_delay; the jitter keeps
+        # transactions that conflicted with each other from meeting again at the same instant.
+        delay = min(options.max_retry_delay_ms / 1000.0, 0.002 * (2**self.retries))
+        self.retries += 1
+        time.sleep(delay * random.random())
+
+
+class Database(ABC):
+    """A key-value database. Use ``transact`` (or ``@transactional``) for the retry loop."""
+
+    url: str = ""
+
+    @abstractmethod
+    def create_transaction(self) -> Transaction: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def transact(
+        self, fn: Callable[Concatenate[Transaction, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(tr, *args, **kwargs)`` and commit, retrying on retryable errors."""
+        tr = self.create_transaction()
+        while True:
+            try:
+                result = fn(tr, *args, **kwargs)
+                tr.commit()
+                return result
+            except KVError as error:
+                tr.on_error(error)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until another transaction may have committed, or ``timeout`` seconds pass.
+        A hint for idle consumers; engines without a cheap signal just sleep."""
+        time.sleep(timeout)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def strinc(key: bytes) -> bytes:
+    """The first key after every key that starts with ``key`` (FoundationDB's ``strinc``)."""
+    stripped = key.rstrip(b"\xff")
+    if not stripped:
+        raise ValueError("key must contain at least one byte that is not 0xFF")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def as_transaction(obj: object) -> Transaction | None:
+    """``obj`` as one of our transactions: ours as is, a raw ``fdb.Transaction`` wrapped by the
+    adapter; None for anything else (databases included)."""
+    if isinstance(obj, Transaction):
+        return obj
+    if type(obj).__module__ == "fdb.impl" and type(obj).__name__ == "Transaction":
+        from quick_queue.kv.fdb import wrap_transaction
+
+        return wrap_transaction(obj)
+    return None
+
+
+def as_database(obj: object) -> Database | None:
+    if isinstance(obj, Database):
+        return obj
+    if type(obj).__module__ == "fdb.impl" and type(obj).__name__ == "Database":
+        from quick_queue.kv.fdb import wrap_database
+
+        return wrap_database(obj)
+    return None
+
+
+def transactional(
+    fn: Callable[Concatenate[Transaction, P], R],
+) -> Callable[Concatenate[Any, P], R]:
+    """Decorate ``fn(tr, ...)`` in the style of ``fdb.transactional``: called with a transaction
+    it joins it (no commit, no retry: the outermost caller owns both); called with a database it
+    runs in a new transaction inside the retry loop."""
+
+    @functools.wraps(fn)
+    def wrapper(db_or_tr: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        tr = as_transaction(db_or_tr)
+        if tr is not None:
+            return fn(tr, *args, **kwargs)
+        db = as_database(db_or_tr)
+        if db is None:
+            raise TypeError(
+                f"{fn.__name__}() needs a Database or Transaction as its first argument, "
+                f"not {type(db_or_tr).__name__}"
+            )
+        return db.transact(fn, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
