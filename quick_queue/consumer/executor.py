@@ -1,0 +1,128 @@
+"""Running one leased job: payload validation, the handler call, the return contract, and the
+backoff of a failed attempt. Produces an ``Outcome`` for the settler; never raises."""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from dataclasses import dataclass, field
+
+from quick_queue.core.settle import Outcome
+from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
+from quick_queue.models import LeasedJob, to_datetime, to_us
+from quick_queue.settings import Settings
+
+log = logging.getLogger("quick_queue.worker")
+
+
+@dataclass
+class Running:
+    """A job handed to this consumer, from dequeue until its outcome is settled."""
+
+    job: LeasedJob
+    meta: JobMeta
+    spec: JobSpec | None
+    started: float = 0.0  # clock seconds; 0 while queued locally
+    deadline: float | None = None
+    abandoned: bool = False  # timed out or released: a later outcome is ignored
+    settled: bool = False
+    outcome_kind: str = field(default="")
+
+
+def backoff_seconds(
+    attempt: int, settings: Settings, spec: JobSpec | None, rng: random.Random
+) -> float:
+    base = spec.backoff_base if spec and spec.backoff_base is not None else settings.backoff_base
+    factor = (
+        spec.backoff_factor if spec and spec.backoff_factor is not None
+        else settings.backoff_factor
+    )
+    cap = spec.backoff_cap if spec and spec.backoff_cap is not None else settings.backoff_cap
+    delay = min(cap, base * factor ** max(0, attempt - 1))
+    jitter = settings.backoff_jitter
+    return float(delay * (1 + rng.uniform(-jitter, jitter)))
+
+
+def make_meta(job: LeasedJob) -> JobMeta:
+    record = job.record
+    return JobMeta(
+        tenant=job.tenant, topic=record.topic, job_id=record.job_id, attempt=record.attempt,
+        max_retries=record.max_retries, enqueued_at=to_datetime(record.enqueued),
+        lease_deadline=to_datetime(record.at), priority=record.priority,
+        snoozes=record.snoozes,
+    )
+
+
+def dead_on_arrival(job: LeasedJob, registry: Registry) -> tuple[JobSpec | None, Outcome | None]:
+    """The spec to run ``job`` with, or the outcome that dead-letters it without running."""
+    record = job.record
+    spec = registry.get(record.topic)
+    if spec is None:
+        return None, Outcome(
+            job.tenant, record.job_id, job.token, "dead",
+            reason=f"no handler for topic {record.topic!r} in this worker "
+            f"(known topics: {', '.join(registry.topics()) or 'none'})",
+            dead_kind="unknown_topic",
+        )
+    return spec, None
+
+
+def to_outcome(
+    running: Running, result: object, now: float, settings: Settings, rng: random.Random
+) -> Outcome:
+    """Turn what ``perform`` returned (or raised: pass the exception) into an outcome."""
+    job, spec = running.job, running.spec
+    assert spec is not None
+    record = job.record
+    verdict = interpret(result, spec)
+    if isinstance(verdict, Ok):
+        return Outcome(job.tenant, record.job_id, job.token, "done")
+    if isinstance(verdict, Snooze):
+        return Outcome(job.tenant, record.job_id, job.token, "snooze",
+                       at=to_us(now + verdict.seconds))
+    if isinstance(verdict, Discard):
+        return Outcome(job.tenant, record.job_id, job.token, "discard", reason=verdict.reason)
+    assert isinstance(verdict, Error)
+    delay = backoff_seconds(record.attempt, settings, spec, rng)
+    return Outcome(job.tenant, record.job_id, job.token, "retry", at=to_us(now + delay),
+                   reason=verdict.reason[:2000])
+
+
+def call_handler(running: Running) -> object:
+    """Call ``perform``; an exception is returned (with its traceback summarised), not raised."""
+    spec = running.spec
+    assert spec is not None
+    try:
+        payload = spec.load_payload(running.job.record.payload)
+    except ValueError as error:
+        return _BadPayload(str(error))
+    try:
+        handler = spec.handler()
+        return handler.perform(payload, running.meta)
+    except Exception as error:  # noqa: BLE001 - the worker survives whatever a job raises
+        where = traceback.extract_tb(error.__traceback__)[-1:]
+        at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
+        return RuntimeError(f"{type(error).__name__}: {error}{at}")
+
+
+class _BadPayload(Exception):
+    """The stored payload no longer validates against the handler's model."""
+
+
+def bad_payload_outcome(running: Running, result: object) -> Outcome | None:
+    if isinstance(result, _BadPayload):
+        job = running.job
+        return Outcome(job.tenant, job.record.job_id, job.token, "dead", reason=str(result),
+                       dead_kind="bad_payload")
+    return None
+
+
+def timeout_outcome(running: Running, now: float, settings: Settings,
+                    rng: random.Random) -> Outcome:
+    spec = running.spec
+    assert spec is not None and spec.timeout is not None
+    return to_outcome(
+        running, Error(f"timed out after {spec.timeout:g} s (handler {spec.name})"), now,
+        settings, rng,
+    )

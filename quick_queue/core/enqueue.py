@@ -1,0 +1,55 @@
+"""Enqueue (DESIGN.md §4, transaction 1), inside the caller's transaction.
+
+Blind writes of the record and one index entry, plus the pointer check of ``touch_pointer``
+(a regular read of the zone's marker). The zone's ranges are never read, so producers do not
+conflict with each other or with consumers, except on a zone's empty-to-non-empty edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quick_queue.core.pointers import touch_pointer
+from quick_queue.core.records import stat_add
+from quick_queue.keys import Layout
+from quick_queue.kv.api import Transaction
+from quick_queue.models import JobRecord
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """One job to enqueue; ``job_id`` is made before the transaction runs (retries reuse it)."""
+
+    tenant: str
+    job_id: str
+    topic: str
+    payload: Any
+    priority: int
+    max_retries: int
+    due: int  # microseconds since the epoch
+    key: str | None = None
+
+
+def enqueue(tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int) -> str:
+    zone = layout.zone(job.tenant)
+    item_key = zone.item(job.job_id)
+    if job.key is not None and tr.get(item_key) is not None:
+        # Idempotent enqueue: the id derives from the key, and the job is still there.
+        # The regular read makes two racing enqueues of one key conflict, so one job results.
+        return job.job_id
+    if job.key is not None and tr.get(zone.dead_key(job.job_id)) is not None:
+        return job.job_id  # the keyed job already ran and died: enqueue is still a no-op
+    state = "r" if job.due <= now else "s"
+    record = JobRecord(
+        job.job_id, job.topic, job.payload, job.priority, job.max_retries, state,
+        job.due, job.due, now, key=job.key,
+    )
+    tr.set(item_key, record.encode())
+    if state == "r":
+        tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")
+    else:
+        tr.set(zone.scheduled_key(job.due, job.job_id), b"")
+    stat_add(tr, layout, job.topic, "enqueued")
+    touch_pointer(tr, layout, job.tenant, job.due, now, slack)
+    return job.job_id

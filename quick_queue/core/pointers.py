@@ -1,0 +1,147 @@
+"""The pointer index: one pointer per zone with work, read by scanners.
+
+Three keys per zone (``keys.Layout``): the *marker*, the *record* and the *due entry*.
+
+The marker holds the zone's **promise**: the latest time at which the zone is guaranteed to be
+looked at (``ASAP`` while it has ready work, the next scheduled time, or ``EMPTY``). Producers
+read the marker with a regular read and touch the pointer record only when the new job is due
+before the promise. Consumers write the marker only when the promise gets *later* or changes
+kind (zone drained, parked until a scheduled time). So:
+
+* producers never conflict with each other, nor with consumers working a busy zone;
+* a consumer that parks a zone and a producer adding to it always conflict, in either commit
+  order (the producer read the marker the consumer writes; the consumer read the zone range the
+  producer writes), so a job can never sit in a zone whose pointer promises a later visit;
+* collection clears the marker, so the same argument keeps every non-empty zone pointed to.
+
+This is stronger than reading only the marker's existence (DESIGN.md §4, transaction 1): with
+a snapshot read of the record, a park committed between the producer's read and its commit would
+strand the new job until the parked time.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from quick_queue.keys import Layout
+from quick_queue.kv.api import ReadView, Transaction
+from quick_queue.models import PointerRecord
+
+ASAP = 0
+EMPTY = 1 << 62  # no work: the pointer waits for collection
+
+
+def encode_promise(promise: int) -> bytes:
+    return struct.pack(">q", promise)
+
+
+def decode_promise(raw: bytes) -> int:
+    return int(struct.unpack(">q", raw)[0])
+
+
+def read_pointer(tr: ReadView, layout: Layout, tenant: str) -> PointerRecord | None:
+    raw = tr.get(layout.pointer(tenant))
+    return PointerRecord.decode(raw) if raw is not None else None
+
+
+def write_pointer(
+    tr: Transaction, layout: Layout, tenant: str, old: PointerRecord | None, new: PointerRecord
+) -> None:
+    if old is not None and old.vesting != new.vesting:
+        tr.clear(layout.due(old.vesting, tenant))
+    if old is None or old.vesting != new.vesting:
+        tr.set(layout.due(new.vesting, tenant), b"")
+    tr.set(layout.pointer(tenant), new.encode())
+
+
+def touch_pointer(
+    tr: Transaction, layout: Layout, tenant: str, due: int, now: int, slack: int
+) -> None:
+    """Make sure the zone will be looked at by ``due`` (enqueue, retry, release, undead)."""
+    marker_key = layout.marker(tenant)
+    raw = tr.get(marker_key)
+    promise = max(due, now) if due > now else ASAP
+    if raw is None:
+        tr.set(marker_key, encode_promise(promise))
+        write_pointer(tr, layout, tenant, None, PointerRecord(vesting=due, last_active=now))
+        return
+    current = decode_promise(raw)
+    if current == ASAP or due >= current - slack:
+        return  # the zone is already promised a visit early enough
+    pointer = read_pointer(tr, layout, tenant)
+    tr.set(marker_key, encode_promise(promise))
+    if pointer is None:  # a marker without a record cannot happen; repair rather than fail
+        write_pointer(tr, layout, tenant, None, PointerRecord(vesting=due, last_active=now))
+    elif not pointer.leased(now) and pointer.vesting > due:
+        # A leased pointer is left alone: its holder reads the marker when it releases the zone
+        # and so re-vests it for this job (or conflicts with us and looks again).
+        write_pointer(
+            tr, layout, tenant, pointer,
+            PointerRecord(due, None, 0, pointer.last_active),
+        )
+
+
+def scan_due(
+    tr: Transaction, layout: Layout, now: int, peek_max: int
+) -> tuple[list[tuple[int, str]], int | None]:
+    """Snapshot read of the due pointers (vesting, tenant), and the next vesting after ``now``."""
+    begin, end = layout.due_until(now)
+    rows = tr.snapshot.get_range(begin, end, limit=peek_max)
+    offset = len(layout.due_prefix)
+    from quick_queue.keys import unpack
+
+    due = []
+    for key, _ in rows:
+        vesting, tenant = unpack(key, offset)
+        due.append((int(vesting), str(tenant)))
+    nxt = tr.snapshot.get_range(end, layout.due_prefix + b"\xff", limit=1)
+    next_vesting = int(unpack(nxt[0][0], offset)[0]) if nxt else None
+    return due, next_vesting
+
+
+def lease_zone(
+    tr: Transaction, layout: Layout, tenant: str, token: str, now: int, zone_lease: int
+) -> bool:
+    """Take the zone for ``zone_lease`` microseconds if its pointer is still due and unleased.
+    Run it once, without the retry loop: a conflict means another consumer won the zone."""
+    pointer = read_pointer(tr, layout, tenant)
+    if pointer is None or pointer.vesting > now or pointer.leased(now):
+        return False
+    expiry = now + zone_lease
+    write_pointer(
+        tr, layout, tenant, pointer, PointerRecord(expiry, token, expiry, pointer.last_active)
+    )
+    return True
+
+
+def release_zone(
+    tr: Transaction,
+    layout: Layout,
+    tenant: str,
+    pointer: PointerRecord,
+    next_due: int | None,
+    now: int,
+    active: bool,
+    min_inactive: int,
+) -> None:
+    """Hand the zone back: vest the pointer at the zone's next due time, or park it for
+    collection when the zone is empty. Writes the marker only when the promise changes."""
+    last_active = now if active else pointer.last_active
+    if next_due is None:
+        promise, vesting = EMPTY, max(now, last_active) + min_inactive
+    elif next_due <= now:
+        promise, vesting = ASAP, now
+    else:
+        promise, vesting = next_due, next_due
+    marker_key = layout.marker(tenant)
+    raw = tr.get(marker_key)
+    if raw is None or decode_promise(raw) != promise:
+        tr.set(marker_key, encode_promise(promise))
+    write_pointer(tr, layout, tenant, pointer, PointerRecord(vesting, None, 0, last_active))
+
+
+def collect_pointer(tr: Transaction, layout: Layout, tenant: str, pointer: PointerRecord) -> None:
+    """Remove the pointer of a zone proven empty (by regular reads, in this transaction)."""
+    tr.clear(layout.marker(tenant))
+    tr.clear(layout.pointer(tenant))
+    tr.clear(layout.due(pointer.vesting, tenant))

@@ -1,0 +1,143 @@
+"""What happens to a leased job after its handler ran (DESIGN.md §4, transactions 5-7).
+
+Every function checks the lease token first: a consumer whose lease expired (and whose job
+another consumer may have taken) changes nothing. Outcomes of many jobs settle in one
+transaction (``settle_many``), which is how completions are batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quick_queue.core.pointers import touch_pointer
+from quick_queue.core.records import Stats, bury, clear_index, flush_stats, load_record
+from quick_queue.keys import Layout
+from quick_queue.kv.api import Transaction
+from quick_queue.models import JobRecord
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended, as the runtime tells the store.
+
+    kind: ``done`` | ``retry`` (a failed attempt) | ``snooze`` | ``discard`` | ``dead``
+    (dead-letter at once: unknown topic, bad payload) | ``release`` (hand back unrun, no attempt
+    spent: shutdown). ``at`` is when a retried or snoozed job is due again (microseconds).
+    """
+
+    tenant: str
+    job_id: str
+    token: str
+    kind: str
+    at: int = 0
+    reason: str = ""
+    dead_kind: str = ""
+
+
+def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
+            token: str) -> JobRecord | None:
+    record = load_record(tr, layout.zone(tenant), job_id)
+    if record is None or record.state != "l" or record.token != token:
+        return None
+    return record
+
+
+def settle(
+    tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
+    stats: Stats,
+) -> bool:
+    """Apply one outcome; False when the token is stale (nothing changed)."""
+    record = _leased(tr, layout, outcome.tenant, outcome.job_id, outcome.token)
+    if record is None:
+        return False
+    zone = layout.zone(outcome.tenant)
+    clear_index(tr, zone, record)
+    topic = record.topic
+    kind = outcome.kind
+
+    def count(name: str) -> None:
+        stats[(topic, name)] = stats.get((topic, name), 0) + 1
+
+    if kind == "done":
+        tr.clear(zone.item(record.job_id))
+        count("completed")
+        return True
+    if kind == "discard":
+        count("discarded")
+        bury(tr, zone, record, now, "discarded", outcome.reason, stats)
+        return True
+    if kind == "dead":
+        bury(tr, zone, record, now, outcome.dead_kind or "failed", outcome.reason, stats)
+        return True
+    if kind == "retry":
+        count("failed")
+        record.error = outcome.reason
+        if record.attempt > record.max_retries:
+            bury(tr, zone, record, now, "failed",
+                 f"failed {record.attempt} times; last error: {outcome.reason}", stats)
+            return True
+        count("retried")
+    elif kind == "snooze":
+        count("snoozed")
+        record.attempt -= 1  # a snooze spends no retry
+        record.snoozes += 1
+        if record.snoozes > max_snoozes:
+            bury(tr, zone, record, now, "snoozed_out",
+                 f"snoozed more than {max_snoozes} times", stats)
+            return True
+    elif kind == "release":
+        record.attempt -= 1  # never ran to an end: no attempt spent
+    else:
+        raise ValueError(f"unknown outcome kind {kind!r}")
+    record.token = None
+    due = outcome.at if kind != "release" else now
+    if due <= now:
+        record.state, record.at = "r", record.seq if kind == "release" else due
+        if kind != "release":
+            record.seq = due
+    else:
+        record.state, record.at, record.seq = "s", due, due
+    tr.set(zone.index_key(record.state, record.priority, record.at, record.job_id), b"")
+    tr.set(zone.item(record.job_id), record.encode())
+    touch_pointer(tr, layout, outcome.tenant, record.at if record.state == "s" else now, now,
+                  slack)
+    return True
+
+
+def settle_many(
+    tr: Transaction, layout: Layout, outcomes: list[Outcome], now: int, slack: int,
+    max_snoozes: int,
+) -> list[bool]:
+    stats: Stats = {}
+    applied = [settle(tr, layout, o, now, slack, max_snoozes, stats) for o in outcomes]
+    stale = len(applied) - sum(applied)
+    if stale:
+        stats[("*", "stale")] = stale
+    flush_stats(tr, layout, stats)
+    return applied
+
+
+def extend_leases(
+    tr: Transaction, layout: Layout, leases: list[tuple[str, str, str]], now: int,
+    item_lease: int,
+) -> list[bool]:
+    """Push the expiry of each (tenant, job_id, token) lease; False where the lease is lost."""
+    expiry = now + item_lease
+    kept = []
+    for tenant, job_id, token in leases:
+        record = _leased(tr, layout, tenant, job_id, token)
+        if record is None:
+            kept.append(False)
+            continue
+        zone = layout.zone(tenant)
+        if expiry > record.at:
+            tr.clear(zone.leased_key(record.at, job_id))
+            record.at = expiry
+            tr.set(zone.leased_key(expiry, job_id), b"")
+            tr.set(zone.item(job_id), record.encode())
+        kept.append(True)
+    return kept
+
+
+def still_leased(tr: Transaction, layout: Layout, tenant: str, job_id: str, token: str) -> bool:
+    return _leased(tr, layout, tenant, job_id, token) is not None

@@ -1,0 +1,201 @@
+"""Every key of a queue, in FoundationDB's tuple encoding.
+
+Layout under one root per queue name (integers are microseconds since the UNIX epoch)::
+
+    zones/{tenant}/items/{job_id}                   job record (JSON)
+    zones/{tenant}/ready/{priority}/{seq}/{job_id}  ''  visible now: priority, then FIFO
+    zones/{tenant}/scheduled/{at}/{job_id}          ''  delayed, backoff, snoozed
+    zones/{tenant}/leased/{expiry}/{job_id}         ''  in flight
+    dead/{tenant}/{job_id}                          dead record (JSON, with reason)
+    pointers/marker/{tenant}                        the zone's promise (see core.pointers)
+    pointers/record/{tenant}                        pointer record (JSON)
+    pointers/due/{vesting}/{tenant}                 ''  what scanners read
+    stats/{topic}/{counter}                         8-byte little-endian atomic counter
+
+Dead letters live in their own subspace rather than inside the zone: listing or purging them
+across tenants is then one range read, and a zone holding only dead letters has no work, so it
+needs no pointer.
+
+Keys are bytes identical to ``fdb.tuple.pack`` output (the tests check this), but packed by a
+small encoder for the three element types used here: the pure-Python tuple layer costs ~9 us per
+key, which on the hot path (several keys per job) would cost more than the commit itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+
+from quick_queue.kv.api import strinc
+
+Element = int | str | bytes
+
+_INT_ZERO = 0x14
+_SIZE_LIMITS = [(1 << (8 * i)) - 1 for i in range(9)]
+
+
+def _escape(raw: bytes) -> bytes:
+    return raw.replace(b"\x00", b"\x00\xff") if b"\x00" in raw else raw
+
+
+def pack(items: tuple[Element, ...]) -> bytes:
+    """``fdb.tuple.pack`` for tuples of int, str and bytes."""
+    out = bytearray()
+    for item in items:
+        if isinstance(item, str):
+            out += b"\x02" + _escape(item.encode("utf-8")) + b"\x00"
+        elif isinstance(item, bool):
+            raise TypeError("bool is not a key element here")
+        elif isinstance(item, int):
+            if item == 0:
+                out.append(_INT_ZERO)
+            elif item > 0:
+                if item > _SIZE_LIMITS[8]:
+                    raise ValueError("integer too large for a key")
+                n = (item.bit_length() + 7) // 8
+                out.append(_INT_ZERO + n)
+                out += item.to_bytes(n, "big")
+            else:
+                if -item > _SIZE_LIMITS[8]:
+                    raise ValueError("integer too small for a key")
+                n = ((-item).bit_length() + 7) // 8
+                out.append(_INT_ZERO - n)
+                out += (item + _SIZE_LIMITS[n]).to_bytes(n, "big")
+        elif isinstance(item, bytes):
+            out += b"\x01" + _escape(item) + b"\x00"
+        else:
+            raise TypeError(f"cannot pack {type(item).__name__} into a key")
+    return bytes(out)
+
+
+def unpack(key: bytes, offset: int = 0) -> tuple[Element, ...]:
+    """``fdb.tuple.unpack`` for tuples of int, str and bytes, starting at ``offset``."""
+    out: list[Element] = []
+    pos = offset
+    end = len(key)
+    while pos < end:
+        code = key[pos]
+        if code == 0x01 or code == 0x02:
+            start = pos + 1
+            chunks = []
+            while True:
+                zero = key.index(b"\x00", start)
+                if zero + 1 < end and key[zero + 1] == 0xFF:
+                    chunks.append(key[start : zero + 1])
+                    start = zero + 2
+                    continue
+                chunks.append(key[start:zero])
+                break
+            raw = b"".join(chunks)
+            out.append(raw.decode("utf-8") if code == 0x02 else raw)
+            pos = zero + 1
+        elif 0x0C <= code <= 0x1C:
+            n = code - _INT_ZERO
+            if n >= 0:
+                out.append(int.from_bytes(key[pos + 1 : pos + 1 + n], "big"))
+                pos += 1 + n
+            else:
+                n = -n
+                out.append(int.from_bytes(key[pos + 1 : pos + 1 + n], "big") - _SIZE_LIMITS[n])
+                pos += 1 + n
+        else:
+            raise ValueError(f"unsupported tuple type code 0x{code:02x} in key")
+    return tuple(out)
+
+
+def counter(value: int) -> bytes:
+    return struct.pack("<q", value)
+
+
+def read_counter(raw: bytes | None) -> int:
+    if not raw:
+        return 0
+    return int.from_bytes(raw[:8].ljust(8, b"\x00"), "little", signed=True)
+
+
+class Zone:
+    """The keys of one tenant's queue zone."""
+
+    __slots__ = ("dead", "items", "leased", "prefix", "ready", "scheduled", "tenant")
+
+    def __init__(self, root: bytes, tenant: str) -> None:
+        self.tenant = tenant
+        self.prefix = root + pack(("z", tenant))
+        self.items = self.prefix + pack(("i",))
+        self.ready = self.prefix + pack(("r",))
+        self.scheduled = self.prefix + pack(("s",))
+        self.leased = self.prefix + pack(("l",))
+        self.dead = root + pack(("d", tenant))  # outside the zone: see the module docstring
+
+    def item(self, job_id: str) -> bytes:
+        return self.items + pack((job_id,))
+
+    def dead_key(self, job_id: str) -> bytes:
+        return self.dead + pack((job_id,))
+
+    def ready_key(self, priority: int, seq: int, job_id: str) -> bytes:
+        return self.ready + pack((priority, seq, job_id))
+
+    def scheduled_key(self, at: int, job_id: str) -> bytes:
+        return self.scheduled + pack((at, job_id))
+
+    def leased_key(self, expiry: int, job_id: str) -> bytes:
+        return self.leased + pack((expiry, job_id))
+
+    def index_key(self, state: str, priority: int, at: int, job_id: str) -> bytes:
+        if state == "r":
+            return self.ready_key(priority, at, job_id)
+        if state == "s":
+            return self.scheduled_key(at, job_id)
+        return self.leased_key(at, job_id)
+
+    @staticmethod
+    def range_of(prefix: bytes) -> tuple[bytes, bytes]:
+        return prefix, strinc(prefix)
+
+    def until(self, prefix: bytes, at: int) -> tuple[bytes, bytes]:
+        """Entries of the ``scheduled`` or ``leased`` index with a time at or before ``at``."""
+        return prefix, prefix + pack((at + 1,))
+
+
+class Layout:
+    """All keys of the queue called ``name``."""
+
+    def __init__(self, name: str) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError("a queue name must be a non-empty string")
+        self.name = name
+        self.root = pack(("qq", name))
+        self.zones_prefix = self.root + pack(("z",))
+        self.dead_prefix = self.root + pack(("d",))
+        self.marker_prefix = self.root + pack(("pm",))
+        self.record_prefix = self.root + pack(("pr",))
+        self.due_prefix = self.root + pack(("pd",))
+        self.stats_prefix = self.root + pack(("st",))
+        self.zone = functools.lru_cache(maxsize=65536)(self._zone)
+
+    def _zone(self, tenant: str) -> Zone:
+        return Zone(self.root, tenant)
+
+    def dead(self, tenant: str, job_id: str) -> bytes:
+        return self.zone(tenant).dead_key(job_id)
+
+    def marker(self, tenant: str) -> bytes:
+        return self.marker_prefix + pack((tenant,))
+
+    def pointer(self, tenant: str) -> bytes:
+        return self.record_prefix + pack((tenant,))
+
+    def due(self, vesting: int, tenant: str) -> bytes:
+        return self.due_prefix + pack((vesting, tenant))
+
+    def due_until(self, at: int) -> tuple[bytes, bytes]:
+        return self.due_prefix, self.due_prefix + pack((at + 1,))
+
+    def stat(self, topic: str, name: str) -> bytes:
+        return self.stats_prefix + pack((topic, name))
+
+    def tenant_of_zone_key(self, key: bytes) -> str:
+        tenant = unpack(key, len(self.zones_prefix))[0]
+        assert isinstance(tenant, str)
+        return tenant

@@ -1,0 +1,91 @@
+"""Queue settings, their defaults (DESIGN.md §6) and validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a ``JobQueue``; pass any of them as keyword arguments to it."""
+
+    item_lease: float = 30.0
+    """Seconds a dequeued job stays leased to its consumer without an extension."""
+    extend_every: float | None = None
+    """Seconds between lease extensions of running jobs (default: a third of item_lease)."""
+    zone_lease: float = 1.0
+    """Seconds a consumer holds a zone while it picks jobs from it."""
+    peek_max: int = 100
+    """Due pointers a scanner reads per scan."""
+    selection_max: int = 10
+    """Zones a scanner tries per scan at most."""
+    selection_frac: float = 0.1
+    """Fraction of the peeked zones a scanner tries (at least one, at most selection_max)."""
+    dequeue_max: int = 10
+    """Jobs taken from one zone per visit (also bounded by free worker slots)."""
+    promote_max: int = 100
+    """Due scheduled jobs and expired leases moved to ready per zone visit."""
+    min_inactive: float = 30.0
+    """Seconds an empty zone keeps its pointer before it is collected."""
+    pointer_slack: float = 0.002
+    """An enqueue moves a zone's pointer earlier only if that gains more than this (seconds)."""
+    max_retries: int = 3
+    """Default retries after the first run (a failing job runs at most max_retries + 1 times)."""
+    max_snoozes: int = 100
+    """Snoozes allowed per job before it is dead-lettered."""
+    backoff_base: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_cap: float = 3600.0
+    backoff_jitter: float = 0.2
+    """Retry n waits min(cap, base * factor**(n-1)), +/- this fraction at random."""
+    scan_interval: float = 0.1
+    """Longest idle wait between scans; commits to the store wake idle consumers sooner."""
+    shutdown_grace: float = 10.0
+    """Seconds running jobs get to finish on shutdown before their leases are released."""
+    completion_batch: int = 512
+    """Most job outcomes settled in one transaction."""
+    default_priority: int = 100
+    """Priority of jobs that name none (lower runs first; 0..1000)."""
+
+    def __post_init__(self) -> None:
+        positive = ("item_lease", "zone_lease", "backoff_base", "backoff_cap", "scan_interval")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("peek_max", "selection_max", "dequeue_max", "promote_max",
+                     "completion_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("max_retries", "max_snoozes", "min_inactive", "pointer_slack",
+                     "shutdown_grace"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.selection_frac <= 1:
+            raise ValueError("selection_frac must be in (0, 1]")
+        if not 0 <= self.backoff_jitter < 1:
+            raise ValueError("backoff_jitter must be in [0, 1)")
+        if self.backoff_factor < 1:
+            raise ValueError("backoff_factor must be >= 1")
+        if self.extend_every is not None and not 0 < self.extend_every < self.item_lease:
+            raise ValueError("extend_every must be > 0 and shorter than item_lease")
+        if not 0 <= self.default_priority <= MAX_PRIORITY:
+            raise ValueError(f"default_priority must be in 0..{MAX_PRIORITY}")
+
+    @property
+    def extend_interval(self) -> float:
+        return self.extend_every if self.extend_every is not None else self.item_lease / 3
+
+    @classmethod
+    def build(cls, **overrides: Any) -> Settings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown queue setting(s): {', '.join(unknown)}")
+        return cls(**overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MAX_PRIORITY = 1000
