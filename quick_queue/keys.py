@@ -50,13 +50,13 @@ def pack(items: tuple[Element, ...]) -> bytes:
             if item == 0:
                 out.append(_INT_ZERO)
             elif item > 0:
-                if item > _SIZE_LIMITS[8]:
+                if item >= _SIZE_LIMITS[8]:
                     raise ValueError("integer too large for a key")
                 n = (item.bit_length() + 7) // 8
                 out.append(_INT_ZERO + n)
                 out += item.to_bytes(n, "big")
             else:
-                if -item > _SIZE_LIMITS[8]:
+                if -item >= _SIZE_LIMITS[8]:
                     raise ValueError("integer too small for a key")
                 n = ((-item).bit_length() + 7) // 8
                 out.append(_INT_ZERO - n)
@@ -66,6 +66,22 @@ def pack(items: tuple[Element, ...]) -> bytes:
         else:
             raise TypeError(f"cannot pack {type(item).__name__} into a key")
     return bytes(out)
+
+
+def pack_str(item: str) -> bytes:
+    """``pack((item,))`` for one string: the hot path of every job key."""
+    raw = item.encode("utf-8")
+    if b"\x00" in raw:
+        raw = raw.replace(b"\x00", b"\x00\xff")
+    return b"\x02" + raw + b"\x00"
+
+
+def pack_int(item: int) -> bytes:
+    """``pack((item,))`` for one integer."""
+    if 0 < item < _SIZE_LIMITS[8]:
+        n = (item.bit_length() + 7) >> 3
+        return bytes((_INT_ZERO + n,)) + item.to_bytes(n, "big")
+    return pack((item,))
 
 
 def unpack(key: bytes, offset: int = 0) -> tuple[Element, ...]:
@@ -128,19 +144,19 @@ class Zone:
         self.dead = root + pack(("d", tenant))  # outside the zone: see the module docstring
 
     def item(self, job_id: str) -> bytes:
-        return self.items + pack((job_id,))
+        return self.items + pack_str(job_id)
 
     def dead_key(self, job_id: str) -> bytes:
-        return self.dead + pack((job_id,))
+        return self.dead + pack_str(job_id)
 
     def ready_key(self, priority: int, seq: int, job_id: str) -> bytes:
-        return self.ready + pack((priority, seq, job_id))
+        return self.ready + pack_int(priority) + pack_int(seq) + pack_str(job_id)
 
     def scheduled_key(self, at: int, job_id: str) -> bytes:
-        return self.scheduled + pack((at, job_id))
+        return self.scheduled + pack_int(at) + pack_str(job_id)
 
     def leased_key(self, expiry: int, job_id: str) -> bytes:
-        return self.leased + pack((expiry, job_id))
+        return self.leased + pack_int(expiry) + pack_str(job_id)
 
     def index_key(self, state: str, priority: int, at: int, job_id: str) -> bytes:
         if state == "r":

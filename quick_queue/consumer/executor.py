@@ -77,7 +77,8 @@ def to_outcome(
     record = job.record
     verdict = interpret(result, spec)
     if isinstance(verdict, Ok):
-        return Outcome(job.tenant, record.job_id, job.token, "done")
+        return Outcome(job.tenant, record.job_id, job.token, "done", topic=record.topic,
+                       lease_at=record.at)
     if isinstance(verdict, Snooze):
         return Outcome(job.tenant, record.job_id, job.token, "snooze",
                        at=to_us(now + verdict.seconds))

@@ -19,8 +19,8 @@ import math
 import random
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from quick_queue.consumer.executor import (
@@ -92,7 +92,8 @@ class Consumer:
         self.counters = Counters()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
-        self._local: deque[Running] = deque()  # dequeued, waiting for a worker
+        # dequeued, waiting for a worker; None tells a worker to exit
+        self._local: SimpleQueue[Running | None] = SimpleQueue()
         self._running = 0
         self._inflight: dict[tuple[str, str], Running] = {}  # until settled
         self._outcomes: list[tuple[Running, Outcome]] = []
@@ -228,23 +229,21 @@ class Consumer:
         running = Running(job, make_meta(job), spec)
         with self._lock:
             self._inflight[(job.tenant, job.record.job_id)] = running
-            if doa is None:
-                self._local.append(running)
-                self._lock.notify_all()
-        if doa is not None:
+        if doa is None:
+            self._local.put(running)
+        else:
             log.warning("job %s/%s: %s", job.tenant, job.record.job_id, doa.reason)
             self._submit(running, doa)
 
     # -- workers ----------------------------------------------------------------------------
     def _work_loop(self) -> None:
         while True:
+            item = self._local.get()
             with self._lock:
-                while not self._local:
-                    if self._closed_workers:
-                        self._workers -= 1
-                        return
-                    self._lock.wait()
-                running = self._local.popleft()
+                if item is None:
+                    self._workers -= 1
+                    return
+                running = item
                 if running.abandoned:
                     continue
                 self._running += 1
@@ -258,7 +257,6 @@ class Consumer:
             finally:
                 with self._lock:
                     self._running -= 1
-                    self._lock.notify_all()
                     retire = running.abandoned and running.deadline is not None
             if retire:  # this thread overran its timeout and was replaced
                 with self._lock:
@@ -298,6 +296,7 @@ class Consumer:
             if not settle(tr, layout, outcome, to_us(self._now()), to_us(settings.pointer_slack),
                           settings.max_snoozes, stats):
                 raise _Stale()
+            stats[(job.record.topic, "completed")] = 1
             flush_stats(tr, layout, stats)
 
         try:
@@ -358,7 +357,7 @@ class Consumer:
         with self._lock:
             running.settled = True
             self._inflight.pop((job.tenant, job.record.job_id), None)
-            self._lock.notify_all()
+            self._lock.notify()  # a free slot: wake the scanner if it waits for one
         if not applied:
             self.counters.add("stale")
             log.warning("stale %s for %s/%s: the lease was lost; nothing changed",
@@ -392,8 +391,8 @@ class Consumer:
         settings = self.settings
         next_extend = self._now() + settings.extend_interval
         while not self._closed_workers:
+            self._stopping.wait(0.05)
             with self._lock:
-                self._lock.wait(0.05)
                 timed_out = [
                     r for r in self._inflight.values()
                     if r.deadline is not None and not r.abandoned and r.started
@@ -420,16 +419,19 @@ class Consumer:
         for start in range(0, len(entries), 500):
             chunk = entries[start : start + 500]
             leases = [(r.job.tenant, r.job.record.job_id, r.job.token) for r in chunk]
+            now = to_us(self._now())
             try:
                 kept = self.db.transact(
-                    extend_leases, self.queue.layout, leases, to_us(self._now()),
-                    to_us(settings.item_lease),
+                    extend_leases, self.queue.layout, leases, now, to_us(settings.item_lease),
                 )
             except Exception:
                 log.exception("lease extension failed")
                 continue
+            expiry = now + to_us(settings.item_lease)
             for running, ok in zip(chunk, kept, strict=True):
-                if not ok and not running.settled:
+                if ok:
+                    running.job.record.at = max(running.job.record.at, expiry)
+                elif not running.settled:
                     running.meta.lease_lost.set()
                     self.counters.add("leases_lost")
 
@@ -437,9 +439,14 @@ class Consumer:
     def _shutdown(self) -> None:
         settings = self.settings
         # Jobs dequeued but not started go back at once, with no attempt spent.
-        with self._lock:
-            waiting = list(self._local)
-            self._local.clear()
+        waiting = []
+        while True:
+            try:
+                item = self._local.get_nowait()
+            except Empty:
+                break
+            if item is not None:
+                waiting.append(item)
         for running in waiting:
             running.abandoned = True
             job = running.job
@@ -470,7 +477,9 @@ class Consumer:
             time.sleep(0.002)
         with self._lock:
             self._closed_workers = True
-            self._lock.notify_all()
+            workers = self._workers
+        for _ in range(workers):
+            self._local.put(None)
         with self._settle_wake:
             self._settle_wake.notify_all()
         for thread in self._threads:

@@ -105,7 +105,7 @@ def dequeue(
         record.state, record.at = "l", expiry
         record.attempt += 1
         record.token = new_token()
-        tr.set(zone.leased_key(expiry, job_id), b"")
+        tr.set(zone.leased_key(expiry, job_id), record.token.encode())
         tr.set(zone.item(job_id), record.encode())
         taken.append(LeasedJob(tenant, record))
     if len(ready) > count:
