@@ -28,6 +28,7 @@ from quick_queue.kv.api import Transaction
 from quick_queue.settings import MAX_PRIORITY
 
 T = TypeVar("T")
+MAX_SNOOZE = 10 * 366 * 86400.0  # ten years, in seconds
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class Snooze:
     seconds: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seconds, int | float) or self.seconds < 0:
-            raise ValueError(f"Snooze(seconds) needs a number >= 0, got {self.seconds!r}")
+        # NaN fails the comparison too; the cap keeps the due time a storable key
+        if not isinstance(self.seconds, int | float) or not 0 <= self.seconds <= MAX_SNOOZE:
+            raise ValueError(
+                f"Snooze(seconds) needs a number in 0..{MAX_SNOOZE:g}, got {self.seconds!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,13 @@ def to_outcome(
     job, spec = running.job, running.spec
     assert spec is not None
     record = job.record
-    verdict = interpret(result, spec)
+    try:
+        verdict = interpret(result, spec)
+    except Exception as error:  # noqa: BLE001 - e.g. a returned object whose repr() raises
+        verdict = Error(
+            f"handler {spec.name} returned {type(result).__name__}, which could not be "
+            f"interpreted ({type(error).__name__}: {_text(error)})"
+        )
     if isinstance(verdict, Ok):
         return Outcome(job.tenant, record.job_id, job.token, "done", topic=record.topic,
                        lease_at=record.at)
@@ -83,11 +89,12 @@ def to_outcome(
         return Outcome(job.tenant, record.job_id, job.token, "snooze",
                        at=to_us(now + verdict.seconds))
     if isinstance(verdict, Discard):
-        return Outcome(job.tenant, record.job_id, job.token, "discard", reason=verdict.reason)
+        return Outcome(job.tenant, record.job_id, job.token, "discard",
+                       reason=_text(verdict.reason)[:2000])
     assert isinstance(verdict, Error)
     delay = backoff_seconds(record.attempt, settings, spec, rng)
     return Outcome(job.tenant, record.job_id, job.token, "retry", at=to_us(now + delay),
-                   reason=verdict.reason[:2000])
+                   reason=_text(verdict.reason)[:2000])
 
 
 def call_handler(running: Running) -> object:
@@ -101,10 +108,22 @@ def call_handler(running: Running) -> object:
     try:
         handler = spec.handler()
         return handler.perform(payload, running.meta)
-    except Exception as error:  # noqa: BLE001 - the worker survives whatever a job raises
+    except BaseException as error:  # noqa: BLE001 - the worker survives whatever a job raises
+        # (SystemExit and KeyboardInterrupt included: raised by a job in a worker thread they
+        # would only kill that thread and strand its job)
         where = traceback.extract_tb(error.__traceback__)[-1:]
         at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
-        return RuntimeError(f"{type(error).__name__}: {error}{at}")
+        return RuntimeError(f"{type(error).__name__}: {_text(error)}{at}")
+
+
+def _text(value: object) -> str:
+    """``str(value)`` that never raises: reasons and messages come from user code."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__}: str() failed>"
 
 
 class _BadPayload(Exception):

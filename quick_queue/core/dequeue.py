@@ -9,7 +9,7 @@ from quick_queue.core.pointers import collect_pointer, read_pointer, release_zon
 from quick_queue.core.records import bury, flush_stats, load_record
 from quick_queue.keys import Layout, Zone, unpack
 from quick_queue.kv.api import Transaction
-from quick_queue.models import LeasedJob
+from quick_queue.models import JobRecord, LeasedJob
 
 
 class ZoneLeaseLost(Exception):
@@ -95,12 +95,15 @@ def dequeue(
     offset = len(zone.ready)
     taken: list[LeasedJob] = []
     expiry = now + item_lease
-    for key, _ in ready[:count]:
-        _prio, _seq, job_id = unpack(key, offset)
-        assert isinstance(job_id, str)
+    entries = ready[:count]
+    ids = [str(unpack(key, offset)[2]) for key, _ in entries]
+    raws = tr.get_many([zone.item(job_id) for job_id in ids])
+    for (key, _), job_id, raw in zip(entries, ids, raws, strict=True):
         tr.clear(key)
-        record = load_record(tr, zone, job_id)
-        if record is None or record.state != "r":
+        if raw is None:
+            continue
+        record = JobRecord.decode(job_id, raw)
+        if record.state != "r":
             continue
         record.state, record.at = "l", expiry
         record.attempt += 1

@@ -46,10 +46,10 @@ def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
 
 def settle(
     tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
-    stats: Stats,
+    stats: Stats, *, prechecked: bool = False,
 ) -> bool:
     """Apply one outcome; False when the token is stale (nothing changed)."""
-    if outcome.kind == "done" and outcome.lease_at:
+    if outcome.kind == "done" and outcome.lease_at and not prechecked:
         # Fast path: the leased index entry holds the token, so a completion whose lease is
         # intact needs no record decode. Any mismatch falls through to the full check.
         zone = layout.zone(outcome.tenant)
@@ -120,8 +120,22 @@ def settle_many(
 ) -> list[bool]:
     stats: Stats = {}
     applied = []
+    # The fast path of every completion at once: one read of all their leased entries.
+    fast = [o for o in outcomes if o.kind == "done" and o.lease_at]
+    keys = [layout.zone(o.tenant).leased_key(o.lease_at, o.job_id) for o in fast]
+    intact = {
+        id(o): key
+        for o, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
+        if value == o.token.encode()
+    }
     for outcome in outcomes:
-        ok = settle(tr, layout, outcome, now, slack, max_snoozes, stats)
+        leased_key = intact.get(id(outcome))
+        if leased_key is not None:
+            tr.clear(leased_key)
+            tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
+            ok = True
+        else:
+            ok = settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=True)
         applied.append(ok)
         if ok and outcome.kind == "done":
             key = (outcome.topic or "?", "completed")

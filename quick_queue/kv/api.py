@@ -41,6 +41,11 @@ class ReadView(ABC):
         """Pairs with ``begin <= key < end`` in key order (descending if ``reverse``); at most
         ``limit`` of them when ``limit > 0``."""
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """``[get(k) for k in keys]``, but the engine may fetch them together (FoundationDB
+        issues every read before waiting for any; SQLite answers them with one query)."""
+        return [self.get(key) for key in keys]
+
     def get_range_startswith(
         self, prefix: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:

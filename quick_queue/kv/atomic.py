@@ -58,6 +58,14 @@ def place_versionstamp(template: bytes, stamp: bytes) -> bytes:
     return body[:offset] + stamp + body[offset + 10 :]
 
 
+def versionstamp_key_range(template: bytes) -> tuple[bytes, bytes]:
+    """Every key ``template`` can become: placeholder all 0x00 up to placeholder all 0xFF
+    (FoundationDB's write-conflict range for a versionstamped key)."""
+    low = place_versionstamp(template, b"\x00" * 10)
+    high = place_versionstamp(template, b"\xff" * 10)
+    return low, high + b"\x00"
+
+
 def check_versionstamp_template(template: bytes) -> bool:
     if len(template) < 14:
         return False

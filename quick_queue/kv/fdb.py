@@ -277,6 +277,13 @@ def _get(reader: Any, key: bytes) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+def _get_many(reader: Any, keys: list[bytes]) -> list[bytes | None]:
+    with _mapped():
+        futures = [reader.get(key) for key in keys]  # all in flight before the first wait
+        values = [future.value for future in futures]
+    return [None if value is None else bytes(value) for value in values]
+
+
 def _get_range(reader: Any, begin: bytes, end: bytes, limit: int, reverse: bool) -> list[KeyValue]:
     with _mapped():
         result = reader.get_range(begin, end, limit=limit if limit > 0 else 0, reverse=reverse)
@@ -295,6 +302,9 @@ class _FDBReadView(ReadView):
 
     def get(self, key: bytes) -> bytes | None:
         return _get(self._reader, key)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return _get_many(self._reader, keys)
 
     def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
@@ -362,6 +372,9 @@ class FDBTransaction(Transaction):
     # -- reads ------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
         return _get(self._tr, key)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return _get_many(self._tr, keys)
 
     def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False

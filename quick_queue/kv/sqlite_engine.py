@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 
 from quick_queue.kv.api import Database
-from quick_queue.kv.atomic import apply_ops, place_versionstamp
+from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
 from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet
 from quick_queue.kv.errors import (
     DATABASE_LOCKED,
@@ -212,6 +212,9 @@ class SQLiteDatabase(Database):
         with self._pool_lock:
             self._pool.append(conn)
 
+    def _reading_failed(self, error: sqlite3.Error) -> StorageError:
+        return _storage_error(self.path, error, "reading")
+
     def create_transaction(self) -> SQLiteTransaction:
         if self._closed:
             raise KVError(2000, f"database {self.url} is closed")
@@ -367,7 +370,10 @@ class SQLiteDatabase(Database):
             writes.points.add(key)
         writes.add_all(request.cleared)
         writes.add_all(request.extra_writes)
-        # versionstamped keys are known only at apply time; _apply adds them
+        # A versionstamped key is known only at apply time, but later requests of this batch are
+        # resolved before that: like FoundationDB, write-conflict every key its stamp could make.
+        for template, _value in request.stamped:
+            writes.add(*versionstamp_key_range(template))
         writes._sorted = None
 
     def _apply(
@@ -434,9 +440,12 @@ class SQLiteDatabase(Database):
 
     # -- operations -------------------------------------------------------------------------
     def integrity_check(self) -> str:
-        """SQLite's own check of the file ('ok' when sound)."""
-        row = self._writer.execute("PRAGMA integrity_check").fetchone()
-        return str(row[0])
+        """SQLite's own check of the file ('ok' when sound, else what is wrong)."""
+        try:
+            rows = self._writer.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.DatabaseError as error:  # too damaged for the check to walk it
+            return str(error)
+        return "\n".join(str(row[0]) for row in rows)
 
     def durability(self) -> dict[str, object]:
         return {"engine": "sqlite", "path": self.path, "journal_mode": "wal",

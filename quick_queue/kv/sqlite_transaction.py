@@ -44,6 +44,7 @@ MAX_VALUE = 100_000
 MAX_TRANSACTION = 10_000_000
 LIFETIME = 5.0
 ACCESSED_UNREADABLE = 1036
+NO_COMMIT_VERSION = 2021  # FoundationDB's error for the versionstamp of a read-only commit
 
 # A write buffer entry: ("s", value) set, ("c", None) cleared, ("a", [(op, param)]) pending atomic
 # operations on whatever the database holds, ("v", template) a versionstamped value.
@@ -74,6 +75,9 @@ class _Snapshot(ReadView):
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:
         return self._tr._get_range(begin, end, limit, reverse, conflict=False)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._tr._get_many(keys, conflict=False)
 
 
 class SQLiteTransaction(Transaction):
@@ -138,6 +142,46 @@ class SQLiteTransaction(Transaction):
     ) -> list[KeyValue]:
         return self._get_range(begin, end, limit, reverse, conflict=True)
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._get_many(keys, conflict=True)
+
+    def _get_many(self, keys: list[bytes], *, conflict: bool) -> list[bytes | None]:
+        if len(keys) < 3:
+            return [self._get(key, conflict=conflict) for key in keys]
+        self._check()
+        # Keys the write buffer answers completely are served from it; the rest in one query.
+        wanted = [
+            key for key in keys
+            if (entry := self._writes.get(key)) is None
+            or entry[0] == "a"
+        ]
+        wanted = [k for k in wanted if not (k not in self._writes and self._in_cleared(k))]
+        stored: dict[bytes, bytes] = {}
+        if wanted:
+            conn = self._ensure_snapshot()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                stored.update(
+                    conn.execute(f"SELECT k, v FROM kv WHERE k IN ({marks})", chunk).fetchall()
+                )
+            if conflict:
+                self._reads.extend((key, key + b"\x00") for key in wanted)
+        out: list[bytes | None] = []
+        for key in keys:
+            entry = self._writes.get(key)
+            if entry is None:
+                out.append(stored.get(key))
+            elif entry[0] == "s":
+                out.append(entry[1])  # type: ignore[arg-type]
+            elif entry[0] == "c":
+                out.append(None)
+            elif entry[0] == "a":
+                out.append(apply_ops(stored.get(key), entry[1]))  # type: ignore[arg-type]
+            else:
+                raise KVError(ACCESSED_UNREADABLE, "read of a versionstamped value before commit")
+        return out
+
     def _in_cleared(self, key: bytes) -> bool:
         for begin, end in self._cleared:
             if begin <= key < end:
@@ -145,6 +189,12 @@ class SQLiteTransaction(Transaction):
         return False
 
     def _get(self, key: bytes, *, conflict: bool) -> bytes | None:
+        try:
+            return self._get_inner(key, conflict)
+        except sqlite3.Error as error:  # a corrupt page shows up on the read that meets it
+            raise self._db._reading_failed(error) from error
+
+    def _get_inner(self, key: bytes, conflict: bool) -> bytes | None:
         self._check()
         entry = self._writes.get(key)
         if entry is not None:
@@ -188,6 +238,14 @@ class SQLiteTransaction(Transaction):
 
     def _get_range(
         self, begin: bytes, end: bytes, limit: int, reverse: bool, *, conflict: bool
+    ) -> list[KeyValue]:
+        try:
+            return self._get_range_inner(begin, end, limit, reverse, conflict)
+        except sqlite3.Error as error:
+            raise self._db._reading_failed(error) from error
+
+    def _get_range_inner(
+        self, begin: bytes, end: bytes, limit: int, reverse: bool, conflict: bool
     ) -> list[KeyValue]:
         self._check()
         if limit < 0:
@@ -390,7 +448,7 @@ class SQLiteTransaction(Transaction):
             self._committed = True  # read-only: nothing to resolve, like FoundationDB
             if self._stamp is not None:
                 self._stamp.error = KVError(
-                    CLIENT_INVALID_OPERATION, "no versionstamp: the transaction wrote nothing"
+                    NO_COMMIT_VERSION, "no versionstamp: the transaction wrote nothing"
                 )
             return
         try:
