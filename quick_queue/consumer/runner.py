@@ -32,8 +32,8 @@ from quick_queue.consumer.executor import (
     timeout_outcome,
     to_outcome,
 )
-from quick_queue.core.dequeue import ZoneLeaseLost, dequeue
-from quick_queue.core.pointers import lease_zone, scan_due
+from quick_queue.core.dequeue import ZoneNotDue, dequeue
+from quick_queue.core.pointers import scan_due
 from quick_queue.core.records import flush_stats
 from quick_queue.core.settle import Outcome, extend_leases, settle, settle_many
 from quick_queue.kv.api import Transaction
@@ -195,31 +195,28 @@ class Consumer:
         return False
 
     def _visit(self, tenant: str, count: int, now: int) -> int:
+        """Take the zone and lease up to ``count`` of its jobs in one transaction, tried once:
+        a conflict means another consumer took the zone first (see ``core.dequeue``)."""
         settings = self.settings
-        layout = self.queue.layout
-        token = new_token()
         tr = self.db.create_transaction()
         try:
-            if not lease_zone(tr, layout, tenant, token, now, to_us(settings.zone_lease)):
-                self.counters.add("zone_not_due")
-                return 0
-            tr.commit()
-        except KVError as error:
-            if not is_retryable(error):
-                raise
-            # Another consumer won the zone (or the outcome is unknown: the lease expires soon).
-            self.counters.add("lease_races")
-            return 0
-        self.counters.add("zone_visits")
-        try:
-            jobs = self.db.transact(
-                dequeue, layout, tenant, token, to_us(self._now()), count=count,
+            jobs = dequeue(
+                tr, self.queue.layout, tenant, None, now, count=count,
                 item_lease=to_us(settings.item_lease), promote_max=settings.promote_max,
                 min_inactive=to_us(settings.min_inactive), new_token=new_token,
             )
-        except ZoneLeaseLost:
+            tr.commit()
+        except ZoneNotDue:
+            self.counters.add("zone_not_due")
+            return 0
+        except KVError as error:
+            if not is_retryable(error):
+                raise
+            # Lost the race for the zone. After 1021 the jobs may be leased to nobody: their
+            # leases expire and they run then, with the attempt counted.
             self.counters.add("lease_races")
             return 0
+        self.counters.add("zone_visits")
         for job in jobs:
             self._accept(job)
         return len(jobs)
@@ -383,6 +380,8 @@ class Consumer:
             self.counters.add("released")
         if log.isEnabledFor(logging.INFO):
             detail = f": {outcome.reason}" if outcome.reason else ""
+            if kind == "retry" and job.record.attempt > job.record.max_retries:
+                kind = "dead"  # the last attempt failed: logged as what happened to the job
             log.info("%s %s %s/%s%s", kind, job.record.topic, job.tenant, job.record.job_id,
                      detail)
 

@@ -128,14 +128,21 @@ def settle_many(
         for o, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
         if value == o.token.encode()
     }
+    # A job met again in the batch may have been settled by its earlier outcome, which the
+    # batched read above predates: it takes settle's own (read-your-writes) checks instead.
+    seen: set[tuple[str, str]] = set()
     for outcome in outcomes:
-        leased_key = intact.get(id(outcome))
+        ident = (outcome.tenant, outcome.job_id)
+        repeat = ident in seen
+        seen.add(ident)
+        leased_key = None if repeat else intact.get(id(outcome))
         if leased_key is not None:
             tr.clear(leased_key)
             tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
             ok = True
         else:
-            ok = settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=True)
+            ok = settle(tr, layout, outcome, now, slack, max_snoozes, stats,
+                        prechecked=not repeat)
         applied.append(ok)
         if ok and outcome.kind == "done":
             key = (outcome.topic or "?", "completed")

@@ -43,6 +43,7 @@ from quick_queue.kv.errors import (
     StorageError,
 )
 from quick_queue.kv.sqlite_transaction import LIFETIME, Entry, SQLiteTransaction
+from quick_queue.kv.wakeup import CommitSignal
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID",
@@ -141,8 +142,8 @@ class SQLiteDatabase(Database):
         self._pending: list[_Request] = []
         self._commit_cond = threading.Condition(threading.Lock())
         self._leading = False
-        self._committed = threading.Condition()
-        self._commit_count = 0
+        self._signal = CommitSignal(self.path)
+        self._signal_ok = True
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
         self._last_prune = 0.0
@@ -360,9 +361,7 @@ class SQLiteDatabase(Database):
         for request, stamp in zip(accepted, stamps, strict=True):
             request.stamp = stamp
             request.done = True
-        with self._committed:
-            self._commit_count += 1
-            self._committed.notify_all()
+        self._signal.notify()
 
     @staticmethod
     def _add_write_ranges(writes: WriteSet, request: _Request) -> None:
@@ -409,24 +408,20 @@ class SQLiteDatabase(Database):
     # -- idle wake-up -----------------------------------------------------------------------
     def wait_for_change(self, timeout: float) -> None:
         """Return soon after any commit to the file (this process's or another's), or after
-        ``timeout``. Other processes are noticed through ``PRAGMA data_version``, which reads
-        SQLite's shared memory and costs no I/O; this process's commits wake us at once."""
-        deadline = time.monotonic() + timeout
-        with self._committed:
-            seen = self._commit_count
-        watch_start = self._data_version()
-        poll = 0.001
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        ``timeout``: a Unix-socket signal from the committer (``wakeup.CommitSignal``), or
+        where sockets are unavailable, polling ``PRAGMA data_version`` (SQLite's shared memory,
+        no I/O) every millisecond."""
+        if self._signal_ok:
+            try:
+                self._signal.wait(timeout)
                 return
-            with self._committed:
-                if self._commit_count != seen:
-                    return
-                self._committed.wait(min(poll, remaining))
-                if self._commit_count != seen:
-                    return
-            if self._data_version() != watch_start:
+            except OSError:
+                self._signal_ok = False
+        deadline = time.monotonic() + timeout
+        start = self._data_version()
+        while time.monotonic() < deadline:
+            time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
+            if self._data_version() != start:
                 return
 
     def _data_version(self) -> int:
@@ -461,6 +456,7 @@ class SQLiteDatabase(Database):
                     conn.close()
             self._all_connections.clear()
             self._pool.clear()
+        self._signal.close()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
 

@@ -1,0 +1,275 @@
+"""How ``quick-queue`` shows things: human times and the rich tables of the read commands.
+
+Everything here turns read-only views (``inspect.Overview``, ``ZoneView``, ``JobInfo``) into
+rich renderables; nothing here reads the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from quick_queue.consumer.runner import Summary
+from quick_queue.inspect import Overview, ZoneView
+from quick_queue.models import JobInfo
+
+#: counters shown first, in this order; any others follow alphabetically
+TOPIC_COLUMNS = ("enqueued", "completed", "failed", "retried", "snoozed", "discarded", "dead",
+                 "lease_expired", "cancelled", "revived")
+STATE_STYLE = {"ready": "green", "scheduled": "cyan", "leased": "yellow", "dead": "red"}
+
+
+# -- times -------------------------------------------------------------------------------------
+def span(seconds: float) -> str:
+    """A duration at a glance: ``0.4 s``, ``12 s``, ``3 min``, ``2.5 h``, ``4 d``."""
+    s = abs(seconds)
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    if s < 86400:
+        h = s / 3600
+        return f"{h:.1f} h" if h < 10 else f"{h:.0f} h"
+    d = s / 86400
+    return f"{d:.1f} d" if d < 10 else f"{d:.0f} d"
+
+
+def relative(when: datetime | None, now: datetime) -> str:
+    """``in 4.0 s`` / ``3 min ago`` / ``now`` (``-`` for no time)."""
+    if when is None:
+        return "-"
+    delta = (when - now).total_seconds()
+    if abs(delta) < 0.05:
+        return "now"
+    return f"in {span(delta)}" if delta > 0 else f"{span(delta)} ago"
+
+
+def clock_time(when: datetime) -> str:
+    return when.astimezone().strftime("%H:%M:%S")
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def _table(*columns: str, right: Iterable[str] = (), wide: dict[str, int] | None = None
+           ) -> Table:
+    """A plain aligned table; ``reason`` wraps, other columns keep at least their header's
+    width (or ``wide[column]``)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    right = set(right)
+    wide = wide or {}
+    for column in columns:
+        wraps = column == "reason"
+        table.add_column(column, justify="right" if column in right else "left",
+                         no_wrap=not wraps,
+                         min_width=None if wraps else max(len(column), wide.get(column, 0)))
+    return table
+
+
+def _titled(title: str, table: Table) -> Group:
+    return Group(Text(), Text(title, style="bold"), table)
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def attempts(job: JobInfo) -> str:
+    """``2 of 4``: attempts made of the most a job may run (max_retries + 1)."""
+    return f"{job.attempt} of {job.max_retries + 1}"
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False)
+
+
+# -- inspect (overview) ------------------------------------------------------------------------
+def overview(view: Overview, url: str, zone_limit: int) -> RenderableType:
+    now = view.now
+    stats = view.stats
+    busy = [z for z in view.zones if z.jobs]
+    idle = len(view.zones) - len(busy)
+    header = Text.assemble(
+        ("queue ", "dim"), (view.queue, "bold"), (" on ", "dim"), url,
+        (f"  at {clock_time(now)}", "dim"),
+    )
+    oldest = f"{span(stats.oldest_due_age)}" if stats.oldest_due_age is not None else "-"
+    totals = Text.assemble(
+        ("ready ", "dim"), (str(stats.ready), "green bold"),
+        ("   scheduled ", "dim"), (str(stats.scheduled), "cyan bold"),
+        ("   leased ", "dim"), (str(stats.leased), "yellow bold"),
+        ("   dead ", "dim"), (str(stats.dead), "red bold" if stats.dead else "bold"),
+        ("\nzones with jobs ", "dim"), (str(len(busy)), "bold"),
+        (f" (+{idle} idle, collected soon)" if idle else "", "dim"),
+        ("   oldest due job waiting ", "dim"), (oldest, "bold"),
+    )
+    parts: list[RenderableType] = [header, totals]
+    if busy:
+        busy.sort(key=lambda z: (-z.ready, -z.jobs, z.tenant))
+        title = "Zones with jobs" + (
+            f" (the {zone_limit} deepest of {len(busy)})" if len(busy) > zone_limit else ""
+        )
+        table = _table("tenant", "ready", "scheduled", "leased", "waiting", "next run",
+                       "lease ends", right=("ready", "scheduled", "leased"))
+        for zone in busy[:zone_limit]:
+            table.add_row(*zone_row(zone, now))
+        parts.append(_titled(title, table))
+    else:
+        parts += [Text(), Text("No jobs waiting or running.", style="dim")]
+    if view.expiring:
+        table = _table("tenant", "job", "topic", "attempt", "lease ends", wide={"job": 24})
+        for job in view.expiring:
+            expired = job.lease_expires_at is not None and job.lease_expires_at <= now
+            ends = relative(job.lease_expires_at, now)
+            table.add_row(job.tenant, job.job_id, job.topic, attempts(job),
+                          Text(ends + (" (worker gone? it runs again)" if expired else ""),
+                               style="red" if expired else ""))
+        parts.append(_titled(f"Leases ending within {span(view.lease_window)}", table))
+    if stats.topics:
+        parts.append(_titled("Per-topic counters (since the queue began)",
+                             topics_table(stats.topics)))
+    return Group(*parts)
+
+
+def zone_row(zone: ZoneView, now: datetime) -> list[str]:
+    lease = relative(zone.next_lease_expiry, now)
+    if zone.expired:
+        lease += f" ({zone.expired} expired)"
+    return [
+        zone.tenant, str(zone.ready), str(zone.scheduled), str(zone.leased),
+        span((now - zone.oldest_ready).total_seconds()) if zone.oldest_ready else "-",
+        relative(zone.next_scheduled, now), lease,
+    ]
+
+
+def topics_table(topics: dict[str, dict[str, int]]) -> Table:
+    names = {name for counters in topics.values() for name in counters}
+    columns = [c for c in TOPIC_COLUMNS if c in names] + sorted(names - set(TOPIC_COLUMNS))
+    table = _table("topic", *columns, right=columns)
+    for topic in sorted(topics):
+        counters = topics[topic]
+        table.add_row(topic, *(str(counters.get(c, 0)) for c in columns))
+    return table
+
+
+# -- inspect zone / job / dead -----------------------------------------------------------------
+def zone_detail(zone: ZoneView, jobs: dict[str, list[JobInfo]], dead: int,
+                now: datetime, limit: int) -> RenderableType:
+    header = Text.assemble(("zone ", "dim"), (zone.tenant, "bold"))
+    totals = Text.assemble(
+        ("ready ", "dim"), (str(zone.ready), "green bold"), ("   scheduled ", "dim"),
+        (str(zone.scheduled), "cyan bold"), ("   leased ", "dim"),
+        (str(zone.leased), "yellow bold"),
+        ("   dead ", "dim"), (str(dead), "red bold" if dead else "bold"),
+    )
+    if zone.pointer_due is None:
+        pointer = "no pointer (the zone has no live jobs)"
+    elif zone.pointer_leased:
+        pointer = "a consumer is picking jobs from it right now"
+    elif not zone.jobs:
+        pointer = f"empty; its pointer is collected {relative(zone.pointer_due, now)}"
+    elif zone.pointer_due <= now:
+        pointer = ("due, waiting for a consumer for "
+                   f"{span((now - zone.pointer_due).total_seconds())}")
+    else:
+        pointer = f"next visit {relative(zone.pointer_due, now)}"
+    parts: list[RenderableType] = [header, totals, Text("pointer: " + pointer, style="dim")]
+    table = _table("job", "state", "topic", "prio", "attempt", "when",
+                   right=("prio",), wide={"job": 24, "state": 9})
+    errors: list[Text] = []
+    shown = 0
+    for state in ("ready", "scheduled", "leased"):
+        for job in jobs.get(state, []):
+            shown += 1
+            if state == "leased":
+                when = "lease ends " + relative(job.lease_expires_at, now)
+            elif state == "ready":
+                when = "due " + relative(job.due_at, now)
+            else:
+                when = "runs " + relative(job.due_at, now)
+            table.add_row(job.job_id, _state(state), job.topic, str(job.priority), attempts(job),
+                          when)
+            if job.last_error:
+                errors.append(Text.assemble(job.job_id + "  ", (job.last_error, "red")))
+    if shown:
+        total = zone.jobs
+        more = f" (up to {limit} per state; {total} in all)" if shown < total else ""
+        parts.append(_titled("Jobs: ready in run order, then scheduled, then leased" + more,
+                             table))
+    if errors:
+        parts += [Text(), Text("Last errors", style="bold"), *errors]
+    if dead:
+        parts.append(Text(f"\n{dead} dead letter(s): quick-queue inspect dead --tenant "
+                          f"{zone.tenant}", style="dim"))
+    return Group(*parts)
+
+
+def job_detail(job: JobInfo, now: datetime) -> RenderableType:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", justify="right")
+    grid.add_column()
+
+    def when(value: datetime | None) -> str:
+        return "-" if value is None else f"{relative(value, now)}  ({value.isoformat()})"
+
+    grid.add_row("job", Text(job.job_id, style="bold"))
+    grid.add_row("tenant", job.tenant)
+    grid.add_row("topic", job.topic)
+    grid.add_row("state", _state(job.state))
+    grid.add_row("attempt", f"{attempts(job)} (max_retries {job.max_retries})")
+    grid.add_row("priority", str(job.priority))
+    if job.state in ("ready", "scheduled"):
+        grid.add_row("due", when(job.due_at))
+    if job.state == "leased":
+        grid.add_row("lease ends", when(job.lease_expires_at))
+    grid.add_row("enqueued", when(job.enqueued_at))
+    grid.add_row("snoozes", str(job.snoozes))
+    if job.key:
+        grid.add_row("key", job.key)
+    if job.state == "dead":
+        grid.add_row("dead because", Text(f"{job.dead_kind}: {job.reason}", style="red"))
+    elif job.last_error:
+        grid.add_row("last error", Text(job.last_error, style="red"))
+    grid.add_row("payload", json.dumps(job.payload, ensure_ascii=False))
+    return grid
+
+
+def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType:
+    if not jobs:
+        return Text("No dead letters.", style="dim")
+    title = f"Dead letters ({len(jobs)} of {total})" if total > len(jobs) else (
+        f"Dead letters ({total})"
+    )
+    table = _table("tenant", "job", "topic", "why", "attempts", "enqueued", "reason",
+                   wide={"job": 24})
+    for job in jobs:
+        table.add_row(job.tenant, job.job_id, job.topic, job.dead_kind or "-", str(job.attempt),
+                      relative(job.enqueued_at, now), _short(job.reason, 70))
+    hint = ("retry one: quick-queue retry TENANT JOB_ID   all: quick-queue retry --all   "
+            "delete: quick-queue purge")
+    return Group(Text(title, style="bold"), table, Text(hint, style="dim"))
+
+
+# -- worker ------------------------------------------------------------------------------------
+def summary_line(summary: Summary) -> str:
+    parts = [f"{summary.completed} completed", f"{summary.retried} retried",
+             f"{summary.dead} dead", f"{summary.snoozed} snoozed"]
+    for name in ("discarded", "released", "stale"):
+        value = getattr(summary, name)
+        if value:
+            parts.append(f"{value} {name}")
+    return ", ".join(parts)

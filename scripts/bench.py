@@ -1,0 +1,295 @@
+"""quick_queue benchmarks on the embedded engine (durable, synchronous=FULL unless --normal).
+
+Prints a table and writes JSON (--json, default bench-results/queue.json):
+
+* drain: no-op jobs/s run by ``queue.run(concurrency=T, processes=P)`` worker processes, from
+  the first completion to the last (start-up excluded), for several P x T;
+* enqueue: jobs/s one per transaction from 1 thread and from 8 threads, and enqueue_many;
+* latency: pick-up latency (start - enqueue) of jobs enqueued one at a time on an idle queue,
+  and the idle worker's CPU use;
+* races: zone-lease race aborts with C consumers over Z tenants;
+* scale: drain rate and worker RSS with 1,000 queued jobs versus 1,000,000 over 100,000
+  tenants (``--quick``: 100,000 over 10,000).
+
+Run: ``python scripts/bench.py [--quick] [--only drain,enqueue,latency,races,scale]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import quick_queue as qq  # noqa: E402
+from quick_queue.core.admin import topic_counters  # noqa: E402
+
+LATENCY_FILE = os.environ.get("QQ_BENCH_LATENCY_FILE", "")
+
+
+@qq.job(topic="noop", max_retries=0)
+class NoOp:
+    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        if LATENCY_FILE and "t" in payload:
+            line = f"{time.time() - payload['t']:.6f}\n".encode()
+            fd = os.open(LATENCY_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, line)
+            os.close(fd)
+
+
+def open_queue(url: str, **settings: Any) -> tuple[qq.Database, qq.JobQueue]:
+    db = qq.open(url)
+    return db, qq.JobQueue(db, jobs=[NoOp], **settings)
+
+
+def worker_main(url: str, concurrency: int, processes: int) -> None:
+    _, queue = open_queue(url)
+    queue.run(concurrency=concurrency, processes=processes)
+
+
+def start_worker(url: str, concurrency: int, processes: int,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--worker", url, str(concurrency), str(processes)],
+        env={**os.environ, **(env or {})}, start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def completed(db: qq.Database, queue: qq.JobQueue) -> int:
+    counters = db.transact(lambda tr: topic_counters(tr.snapshot, queue.layout))
+    return counters.get("noop", {}).get("completed", 0)
+
+
+def fill(queue: qq.JobQueue, n: int, tenants: int, batch: int = 1000) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        queue.enqueue_many([
+            {"tenant": f"t{i % tenants:06d}", "topic": "noop", "payload": {"i": i}}
+            for i in range(start, min(n, start + batch))
+        ])
+    return n / (time.perf_counter() - t0)
+
+
+def rss_kb(pid: int) -> int:
+    total = 0
+    pids = [pid]
+    try:  # the supervisor and its children
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def timed_drain(url: str, n: int, tenants: int, concurrency: int, processes: int,
+                stop_after: int | None = None, cap: float = 180.0) -> dict[str, Any]:
+    db, queue = open_queue(url)
+    fill(queue, n, tenants)
+    target = stop_after or n
+    proc = start_worker(url, concurrency, processes)
+    try:
+        first_t = first_n = None
+        deadline = time.monotonic() + cap
+        peak_rss = 0
+        while time.monotonic() < deadline:
+            done = completed(db, queue)
+            now = time.perf_counter()
+            if first_t is None and done > 0:
+                first_t, first_n = now, done
+            peak_rss = max(peak_rss, rss_kb(proc.pid))
+            if done >= target:
+                break
+            time.sleep(0.02)
+        else:
+            return {"status": "timeout", "completed": completed(db, queue)}
+        assert first_t is not None and first_n is not None
+        rate = (done - first_n) / max(1e-9, now - first_t)
+        return {"jobs_per_s": round(rate), "completed": done, "worker_rss_kb": peak_rss}
+    finally:
+        stop_worker(proc)
+        db.close()
+
+
+def bench_drain(tmp: str, quick: bool) -> dict[str, Any]:
+    n = 5_000 if quick else 20_000
+    out = {}
+    for processes, concurrency in ((1, 16), (2, 8), (2, 16)):
+        url = f"sqlite:///{tmp}/drain-{processes}x{concurrency}.db"
+        result = timed_drain(url, n, 1, concurrency, processes)
+        out[f"{processes}x{concurrency}"] = result
+        print(f"  drain {processes} proc x {concurrency}: {result}", flush=True)
+    return {"n": n, "tenants": 1, "configs": out}
+
+
+def bench_enqueue(tmp: str, quick: bool) -> dict[str, Any]:
+    n = 1_000 if quick else 5_000
+    out: dict[str, Any] = {}
+    _, queue = open_queue(f"sqlite:///{tmp}/enq1.db")
+    t0 = time.perf_counter()
+    for i in range(n):
+        queue.enqueue("default", "noop", {"i": i})
+    out["one_per_txn_1_thread"] = round(n / (time.perf_counter() - t0))
+    _, queue = open_queue(f"sqlite:///{tmp}/enq8.db")
+
+    def produce(k: int) -> None:
+        for i in range(n // 8):
+            queue.enqueue(f"t{k}", "noop", {"i": i})
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out["one_per_txn_8_threads"] = round(n // 8 * 8 / (time.perf_counter() - t0))
+    _, queue = open_queue(f"sqlite:///{tmp}/enqb.db")
+    out["enqueue_many_batch_1000"] = round(fill(queue, n * 10, 1))
+    print(f"  enqueue: {out}", flush=True)
+    return out
+
+
+def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
+    count = 50 if quick else 200
+    url = f"sqlite:///{tmp}/latency.db"
+    db, queue = open_queue(url)
+    lat_file = f"{tmp}/latency.txt"
+    proc = start_worker(url, 16, 1, env={"QQ_BENCH_LATENCY_FILE": lat_file})
+    try:
+        queue.enqueue("warm", "noop", {"t": time.time()})
+        time.sleep(1.0)
+        cpu0 = _cpu_seconds(proc.pid)
+        time.sleep(2.0)
+        idle_cpu = (_cpu_seconds(proc.pid) - cpu0) / 2.0
+        Path(lat_file).unlink(missing_ok=True)
+        for i in range(count):
+            queue.enqueue(f"t{i % 10}", "noop", {"t": time.time()})
+            time.sleep(0.02)
+        deadline = time.monotonic() + 30
+        samples: list[float] = []
+        while time.monotonic() < deadline:
+            try:
+                samples = [float(x) * 1000 for x in Path(lat_file).read_text().split()]
+            except FileNotFoundError:
+                samples = []
+            if len(samples) >= count:
+                break
+            time.sleep(0.05)
+    finally:
+        stop_worker(proc)
+        db.close()
+    samples.sort()
+
+    def pct(p: float) -> float:
+        return round(samples[min(len(samples) - 1, int(p * len(samples)))], 2)
+
+    out = {"n": len(samples), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+           "max_ms": round(samples[-1], 2), "idle_worker_cpu_pct": round(idle_cpu * 100, 2)}
+    print(f"  latency: {out}", flush=True)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_races(tmp: str, quick: bool) -> dict[str, Any]:
+    consumers, tenants = 16, 1000
+    per_tenant = 2 if quick else 5
+    db, queue = open_queue(f"sqlite:///{tmp}/races.db")
+    fill(queue, tenants * per_tenant, tenants)
+    summaries: list[Any] = []
+
+    def consume() -> None:
+        summaries.append(queue.drain(concurrency=1))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=consume) for _ in range(consumers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
+    races = sum(s.lease_races for s in summaries)
+    visits = sum(s.zone_visits for s in summaries)
+    done = sum(s.completed for s in summaries)
+    out = {"consumers": consumers, "tenants": tenants, "jobs": done,
+           "zone_visits": visits, "lease_races": races,
+           "abort_rate": round(races / max(1, races + visits), 4),
+           "jobs_per_s": round(done / elapsed)}
+    db.close()
+    print(f"  races: {out}", flush=True)
+    return out
+
+
+def bench_scale(tmp: str, quick: bool) -> dict[str, Any]:
+    big, big_tenants = (100_000, 10_000) if quick else (1_000_000, 100_000)
+    sample = 5_000 if quick else 20_000
+    small = timed_drain(f"sqlite:///{tmp}/scale-small.db", 1_000 + sample, 100, 16, 2,
+                        stop_after=sample)
+    print(f"  scale small: {small}", flush=True)
+    large = timed_drain(f"sqlite:///{tmp}/scale-big.db", big, big_tenants, 16, 2,
+                        stop_after=sample, cap=300)
+    print(f"  scale big: {large}", flush=True)
+    ratio = None
+    if "jobs_per_s" in small and "jobs_per_s" in large:
+        ratio = round(large["jobs_per_s"] / max(1, small["jobs_per_s"]), 3)
+    return {"small": {"queued": 1_000 + sample, "tenants": 100, **small},
+            "large": {"queued": big, "tenants": big_tenants, **large},
+            "large_over_small": ratio}
+
+
+BENCHES = {"drain": bench_drain, "enqueue": bench_enqueue, "latency": bench_latency,
+           "races": bench_races, "scale": bench_scale}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated benches")
+    parser.add_argument("--json", default=str(ROOT / "bench-results" / "queue.json"))
+    args = parser.parse_args()
+    results: dict[str, Any] = {"quick": args.quick, "python": sys.version.split()[0],
+                               "cpus": os.cpu_count(), "started": time.strftime("%FT%T%z")}
+    with tempfile.TemporaryDirectory(prefix="qq-bench-") as tmp:
+        for name in args.only.split(","):
+            print(f"{name}:", flush=True)
+            results[name] = BENCHES[name](tmp, args.quick)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
