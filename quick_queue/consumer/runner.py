@@ -92,6 +92,7 @@ class Consumer:
         self.counters = Counters()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
+        self._keeper_wake = threading.Event()
         # dequeued, waiting for a worker; None tells a worker to exit
         self._local: SimpleQueue[Running | None] = SimpleQueue()
         self._running = 0
@@ -249,6 +250,7 @@ class Consumer:
                 running.started = self._now()
                 if spec.timeout is not None:
                     running.deadline = running.started + spec.timeout
+                    self._keeper_wake.set()  # the keeper now watches at its fast tick
             try:
                 self._execute(running)
             finally:
@@ -333,7 +335,7 @@ class Consumer:
                 while not self._outcomes:
                     if self._closed_workers:
                         return
-                    self._settle_wake.wait(0.05)
+                    self._settle_wake.wait(0.5)  # woken by every outcome and at shutdown
                 batch = self._outcomes[: settings.completion_batch]
                 del self._outcomes[: settings.completion_batch]
             outcomes = [o for _, o in batch]
@@ -390,7 +392,13 @@ class Consumer:
         settings = self.settings
         next_extend = self._now() + settings.extend_interval
         while not self._closed_workers:
-            self._stopping.wait(0.05)
+            # Tick fast only while some running job has a timeout to enforce; an idle
+            # consumer then costs next to no CPU.
+            with self._lock:
+                watching = any(r.deadline is not None for r in self._inflight.values())
+            self._keeper_wake.wait(0.05 if watching else 0.5)
+            if not self._closed_workers:
+                self._keeper_wake.clear()
             with self._lock:
                 timed_out = [
                     r for r in self._inflight.values()
@@ -476,6 +484,7 @@ class Consumer:
             time.sleep(0.002)
         with self._lock:
             self._closed_workers = True
+            self._keeper_wake.set()
             workers = self._workers
         for _ in range(workers):
             self._local.put(None)
