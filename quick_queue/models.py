@@ -54,10 +54,21 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
+_UNSET: Any = object()
+
+
 class JobRecord:
-    """A live job as stored at ``zones/{tenant}/items/{job_id}``."""
+    """A live job as stored at ``zones/{tenant}/items/{job_id}``.
+
+    Stored as two JSON texts joined by a newline: the header, then the payload. Compact JSON
+    never contains a raw newline, so the split is exact, and the payload's text is carried
+    through lease, retry and release without being parsed or re-encoded: only a handler that
+    runs it (or ``get_job``) parses it.
+    """
 
     __slots__ = (
+        "_payload",
+        "_payload_raw",
         "at",
         "attempt",
         "enqueued",
@@ -65,7 +76,6 @@ class JobRecord:
         "job_id",
         "key",
         "max_retries",
-        "payload",
         "priority",
         "seq",
         "snoozes",
@@ -91,10 +101,12 @@ class JobRecord:
         token: str | None = None,
         error: str | None = None,
         key: str | None = None,
+        payload_raw: bytes | None = None,
     ) -> None:
         self.job_id = job_id
         self.topic = topic
-        self.payload = payload
+        self._payload = payload if payload_raw is None else _UNSET
+        self._payload_raw = payload_raw
         self.priority = priority
         self.max_retries = max_retries
         self.state = state  # "r" ready, "s" scheduled, "l" leased
@@ -107,22 +119,41 @@ class JobRecord:
         self.error = error
         self.key = key
 
+    @property
+    def payload(self) -> Any:
+        if self._payload is _UNSET:
+            self._payload = load(self._payload_raw or b"null")
+        return self._payload
+
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        self._payload, self._payload_raw = value, None
+
+    @property
+    def payload_raw(self) -> bytes:
+        if self._payload_raw is None:
+            self._payload_raw = dump(self._payload)
+        return self._payload_raw
+
     def encode(self) -> bytes:
-        return dump(
+        header = dump(
             {
-                "t": self.topic, "p": self.payload, "pr": self.priority, "m": self.max_retries,
+                "t": self.topic, "pr": self.priority, "m": self.max_retries,
                 "st": self.state, "at": self.at, "sq": self.seq, "e": self.enqueued,
                 "a": self.attempt, "sn": self.snoozes, "tk": self.token, "er": self.error,
                 "k": self.key,
             }
         )
+        return header + b"\n" + self.payload_raw
 
     @classmethod
     def decode(cls, job_id: str, raw: bytes) -> JobRecord:
-        d = load(raw)
+        head, _, body = raw.partition(b"\n")
+        d = load(head)
         return cls(
-            job_id, d["t"], d["p"], d["pr"], d["m"], d["st"], d["at"], d["sq"], d["e"],
+            job_id, d["t"], _UNSET, d["pr"], d["m"], d["st"], d["at"], d["sq"], d["e"],
             attempt=d["a"], snoozes=d["sn"], token=d["tk"], error=d["er"], key=d["k"],
+            payload_raw=body,
         )
 
 

@@ -4,7 +4,6 @@ the consumer runtime together."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import signal
 import threading
@@ -16,11 +15,12 @@ from quick_queue.clock import Clock, SystemClock
 from quick_queue.consumer.runner import Consumer, Summary
 from quick_queue.core import admin
 from quick_queue.core.enqueue import NewJob, enqueue
+from quick_queue.core.records import flush_stats
 from quick_queue.errors import PayloadError
 from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction, as_database, as_transaction
-from quick_queue.models import JobInfo, QueueStats, new_job_id, to_us
+from quick_queue.models import JobInfo, QueueStats, dump, new_job_id, to_us
 from quick_queue.settings import MAX_PRIORITY, Settings
 
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class JobQueue:
         else:
             stored = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
         try:
-            json.dumps(stored)
+            payload_raw = dump(stored)
         except (TypeError, ValueError) as error:
             raise PayloadError(
                 f"payload for topic {topic!r} is not JSON-serialisable: {error}"
@@ -138,7 +138,7 @@ class JobQueue:
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("key must be a non-empty string")
         job_id = _job_id_for_key(key) if key is not None else new_job_id()
-        return NewJob(tenant, job_id, topic, stored, priority, max_retries, to_us(due), key)
+        return NewJob(tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key)
 
     def enqueue(
         self,
@@ -184,7 +184,10 @@ class JobQueue:
         now_us = to_us(now)
 
         def write_all(t: Transaction) -> list[str]:
-            return [enqueue(t, self.layout, new, now_us, slack) for new in news]
+            stats: dict[tuple[str, str], int] = {}
+            ids = [enqueue(t, self.layout, new, now_us, slack, stats) for new in news]
+            flush_stats(t, self.layout, stats)
+            return ids
 
         return self._in_transaction(tr, write_all)
 

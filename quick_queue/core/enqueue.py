@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from quick_queue.core.pointers import touch_pointer
-from quick_queue.core.records import stat_add
+from quick_queue.core.records import Stats, stat_add
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Transaction
-from quick_queue.models import JobRecord
+from quick_queue.models import JobRecord, dump
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,17 @@ class NewJob:
     tenant: str
     job_id: str
     topic: str
-    payload: Any
+    payload: Any  # JSON-ready data, or its JSON text as bytes (JobQueue encodes it up front)
     priority: int
     max_retries: int
     due: int  # microseconds since the epoch
     key: str | None = None
 
 
-def enqueue(tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int) -> str:
+def enqueue(
+    tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
+    stats: Stats | None = None,
+) -> str:
     zone = layout.zone(job.tenant)
     item_key = zone.item(job.job_id)
     if job.key is not None and tr.get(item_key) is not None:
@@ -42,14 +45,18 @@ def enqueue(tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int) 
         return job.job_id  # the keyed job already ran and died: enqueue is still a no-op
     state = "r" if job.due <= now else "s"
     record = JobRecord(
-        job.job_id, job.topic, job.payload, job.priority, job.max_retries, state,
+        job.job_id, job.topic, None, job.priority, job.max_retries, state,
         job.due, job.due, now, key=job.key,
+        payload_raw=job.payload if isinstance(job.payload, bytes) else dump(job.payload),
     )
     tr.set(item_key, record.encode())
     if state == "r":
         tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")
     else:
         tr.set(zone.scheduled_key(job.due, job.job_id), b"")
-    stat_add(tr, layout, job.topic, "enqueued")
+    if stats is None:
+        stat_add(tr, layout, job.topic, "enqueued")
+    else:  # enqueue_many: one counter update per topic, not per job
+        stats[(job.topic, "enqueued")] = stats.get((job.topic, "enqueued"), 0) + 1
     touch_pointer(tr, layout, job.tenant, job.due, now, slack)
     return job.job_id
