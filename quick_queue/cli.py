@@ -72,7 +72,9 @@ app = typer.Typer(
 )
 inspect_app = typer.Typer(
     cls=_InspectGroup, invoke_without_command=True, rich_markup_mode=None,
-    help="Show what is in the queue (reads the store only; safe while workers run).",
+    help="Show what is in the queue. Without a subcommand: an overview of the zones with jobs, "
+         "depth per state, the oldest due job's wait, leases about to end and per-topic "
+         "counters. Reads the store only, so it is safe while workers run.",
 )
 app.add_typer(inspect_app, name="inspect")
 
@@ -144,7 +146,7 @@ def watch_loop(interval: float, render: Callable[[], RenderableType],
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if data is not None:
             while True:
@@ -158,7 +160,8 @@ def watch_loop(interval: float, render: Callable[[], RenderableType],
     except KeyboardInterrupt:
         return
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def sub_options(ctx: typer.Context, db: str | None, queue: str | None, as_json: bool,
@@ -390,7 +393,8 @@ def worker(
             fail(f"{ref} has no job handlers, so every job would be dead-lettered: pass "
                  "jobs=[...] to JobQueue or decorate handlers with @queue.job", 2)
         mode = "draining" if drain else "running"
-        typer.echo(f"worker {mode}: queue {q.name!r} on {q.db.url or q.db!r}, topics "
+        where = q.db.url or repr(q.db)
+        typer.echo(f"worker {mode}: queue {q.name!r} on {where}, topics "
                    f"{', '.join(topics)}; concurrency {concurrency}"
                    + (f" x {processes} processes" if processes > 1 else "")
                    + ("" if drain else "; Ctrl-C to stop"), err=True)

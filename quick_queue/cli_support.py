@@ -45,12 +45,12 @@ def reporting_errors() -> Iterator[None]:
     """Turn every error a command can meet into one line on stderr and an exit status."""
     try:
         yield
-    except (typer.Exit, typer.Abort):
-        raise
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as error:
+        if type(error).__module__.split(".")[0] in ("typer", "click"):
+            raise  # Exit, Abort, usage errors: the CLI framework reports those itself
         if os.environ.get("QUICK_QUEUE_DEBUG") and not isinstance(error, Failure):
             raise
         if isinstance(error, Failure):

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -28,19 +29,19 @@ STATE_STYLE = {"ready": "green", "scheduled": "cyan", "leased": "yellow", "dead"
 
 # -- times -------------------------------------------------------------------------------------
 def span(seconds: float) -> str:
-    """A duration at a glance: ``0.4 s``, ``12 s``, ``3 min``, ``2.5 h``, ``4 d``."""
+    """A duration at a glance: ``0.4 s``, ``12 s``, ``1.5 min``, ``3 min``, ``2.5 h``, ``4 d``
+    (one decimal below ten of a unit)."""
     s = abs(seconds)
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{s / 60:.0f} min"
-    if s < 86400:
-        h = s / 3600
-        return f"{h:.1f} h" if h < 10 else f"{h:.0f} h"
-    d = s / 86400
-    return f"{d:.1f} d" if d < 10 else f"{d:.0f} d"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if s >= size:
+            return f"{_num(s / size)} {unit}"
+    return f"{_num(s)} s"
+
+
+def _num(value: float) -> str:
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def relative(when: datetime | None, now: datetime) -> str:
@@ -53,6 +54,10 @@ def relative(when: datetime | None, now: datetime) -> str:
     return f"in {span(delta)}" if delta > 0 else f"{span(delta)} ago"
 
 
+def waited(since: datetime | None, now: datetime) -> str:
+    return "-" if since is None else span(max(0.0, (now - since).total_seconds()))
+
+
 def clock_time(when: datetime) -> str:
     return when.astimezone().strftime("%H:%M:%S")
 
@@ -60,13 +65,13 @@ def clock_time(when: datetime) -> str:
 # -- small helpers -----------------------------------------------------------------------------
 def _table(*columns: str, right: Iterable[str] = (), wide: dict[str, int] | None = None
            ) -> Table:
-    """A plain aligned table; ``reason`` wraps, other columns keep at least their header's
-    width (or ``wide[column]``)."""
+    """A plain aligned table; ``reason``, ``when`` and ``lease ends`` wrap when the terminal is
+    narrow, the other columns keep at least their header's width (or ``wide[column]``)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     right = set(right)
     wide = wide or {}
     for column in columns:
-        wraps = column == "reason"
+        wraps = column in ("reason", "when", "lease ends")
         table.add_column(column, justify="right" if column in right else "left",
                          no_wrap=not wraps,
                          min_width=None if wraps else max(len(column), wide.get(column, 0)))
@@ -151,7 +156,7 @@ def zone_row(zone: ZoneView, now: datetime) -> list[str]:
         lease += f" ({zone.expired} expired)"
     return [
         zone.tenant, str(zone.ready), str(zone.scheduled), str(zone.leased),
-        span((now - zone.oldest_ready).total_seconds()) if zone.oldest_ready else "-",
+        waited(zone.due_since(now), now),
         relative(zone.next_scheduled, now), lease,
     ]
 
@@ -200,7 +205,7 @@ def zone_detail(zone: ZoneView, jobs: dict[str, list[JobInfo]], dead: int,
             elif state == "ready":
                 when = "due " + relative(job.due_at, now)
             else:
-                when = "runs " + relative(job.due_at, now)
+                when = relative(job.due_at, now)
             table.add_row(job.job_id, _state(state), job.topic, str(job.priority), attempts(job),
                           when)
             if job.last_error:
@@ -249,19 +254,27 @@ def job_detail(job: JobInfo, now: datetime) -> RenderableType:
 
 
 def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType:
+    """Dead letters as a list: one aligned line per job, its reason wrapped underneath."""
     if not jobs:
         return Text("No dead letters.", style="dim")
     title = f"Dead letters ({len(jobs)} of {total})" if total > len(jobs) else (
         f"Dead letters ({total})"
     )
-    table = _table("tenant", "job", "topic", "why", "attempts", "enqueued", "reason",
-                   wide={"job": 24})
+    tenant_w = max(len(j.tenant) for j in jobs)
+    topic_w = max(len(j.topic) for j in jobs)
+    kind_w = max(len(j.dead_kind or "-") for j in jobs)
+    lines: list[RenderableType] = [Text(title, style="bold")]
     for job in jobs:
-        table.add_row(job.tenant, job.job_id, job.topic, job.dead_kind or "-", str(job.attempt),
-                      relative(job.enqueued_at, now), _short(job.reason, 70))
+        lines.append(Text.assemble(
+            (job.tenant.ljust(tenant_w), "bold"), "  ", job.job_id, "  ",
+            job.topic.ljust(topic_w), "  ", ((job.dead_kind or "-").ljust(kind_w), "red"),
+            (f"  {job.attempt} attempt(s), enqueued {relative(job.enqueued_at, now)}", "dim"),
+        ))
+        lines.append(Padding(Text(" ".join((job.reason or "-").split())), (0, 0, 0, 4)))
     hint = ("retry one: quick-queue retry TENANT JOB_ID   all: quick-queue retry --all   "
             "delete: quick-queue purge")
-    return Group(Text(title, style="bold"), table, Text(hint, style="dim"))
+    lines += [Text(), Text(hint, style="dim")]
+    return Group(*lines)
 
 
 # -- worker ------------------------------------------------------------------------------------

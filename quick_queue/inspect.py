@@ -110,6 +110,17 @@ class ZoneView:
     def jobs(self) -> int:
         return self.ready + self.scheduled + self.leased
 
+    def due_since(self, now: datetime) -> datetime | None:
+        """Since when the zone has had a job due and not running: its oldest ready job, an
+        overdue scheduled job, or an expired lease (those become ready at the next visit)."""
+        times = [self.oldest_ready]
+        if self.next_scheduled is not None and self.next_scheduled <= now:
+            times.append(self.next_scheduled)
+        if self.expired and self.next_lease_expiry is not None:
+            times.append(self.next_lease_expiry)
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant, "ready": self.ready, "scheduled": self.scheduled,
@@ -265,15 +276,17 @@ def overview(
     zones = [zone_view(queue, tenant, lease_window, now) for tenant in each_tenant(queue)]
     oldest: datetime | None = None
     expiring: list[JobInfo] = []
+    now_dt = to_datetime(now_us)
     for zone in zones:
         stats.zones += 1
         stats.ready += zone.ready
         stats.scheduled += zone.scheduled
         stats.leased += zone.leased
-        if zone.ready:
+        due = zone.due_since(now_dt)
+        if due is not None:
             stats.due_zones += 1
-            if zone.oldest_ready is not None and (oldest is None or zone.oldest_ready < oldest):
-                oldest = zone.oldest_ready
+            if oldest is None or due < oldest:
+                oldest = due
         if zone.expiring:
             expiring.extend(expiring_leases(queue, zone.tenant, lease_window, lease_limit, now))
     if oldest is not None:
@@ -281,5 +294,4 @@ def overview(
     stats.dead = count_dead(queue)
     stats.topics = queue.db.transact(lambda tr: admin.topic_counters(tr.snapshot, queue.layout))
     expiring.sort(key=lambda j: j.lease_expires_at or to_datetime(0))
-    return Overview(queue.name, to_datetime(now_us), stats, zones, expiring[:lease_limit],
-                    lease_window)
+    return Overview(queue.name, now_dt, stats, zones, expiring[:lease_limit], lease_window)

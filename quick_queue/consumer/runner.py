@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from quick_queue.queue import JobQueue
 
 log = logging.getLogger("quick_queue.worker")
+TRANSACTIONAL_RETRY_LIMIT = 5  # retries of a transactional job's transaction per attempt
 
 
 class _Stale(Exception):
@@ -93,6 +94,7 @@ class Consumer:
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._keeper_wake = threading.Event()
+        self._deadline: float | None = None
         # dequeued, waiting for a worker; None tells a worker to exit
         self._local: SimpleQueue[Running | None] = SimpleQueue()
         self._running = 0
@@ -107,6 +109,7 @@ class Consumer:
     def run(self, timeout: float | None = None) -> Summary:
         """Consume until ``stop()`` (or, with ``until_idle``, until no due work is left)."""
         deadline = time.monotonic() + timeout if timeout is not None else None
+        self._deadline = deadline
         self._start_threads()
         timed_out = False
         try:
@@ -283,7 +286,17 @@ class Consumer:
         settings = self.settings
         layout = self.queue.layout
 
+        tries = 0
+
         def body(tr: Transaction) -> None:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                # Each retry runs the handler again: a handler that outlives the transaction
+                # limit (1007) would rerun forever. Past the limit it is a failed attempt.
+                tr.options.set_retry_limit(TRANSACTIONAL_RETRY_LIMIT)
+            elif running.abandoned or running.meta.lease_lost.is_set():
+                raise _Stale()  # timed out or lease lost meanwhile: do not run it again
             running.meta.tr = tr
             result = call_handler(running)
             outcome = bad_payload_outcome(running, result) or to_outcome(
@@ -396,7 +409,8 @@ class Consumer:
             # consumer then costs next to no CPU.
             with self._lock:
                 watching = any(r.deadline is not None for r in self._inflight.values())
-            self._keeper_wake.wait(0.05 if watching else 0.5)
+            # (never slower than extend_interval: a short item_lease would expire between ticks)
+            self._keeper_wake.wait(0.05 if watching else min(0.5, settings.extend_interval))
             if not self._closed_workers:
                 self._keeper_wake.clear()
             with self._lock:
@@ -463,7 +477,10 @@ class Consumer:
             while self._running > 0 and time.monotonic() < grace_end:
                 self._lock.wait(min(0.05, max(0.0, grace_end - time.monotonic())))
             if self.until_idle:
-                while self._running > 0:
+                # drain() waits for running handlers, but not past its own timeout.
+                while self._running > 0 and (
+                    self._deadline is None or time.monotonic() < self._deadline
+                ):
                     self._lock.wait(0.05)
             overdue = [r for r in self._inflight.values()
                        if r.started and not r.outcome_kind and not r.settled]

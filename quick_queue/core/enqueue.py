@@ -37,12 +37,13 @@ def enqueue(
 ) -> str:
     zone = layout.zone(job.tenant)
     item_key = zone.item(job.job_id)
-    if job.key is not None and tr.get(item_key) is not None:
-        # Idempotent enqueue: the id derives from the key, and the job is still there.
-        # The regular read makes two racing enqueues of one key conflict, so one job results.
+    # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
+    # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
+    # the job and writes nothing, instead of resetting a job a consumer may have leased by then.
+    # The regular reads also make two racing enqueues of one key conflict: one job results.
+    live, dead = tr.get_many([item_key, zone.dead_key(job.job_id)])
+    if live is not None or dead is not None:
         return job.job_id
-    if job.key is not None and tr.get(zone.dead_key(job.job_id)) is not None:
-        return job.job_id  # the keyed job already ran and died: enqueue is still a no-op
     state = "r" if job.due <= now else "s"
     record = JobRecord(
         job.job_id, job.topic, None, job.priority, job.max_retries, state,

@@ -1,0 +1,61 @@
+"""Several consumer processes on one SQLite file, on one tenant and on many: every job runs
+exactly once, never under an expired lease, and SIGTERM stops them gracefully."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from workers.procs import Worker, events, wait_for
+
+import quick_queue as qq
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+@pytest.mark.parametrize("mode", ["supervisor", "separate"])
+@pytest.mark.parametrize(("tenants", "per_tenant"), [(1, 150), (30, 5)], ids=["one", "many"])
+def test_processes_run_every_job_exactly_once(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker],
+    mode: str, tenants: int, per_tenant: int,
+) -> None:
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    jobs = set(queue.enqueue_many([
+        {"tenant": f"tenant-{t}", "topic": "proc:record", "payload": {"n": n}}
+        for n in range(per_tenant) for t in range(tenants)
+    ]))
+    if mode == "supervisor":
+        workers.append(Worker(db_url, log, processes=2, concurrency=3, dequeue_max=4))
+    else:
+        workers += [Worker(db_url, log, concurrency=3, dequeue_max=4) for _ in range(2)]
+
+    wait_for(lambda: len(events(log, "end")) >= len(jobs), timeout=30, what="all jobs")
+    summaries = [worker.stop() for worker in workers]
+
+    starts = events(log, "start")
+    ends = events(log, "end")
+    assert Counter(e["job"] for e in starts) == Counter(dict.fromkeys(jobs, 1))
+    assert Counter(e["job"] for e in ends) == Counter(dict.fromkeys(jobs, 1))
+    assert all(e["attempt"] == 1 and not e["lease_lost"] for e in ends)
+    assert all(e["deadline"] > e["t"] for e in starts)  # started under a live lease
+    pids = Counter(e["pid"] for e in starts)
+    print("jobs per process:", dict(pids))
+    if mode == "supervisor":  # run by the forked children, not the supervisor
+        assert workers[0].pid not in pids
+    if mode == "separate":
+        assert sum(s["completed"] for s in summaries if s) == len(jobs)
+        assert sum(s["stale"] for s in summaries if s) == 0
+    stats = queue.stats()
+    assert (stats.ready, stats.scheduled, stats.leased, stats.dead) == (0, 0, 0, 0)
+    assert stats.topics["proc:record"]["completed"] == len(jobs)

@@ -1,0 +1,1 @@
+"""Helpers for the acceptance tests: scripts run as child processes, and store-time tools."""

@@ -1,0 +1,119 @@
+"""The public surface of ``quick_queue`` is locked: changing it must be deliberate."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import quick_queue as qq
+
+EXPECTED_ALL = [
+    "ClientLibraryMissing",
+    "Clock",
+    "ConfigurationError",
+    "Database",
+    "Discard",
+    "Error",
+    "JobInfo",
+    "JobMeta",
+    "JobQueue",
+    "KVError",
+    "ManualClock",
+    "Ok",
+    "PayloadError",
+    "QueueStats",
+    "QuickQueueError",
+    "Settings",
+    "Snooze",
+    "StorageError",
+    "Summary",
+    "SystemClock",
+    "Transaction",
+    "__version__",
+    "job",
+    "open",
+    "transactional",
+]
+
+
+def test_all_is_exactly_the_locked_sorted_list() -> None:
+    assert sorted(EXPECTED_ALL) == EXPECTED_ALL
+    assert qq.__all__ == EXPECTED_ALL
+
+
+@pytest.mark.parametrize("name", EXPECTED_ALL)
+def test_each_public_name_is_importable(name: str) -> None:
+    module = importlib.import_module("quick_queue")
+    assert getattr(module, name) is not None
+    namespace: dict[str, object] = {}
+    exec(f"from quick_queue import {name}", namespace)  # the form users write
+    assert namespace[name] is getattr(module, name)
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from quick_queue import *", namespace)
+    assert sorted(k for k in namespace if k != "__builtins__") == EXPECTED_ALL
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(qq.__version__, str) and qq.__version__.count(".") >= 1
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(qq.PayloadError, ValueError)
+    assert issubclass(qq.ConfigurationError, qq.QuickQueueError)
+    assert issubclass(qq.ConfigurationError, ValueError)
+    assert issubclass(qq.StorageError, qq.KVError)
+    assert issubclass(qq.ClientLibraryMissing, qq.KVError)
+    assert hasattr(qq.KVError(1020, "x"), "code")
+
+
+def _params(fn: object) -> list[tuple[str, str]]:
+    sig = inspect.signature(fn)  # type: ignore[arg-type]
+    return [(p.name, p.kind.name) for p in sig.parameters.values()]
+
+
+def test_pinned_signatures() -> None:
+    assert _params(qq.JobQueue.__init__) == [
+        ("self", "POSITIONAL_OR_KEYWORD"), ("db", "POSITIONAL_OR_KEYWORD"),
+        ("name", "POSITIONAL_OR_KEYWORD"), ("jobs", "POSITIONAL_OR_KEYWORD"),
+        ("clock", "POSITIONAL_OR_KEYWORD"), ("settings", "VAR_KEYWORD"),
+    ]
+    enqueue = dict(_params(qq.JobQueue.enqueue))
+    assert list(enqueue)[:4] == ["self", "tenant", "topic", "payload"]
+    for keyword in ("tr", "in_", "at", "priority", "max_retries", "key"):
+        assert enqueue[keyword] == "KEYWORD_ONLY", keyword
+    job = dict(_params(qq.job))
+    for option in ("topic", "priority", "max_retries", "timeout", "transactional"):
+        assert job[option] == "KEYWORD_ONLY", option
+    for method in ("enqueue_many", "drain", "run", "stop", "get_job", "cancel", "dead_letters",
+                   "retry_dead", "purge_dead", "stats"):
+        assert callable(getattr(qq.JobQueue, method)), method
+
+
+def test_job_meta_carries_the_documented_fields() -> None:
+    fields = set(qq.JobMeta.__dataclass_fields__)
+    assert {"tenant", "topic", "job_id", "attempt", "max_retries", "enqueued_at",
+            "lease_deadline", "lease_lost", "tr"} <= fields
+
+
+def test_results_are_constructible() -> None:
+    assert qq.Ok().value is None and qq.Ok(3).value == 3
+    assert qq.Error("x").reason == "x"
+    assert qq.Snooze(1.5).seconds == 1.5
+    assert qq.Discard("why").reason == "why"
+    with pytest.raises(ValueError):
+        qq.Snooze(-1)
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    clock = qq.ManualClock(100.0)
+    assert clock.now() == 100.0
+    clock.advance(2.5)
+    assert clock.now() == 102.5
+    clock.set(7.0)
+    assert clock.now() == 7.0
+    assert isinstance(qq.SystemClock().now(), float)
