@@ -37,8 +37,8 @@ from quick_queue.core.pointers import scan_due
 from quick_queue.core.records import flush_stats
 from quick_queue.core.settle import Outcome, extend_leases, settle, settle_many
 from quick_queue.kv.api import Transaction
-from quick_queue.kv.errors import KVError, is_retryable
-from quick_queue.models import LeasedJob, new_token, to_us
+from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
+from quick_queue.models import JobRecord, LeasedJob, new_token, to_us
 from quick_queue.telemetry import Counters
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ class Consumer:
         a conflict means another consumer took the zone first (see ``core.dequeue``)."""
         settings = self.settings
         tr = self.db.create_transaction()
+        jobs: list[LeasedJob] = []
         try:
             jobs = dequeue(
                 tr, self.queue.layout, tenant, None, now, count=count,
@@ -216,14 +217,27 @@ class Consumer:
         except KVError as error:
             if not is_retryable(error):
                 raise
-            # Lost the race for the zone. After 1021 the jobs may be leased to nobody: their
-            # leases expire and they run then, with the attempt counted.
-            self.counters.add("lease_races")
-            return 0
+            if maybe_committed(error) and jobs:
+                # 1021: the commit may have happened. Our tokens in the records tell.
+                self.counters.add("unknown_results")
+                jobs = self.db.transact(self._still_ours, jobs)
+            else:
+                jobs = []  # not committed: nothing was leased
+            if not jobs:
+                self.counters.add("lease_races")  # lost the race for the zone
+                return 0
         self.counters.add("zone_visits")
         for job in jobs:
             self._accept(job)
         return len(jobs)
+
+    def _still_ours(self, tr: Transaction, jobs: list[LeasedJob]) -> list[LeasedJob]:
+        zone_of = self.queue.layout.zone
+        raws = tr.snapshot.get_many([zone_of(j.tenant).item(j.record.job_id) for j in jobs])
+        return [
+            job for job, raw in zip(jobs, raws, strict=True)
+            if raw is not None and JobRecord.decode(job.record.job_id, raw).token == job.token
+        ]
 
     def _accept(self, job: LeasedJob) -> None:
         spec, doa = dead_on_arrival(job, self.queue.registry)
