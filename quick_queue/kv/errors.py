@@ -88,8 +88,8 @@ class StorageError(KVError):
         super().__init__(code, message)
         self.path = path
 
-    def __reduce__(self) -> tuple[type[KVError], tuple[int, str]]:  # pragma: no cover - simple
-        return (KVError, (self.code, self.description))
+    def __reduce__(self) -> tuple[type[KVError], tuple[int, str, str]]:  # type: ignore[override]
+        return (type(self), (self.code, self.description, self.path))
 
 
 class ClientLibraryMissing(KVError):

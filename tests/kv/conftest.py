@@ -1,0 +1,152 @@
+"""Fixtures of the key-value contract suite: one ``db`` per engine, one key space per test.
+
+Every contract test takes ``db`` (parametrized over the engines) and ``space`` (a fresh random
+key prefix on that database, cleared after the test), and builds all its keys with
+``space.k(...)``, so the same test runs unchanged against a shared FoundationDB cluster.
+
+Engines:
+
+* ``sqlite``: a fresh ``sqlite:///<tmp_path>/kv.db`` file (durable settings, the default);
+* ``memory``: ``memory://``;
+* ``fdb``: the cluster named by ``QUICK_QUEUE_FDB_CLUSTER_FILE`` (or the default cluster file
+  ``/etc/foundationdb/fdb.cluster``) when it opens; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import quick_queue.kv as kv
+from quick_queue.kv.api import Database, KeyValue, Transaction, strinc
+from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+
+ENGINES = ("sqlite", "memory", "fdb")
+DEFAULT_CLUSTER_FILE = "/etc/foundationdb/fdb.cluster"
+FDB_SKIP = (
+    "no FoundationDB cluster: set QUICK_QUEUE_FDB_CLUSTER_FILE to run the contract suite "
+    "against one"
+)
+
+
+def fdb_cluster_file() -> str | None:
+    named = os.environ.get("QUICK_QUEUE_FDB_CLUSTER_FILE")
+    if named:
+        return os.path.abspath(named)
+    if os.path.exists(DEFAULT_CLUSTER_FILE):
+        return DEFAULT_CLUSTER_FILE
+    return None
+
+
+@pytest.fixture(scope="session")
+def fdb_url() -> str:
+    """The URL of a FoundationDB cluster that opened once; skips (once, cached by pytest for the
+    session) when there is none."""
+    cluster_file = fdb_cluster_file()
+    if cluster_file is None:
+        pytest.skip(FDB_SKIP)
+    url = "fdb://" + cluster_file
+    try:
+        probe = kv.open(url)
+    except Exception as error:  # noqa: BLE001 - any failure to open means "no cluster here"
+        pytest.skip(f"{FDB_SKIP} ({cluster_file} did not open: {error})")
+    probe.close()
+    return url
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Database]:
+    if engine == "sqlite":
+        database = kv.open(f"sqlite:///{tmp_path}/kv.db")
+    elif engine == "memory":
+        database = kv.open("memory://")
+    else:
+        database = kv.open(request.getfixturevalue("fdb_url"))
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@dataclass(frozen=True)
+class Space:
+    """A random key prefix on ``db``: ``k(...)`` builds keys in it; ``begin``/``end`` bound it."""
+
+    db: Database
+    prefix: bytes
+
+    def k(self, *parts: bytes | str) -> bytes:
+        return self.prefix + b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+
+    @property
+    def begin(self) -> bytes:
+        return self.prefix
+
+    @property
+    def end(self) -> bytes:
+        return strinc(self.prefix)
+
+    def read(self, key: bytes) -> bytes | None:
+        return self.db.transact(lambda tr: tr.get(key))
+
+    def write(self, key: bytes, value: bytes) -> None:
+        def put(tr: Transaction) -> None:
+            tr.set(key, value)
+
+        self.db.transact(put)
+
+    def write_many(self, items: dict[bytes, bytes]) -> None:
+        def put(tr: Transaction) -> None:
+            for key, value in items.items():
+                tr.set(key, value)
+
+        self.db.transact(put)
+
+    def dump(self) -> dict[bytes, bytes]:
+        """Everything in the space, read in a new transaction."""
+        rows: list[KeyValue] = self.db.transact(lambda tr: tr.get_range(self.begin, self.end))
+        return dict(rows)
+
+    def clear(self) -> None:
+        def wipe(tr: Transaction) -> None:
+            tr.clear_range(self.begin, self.end)
+
+        self.db.transact(wipe)
+
+
+@pytest.fixture
+def space(db: Database) -> Iterator[Space]:
+    """A fresh key prefix on ``db``, cleared after the test (which matters on a shared cluster)."""
+    prefix = b"qq-test/" + uuid.uuid4().hex[:12].encode() + b"/"
+    area = Space(db, prefix)
+    yield area
+    try:
+        area.clear()
+    except kv.KVError:  # a test that closed or broke its database leaves nothing to clean
+        pass
+
+
+def _age(tr: Transaction, seconds: float) -> None:
+    if isinstance(tr, SQLiteTransaction):
+        tr._created -= seconds
+        tr._read_at -= seconds
+    else:
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def age() -> Callable[[Transaction, float], None]:
+    """``age(tr, seconds)`` makes ``tr`` that much older: moved clocks on the embedded engine, a
+    real wait on the others (so only ever asked for small values)."""
+    return _age

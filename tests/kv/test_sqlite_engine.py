@@ -1,0 +1,537 @@
+"""The embedded engine's own behaviour: the 5 s lifetime and the conflict log's window (moved
+clocks, no sleeping), group-commit batches, several handles on one file (what several processes
+do), storage errors, ``kv.open`` URLs and durability settings."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import quick_queue.kv as kv
+from quick_queue.kv import sqlite_engine
+from quick_queue.kv.api import Transaction
+from quick_queue.kv.errors import (
+    FILE_NOT_FOUND,
+    NOT_COMMITTED,
+    TRANSACTION_TOO_OLD,
+    KVError,
+    StorageError,
+    is_retryable,
+)
+from quick_queue.kv.sqlite_engine import LOG_SECONDS, SQLiteDatabase
+from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "kv.db")
+
+
+@pytest.fixture
+def db(path: str) -> Iterator[SQLiteDatabase]:
+    database = SQLiteDatabase(path)
+    yield database
+    database.close()
+
+
+def put(db: kv.Database, key: bytes, value: bytes) -> None:
+    def write(tr: Transaction) -> None:
+        tr.set(key, value)
+
+    db.transact(write)
+
+
+def get(db: kv.Database, key: bytes) -> bytes | None:
+    return db.transact(lambda tr: tr.get(key))
+
+
+def sqlite_tr(db: SQLiteDatabase) -> SQLiteTransaction:
+    return db.create_transaction()
+
+
+# -- the 5 second lifetime (1007) ----------------------------------------------------------------
+def test_lifetime_is_five_seconds() -> None:
+    assert LIFETIME == 5.0
+    assert LOG_SECONDS > LIFETIME
+
+
+def test_a_read_after_five_seconds_gets_1007(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"v")
+    tr = sqlite_tr(db)
+    assert tr.get(b"k") == b"v"
+    tr._read_at -= 6
+    with pytest.raises(KVError) as info:
+        tr.get(b"k")
+    assert info.value.code == TRANSACTION_TOO_OLD
+    assert is_retryable(info.value)
+    with pytest.raises(KVError) as info:
+        tr.get_range(b"", b"\xff")
+    assert info.value.code == TRANSACTION_TOO_OLD
+
+
+def test_a_commit_after_five_seconds_gets_1007_and_writes_nothing(db: SQLiteDatabase) -> None:
+    tr = sqlite_tr(db)
+    tr.get(b"k")
+    tr.set(b"k", b"late")
+    tr._read_at -= 6
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == TRANSACTION_TOO_OLD
+    assert get(db, b"k") is None
+
+
+def test_just_under_five_seconds_is_fine(db: SQLiteDatabase) -> None:
+    tr = sqlite_tr(db)
+    tr.get(b"k")
+    tr._read_at -= LIFETIME - 0.5
+    tr.get(b"k")
+    tr.set(b"k", b"v")
+    tr.commit()
+    assert get(db, b"k") == b"v"
+
+
+def test_a_transaction_that_never_read_cannot_be_too_old(db: SQLiteDatabase) -> None:
+    tr = sqlite_tr(db)
+    tr.set(b"k", b"v")
+    tr._created -= 60  # its read version would be taken at commit
+    tr.commit()
+    assert get(db, b"k") == b"v"
+
+
+def test_the_retry_loop_retries_1007(db: SQLiteDatabase) -> None:
+    calls = []
+
+    def slow_once(tr: Transaction) -> None:
+        calls.append(1)
+        value = int(tr.get(b"n") or b"0")
+        if len(calls) == 1:
+            assert isinstance(tr, SQLiteTransaction)
+            tr._read_at -= 6
+        tr.set(b"n", b"%d" % (value + 1))
+
+    db.transact(slow_once)
+    assert len(calls) == 2
+    assert get(db, b"n") == b"1"
+
+
+def test_timeout_counts_from_creation_across_retries(db: SQLiteDatabase) -> None:
+    tr = sqlite_tr(db)
+    tr.options.set_timeout(1000)
+    tr._created -= 0.9
+    tr.get(b"k")  # 900 ms: still in time
+    tr.on_error(KVError(NOT_COMMITTED))  # a retry keeps the clock running, as in FoundationDB
+    tr._created -= 0.2
+    with pytest.raises(KVError) as info:
+        tr.get(b"k")
+    assert info.value.code == 1031
+
+
+# -- the conflict log's window ----------------------------------------------------------------
+class ShiftedClock:
+    """``time`` as the engine sees it, with the wall clock moved forward."""
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def time(self) -> float:
+        return time.time() + self.shift
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_pruned_history_gives_1007_not_a_missed_conflict(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(db, b"k", b"1")
+    old = sqlite_tr(db)
+    assert old.get(b"k") == b"1"
+    put(db, b"k", b"2")  # conflicts with ``old``, and will age out of the log
+    monkeypatch.setattr(sqlite_engine, "time", ShiftedClock(LOG_SECONDS + 2))
+    put(db, b"other", b"x")  # this commit prunes the log
+    rows = db._writer.execute("SELECT count(*) FROM qq_log").fetchone()[0]
+    assert rows == 1  # only the newest row is kept once the rest are old
+    old.set(b"k", b"3")
+    with pytest.raises(KVError) as info:
+        old.commit()
+    assert info.value.code == TRANSACTION_TOO_OLD
+    assert get(db, b"k") == b"2"
+    fresh = sqlite_tr(db)
+    fresh.get(b"k")
+    fresh.set(b"k", b"4")
+    fresh.commit()
+
+
+def test_a_handle_that_missed_pruned_history_gives_1007(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with closing(SQLiteDatabase(path)) as a, closing(SQLiteDatabase(path)) as b:
+        put(a, b"k", b"1")
+        old = sqlite_tr(b)
+        assert old.get(b"k") == b"1"
+        put(a, b"k", b"2")
+        monkeypatch.setattr(sqlite_engine, "time", ShiftedClock(LOG_SECONDS + 2))
+        put(a, b"other", b"x")  # a prunes the shared log before b ever saw version "k=2"
+        old.set(b"k", b"3")
+        with pytest.raises(KVError) as info:
+            old.commit()
+        assert info.value.code == TRANSACTION_TOO_OLD
+        assert get(b, b"k") == b"2"
+
+
+# -- several handles on one file: what several processes do ------------------------------------
+def test_conflicts_are_seen_across_handles(path: str) -> None:
+    with closing(SQLiteDatabase(path)) as a, closing(SQLiteDatabase(path)) as b:
+        put(a, b"q/1", b"x")
+        put(a, b"q/2", b"x")
+        t_b = sqlite_tr(b)
+        assert len(t_b.get_range(b"q/", b"q0", limit=1)) == 1
+        point = sqlite_tr(b)
+        point.get(b"k")
+        put(a, b"q/1\x00", b"x")  # past what t_b saw: no conflict
+        put(a, b"k", b"from a")
+        t_b.set(b"t", b"1")
+        t_b.commit()
+        point.set(b"t", b"2")
+        with pytest.raises(KVError) as info:
+            point.commit()
+        assert info.value.code == NOT_COMMITTED
+        assert get(b, b"k") == b"from a"
+        assert get(a, b"t") == b"1"
+
+
+def test_versionstamps_increase_across_handles(path: str) -> None:
+    stamps = []
+    with closing(SQLiteDatabase(path)) as a, closing(SQLiteDatabase(path)) as b:
+        for i in range(10):
+            tr = sqlite_tr(a if i % 3 else b)
+            tr.set_versionstamped_value(b"v", b"\x00" * 10 + struct.pack("<I", 0))
+            future = tr.get_versionstamp()
+            tr.commit()
+            stamps.append(future.wait())
+    assert stamps == sorted(set(stamps))
+
+
+def test_counters_from_threads_on_two_handles(path: str) -> None:
+    with closing(SQLiteDatabase(path)) as a, closing(SQLiteDatabase(path)) as b:
+
+        def increment(tr: Transaction) -> None:
+            tr.set(b"n", b"%d" % (int(tr.get(b"n") or b"0") + 1))
+
+        def work(db: SQLiteDatabase) -> None:
+            for _ in range(25):
+                db.transact(increment)
+
+        threads = [threading.Thread(target=work, args=(d,)) for d in (a, b, a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert get(a, b"n") == b"100"
+
+
+# -- group-commit batches --------------------------------------------------------------------------
+def commit_in_one_batch(db: SQLiteDatabase, *transactions: Transaction) -> list[KVError | None]:
+    """Commit ``transactions`` in this order inside one group-commit batch: a batch is marked as
+    in flight so each commit queues, then all queued requests are released together."""
+    results: list[KVError | None] = [None] * len(transactions)
+
+    def run(i: int, tr: Transaction) -> None:
+        try:
+            tr.commit()
+        except KVError as error:
+            results[i] = error
+
+    with db._commit_cond:
+        db._leading = True
+    threads = []
+    for i, tr in enumerate(transactions):
+        thread = threading.Thread(target=run, args=(i, tr))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10
+        while True:  # wait until this request is queued, so the order is the given one
+            with db._commit_cond:
+                if len(db._pending) == i + 1:
+                    break
+            assert time.monotonic() < deadline, "commit request never queued"
+            time.sleep(0.001)
+    with db._commit_cond:
+        db._leading = False
+        db._commit_cond.notify_all()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_batch_resolves_its_requests_in_order(db: SQLiteDatabase) -> None:
+    writer, reader, bystander = sqlite_tr(db), sqlite_tr(db), sqlite_tr(db)
+    reader.get(b"k")
+    writer.set(b"k", b"w")
+    reader.set(b"r", b"r")
+    bystander.set(b"b", b"b")
+    w_stamp, r_stamp, b_stamp = (t.get_versionstamp() for t in (writer, reader, bystander))
+    results = commit_in_one_batch(db, writer, reader, bystander)
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and results[1].code == NOT_COMMITTED
+    # one batch, one commit version; the order inside the batch is the last two bytes
+    assert w_stamp.wait()[:8] == b_stamp.wait()[:8]
+    assert w_stamp.wait()[8:] == b"\x00\x00" and b_stamp.wait()[8:] == b"\x00\x01"
+    with pytest.raises(KVError):
+        r_stamp.wait()
+    assert get(db, b"k") == b"w" and get(db, b"b") == b"b" and get(db, b"r") is None
+
+
+def test_a_versionstamped_key_conflicts_with_a_later_reader_in_the_same_batch(
+    db: SQLiteDatabase,
+) -> None:
+    # an enqueue and a reader of the queue in one batch: the reader did not see the new item,
+    # so it must not commit after it (FoundationDB write-conflicts every key the stamp can make)
+    enqueue, scan = sqlite_tr(db), sqlite_tr(db)
+    assert scan.get_range(b"q/", b"q0") == []
+    scan.set(b"queue-was-empty", b"1")
+    enqueue.set_versionstamped_key(b"q/" + b"\x00" * 10 + struct.pack("<I", 2), b"item")
+    results = commit_in_one_batch(db, enqueue, scan)
+    assert results[0] is None
+    assert results[1] is not None and results[1].code == NOT_COMMITTED
+    assert get(db, b"queue-was-empty") is None
+
+
+def test_requests_of_one_batch_see_each_others_writes(db: SQLiteDatabase) -> None:
+    first, second = sqlite_tr(db), sqlite_tr(db)
+    first.add(b"n", b"\x01")
+    second.add(b"n", b"\x02")
+    first.set(b"a", b"1")
+    second.clear(b"a")
+    assert commit_in_one_batch(db, first, second) == [None, None]
+    assert get(db, b"n") == b"\x03"
+    assert get(db, b"a") is None
+
+
+def test_waiting_on_the_stamp_before_commit_raises_instead_of_blocking(
+    db: SQLiteDatabase,
+) -> None:
+    tr = sqlite_tr(db)
+    tr.set(b"k", b"v")
+    future = tr.get_versionstamp()
+    with pytest.raises(KVError):
+        future.wait()
+    tr.commit()
+    assert len(future.wait()) == 10
+
+
+def test_a_read_only_stamp_fails_with_no_commit_version(db: SQLiteDatabase) -> None:
+    tr = sqlite_tr(db)
+    future = tr.get_versionstamp()
+    tr.commit()
+    with pytest.raises(KVError) as info:
+        future.wait()
+    assert info.value.code == 2021
+
+
+# -- storage errors ----------------------------------------------------------------------------
+def assert_names(error: StorageError, path: str) -> None:
+    assert isinstance(error, KVError)
+    assert error.path == path
+    assert path in str(error)
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 200)
+    with pytest.raises(StorageError) as info:
+        kv.open(f"sqlite:///{path}")
+    assert_names(info.value, str(path))
+    assert "not a quick_queue database" in str(info.value)
+    assert path.read_text().startswith("these are my notes")  # left alone
+
+
+def test_a_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "folder" / "kv.db"
+    with pytest.raises(StorageError) as info:
+        kv.open(f"sqlite:///{path}")
+    assert_names(info.value, str(path))
+    assert info.value.code == FILE_NOT_FOUND
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_path_that_is_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a-folder.db"
+    path.mkdir()
+    with pytest.raises(StorageError) as info:
+        kv.open(f"sqlite:///{path}")
+    assert_names(info.value, str(path))
+
+
+def _filled_database(path: str) -> None:
+    with closing(SQLiteDatabase(path)) as db:
+
+        def fill(tr: Transaction) -> None:
+            for i in range(300):
+                tr.set(b"row%04d" % i, bytes([i % 256]) * 1000)
+
+        db.transact(fill)
+    assert not os.path.exists(path + "-wal")  # checkpointed into the main file at close
+
+
+def test_a_corrupted_file_fails_with_storage_error(path: str) -> None:
+    _filled_database(path)
+    with open(path, "r+b") as f:  # smash everything after the first two pages
+        f.seek(2 * 4096)
+        f.write(b"\xde\xad\xbe\xef" * (os.path.getsize(path) // 4))
+    with pytest.raises(StorageError) as info:
+        db = kv.open(f"sqlite:///{path}")
+        try:
+            db.transact(lambda tr: tr.get_range(b"", b"\xff"))
+        finally:
+            db.close()
+    assert_names(info.value, path)
+    assert "corrupt" in str(info.value)
+
+
+def test_a_corrupt_page_fails_the_read_that_meets_it(path: str) -> None:
+    _filled_database(path)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # the last pages hold the newest rows of the kv table
+        f.seek(size - 20 * 4096)
+        f.write(b"\xde\xad\xbe\xef" * 10 * 1024)
+    with closing(SQLiteDatabase(path)) as db:
+        assert db.integrity_check() != "ok"
+        with pytest.raises(StorageError) as info:
+            db.transact(lambda tr: tr.get_range(b"", b"\xff"))
+        assert_names(info.value, path)
+        with pytest.raises(StorageError):
+            db.transact(lambda tr: tr.snapshot.get(b"row0290"))
+        with pytest.raises(StorageError):
+            db.transact(lambda tr: tr.get(b"row0290"))
+
+
+def test_integrity_check_of_a_sound_file(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"v")
+    assert db.integrity_check() == "ok"
+
+
+# -- kv.open ---------------------------------------------------------------------------------
+def test_open_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with kv.open("sqlite:///relative.db") as rel:
+        assert isinstance(rel, SQLiteDatabase)
+        put(rel, b"k", b"rel")
+    assert (tmp_path / "relative.db").exists()
+    with kv.open(f"sqlite:///{tmp_path}/relative.db") as absolute:  # sqlite:////abs/path
+        assert get(absolute, b"k") == b"rel"
+        assert absolute.url == f"sqlite:///{tmp_path}/relative.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "synchronous", "pragma"),
+    [
+        ("sqlite:///{dir}/a.db", "FULL", 2),
+        ("sqlite:///{dir}/a.db?synchronous=FULL", "FULL", 2),
+        ("sqlite:///{dir}/a.db?synchronous=normal", "NORMAL", 1),
+        ("SQLite:///{dir}/a.db", "FULL", 2),
+        ("memory://", "OFF", 0),
+    ],
+)
+def test_durability_settings(tmp_path: Path, url: str, synchronous: str, pragma: int) -> None:
+    with kv.open(url.format(dir=tmp_path)) as db:
+        assert isinstance(db, SQLiteDatabase)
+        assert db.synchronous == synchronous
+        assert db.durability()["synchronous"] == synchronous
+        assert db._writer.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert db._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "kv.db",
+        "/tmp/kv.db",
+        "sqlite:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://relative.db",
+        "sqlite:///:memory:",
+        "sqlite:///x.db?synchronous=OFF",
+        "sqlite:///x.db?synchronous=fast",
+        "sqlite:///x.db?cache=big",
+        "memory://somewhere",
+        "memory://?synchronous=FULL",
+        "fdb://relative/fdb.cluster",
+        "fdb://?timeout=1",
+        "postgres://localhost/db",
+        "redis://localhost",
+    ],
+)
+def test_bad_urls_list_the_accepted_forms(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        kv.open(url)
+    message = str(info.value)
+    assert repr(url) in message
+    for form in (
+        "sqlite:///relative/path.db",
+        "sqlite:////absolute/path.db",
+        "memory://",
+        "fdb://",
+        "fdb:///path/to/fdb.cluster",
+        "synchronous=FULL|NORMAL",
+    ):
+        assert form in message
+
+
+def test_memory_databases_are_private_and_removed_at_close() -> None:
+    first, second = SQLiteDatabase("", ephemeral=True), kv.open("memory://")
+    assert isinstance(second, SQLiteDatabase)
+    try:
+        put(first, b"k", b"1")
+        assert get(second, b"k") is None
+        folder = os.path.dirname(first.path)
+        assert os.path.exists(first.path)
+    finally:
+        first.close()
+        second.close()
+    assert not os.path.exists(folder)
+
+
+def test_a_closed_database_refuses_work(path: str) -> None:
+    db = SQLiteDatabase(path)
+    tr = db.create_transaction()
+    db.close()
+    db.close()  # twice is fine
+    with pytest.raises(KVError):
+        db.create_transaction()
+    with pytest.raises(KVError):
+        tr.get(b"k")
+
+
+def test_data_survives_reopening(path: str) -> None:
+    with closing(SQLiteDatabase(path)) as db:
+        put(db, b"k", b"v")
+        tr = sqlite_tr(db)
+        tr.set_versionstamped_value(b"s", b"\x00" * 10 + struct.pack("<I", 0))
+        future = tr.get_versionstamp()
+        tr.commit()
+        first = future.wait()
+    with closing(SQLiteDatabase(path)) as db:
+        assert get(db, b"k") == b"v"
+        assert get(db, b"s") == first
+        tr = sqlite_tr(db)
+        tr.set(b"x", b"1")
+        future = tr.get_versionstamp()
+        tr.commit()
+        assert future.wait() > first  # versions keep increasing across reopenings
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT v FROM kv WHERE k = ?", (b"k",)).fetchone()[0] == b"v"
+    finally:
+        conn.close()
