@@ -153,6 +153,12 @@ def watch_loop(interval: float, render: Callable[[], RenderableType],
                 typer.echo(json.dumps(data()))
                 time.sleep(interval)
         out = console()
+        if not out.is_terminal:  # piped: one frame after another, like a log
+            while True:
+                out.print(render())
+                out.print()
+                out.file.flush()
+                time.sleep(interval)
         with Live(render(), console=out, auto_refresh=False, transient=False) as live:
             while True:
                 time.sleep(interval)

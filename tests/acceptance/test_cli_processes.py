@@ -1,0 +1,194 @@
+"""The ``quick-queue`` CLI as a real process: signals (graceful worker shutdown, ``--watch``
+ending on Ctrl-C), and errors from the real entry point as one stderr line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+APP = """
+from __future__ import annotations
+import os
+import quick_queue as qq
+
+db = qq.open(os.environ["QUICK_QUEUE_URL"])
+queue = qq.JobQueue(db)
+
+@queue.job(topic="hello")
+class Hello:
+    def perform(self, payload, meta):
+        return None
+"""
+
+
+def env_for(url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["QUICK_QUEUE_URL"] = url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("QUICK_QUEUE_DEBUG", None)
+    return env
+
+
+def cli(url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "quick_queue.cli", *args], env=env_for(url),
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+class Process:
+    """A CLI process whose stderr is collected by a thread, so tests can wait for a line."""
+
+    def __init__(self, url: str, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "quick_queue.cli", *args], env=env_for(url), cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            into.append(line)
+
+    def wait_for(self, text: str, timeout: float = 20.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in self.err + self.out) < count:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"never saw {text!r}; stderr: {''.join(self.err)}")
+            time.sleep(0.02)
+
+    def stop(self, sig: int, timeout: float = 30.0) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/q.db"
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "jobsapp.py").write_text(textwrap.dedent(APP))
+    return folder
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+def test_errors_from_the_real_entry_point(url: str, tmp_path: Path) -> None:
+    assert "unknown scheme 'bogus'" in assert_one_error_line(cli(url, "inspect", "--db",
+                                                                 "bogus://x"), 2)
+    assert "no database file at" in assert_one_error_line(cli(url, "inspect"), 1)
+    assert not (tmp_path / "q.db").exists()
+    line = assert_one_error_line(cli(url, "enqueue", "t", "--tenant", "a", "--payload", "{"), 2)
+    assert "not valid JSON" in line
+
+
+def test_foundationdb_unavailable_is_one_line(url: str, tmp_path: Path) -> None:
+    """No client library here: ClientLibraryMissing. With one installed, the cluster file does
+    not exist: a KVError. Either way one line and a non-zero status."""
+    result = cli(url, "inspect", "--db", f"fdb://{tmp_path}/no/fdb.cluster")
+    assert result.returncode == 1
+    line = assert_one_error_line(result, 1)
+    assert "FoundationDB" in line or "fdb" in line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_worker_stops_gracefully_on_signals(url: str, app_dir: Path, sig: int,
+                                            processes: list[Process]) -> None:
+    job = cli(url, "enqueue", "hello", "--tenant", "acme")
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip()
+    worker = Process(url, "worker", "jobsapp:queue", "--concurrency", "2", cwd=app_dir)
+    processes.append(worker)
+    worker.wait_for("Ctrl-C to stop")
+    worker.wait_for(f"done hello acme/{job_id}")
+    assert worker.stop(sig) == 0
+    log = "".join(worker.err)
+    assert "stopped: 1 completed" in log and "Traceback" not in log
+    assert f"start hello acme/{job_id} attempt 1" in log
+
+
+def test_worker_with_processes_stops_on_sigterm(url: str, app_dir: Path,
+                                                processes: list[Process]) -> None:
+    for tenant in ("a", "b", "c"):
+        assert cli(url, "enqueue", "hello", "--tenant", tenant).returncode == 0
+    worker = Process(url, "worker", "jobsapp:queue", "--processes", "2", "--concurrency", "2",
+                     cwd=app_dir)
+    processes.append(worker)
+    worker.wait_for("2 processes")
+    deadline = time.monotonic() + 20
+    while sum("done hello" in line for line in worker.err) < 3:
+        assert time.monotonic() < deadline, "".join(worker.err)
+        time.sleep(0.05)
+    assert "[" in next(line for line in worker.err if "done hello" in line)  # pid shown
+    assert worker.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in "".join(worker.err)
+
+
+@pytest.mark.parametrize(("args", "sig"), [
+    (["--watch", "0.2"], signal.SIGINT),
+    (["--watch", "--zones", "5"], signal.SIGTERM),  # --watch alone: every 2 s
+    (["--watch", "0.2", "--json"], signal.SIGINT),
+])
+def test_inspect_watch_ends_cleanly(url: str, args: list[str], sig: int,
+                                    processes: list[Process]) -> None:
+    assert cli(url, "enqueue", "hello", "--tenant", "acme").returncode == 0
+    watcher = Process(url, "inspect", *args)
+    processes.append(watcher)
+    watcher.wait_for('"ready": 1' if "--json" in args else "ready 1", count=2)  # 2 refreshes
+    assert watcher.stop(sig) == 0
+    out = "".join(watcher.out)
+    assert "Traceback" not in out + "".join(watcher.err)
+    assert ('"ready": 1' in out) if "--json" in args else ("ready 1" in out)
+
+
+def test_console_script_is_installed_when_the_project_is() -> None:
+    script = Path(sys.executable).parent / "quick-queue"
+    if not script.exists() and shutil.which("quick-queue") is None:
+        pytest.skip("the project is not pip-installed in this environment")
+    exe = str(script) if script.exists() else str(shutil.which("quick-queue"))
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "inspect" in result.stdout
