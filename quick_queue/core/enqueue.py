@@ -41,7 +41,11 @@ def enqueue(
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
     # the job and writes nothing, instead of resetting a job a consumer may have leased by then.
     # The regular reads also make two racing enqueues of one key conflict: one job results.
-    live, dead = tr.get_many([item_key, zone.dead_key(job.job_id)])
+    # One read for the three keys enqueue needs (on SQLite one query, on FoundationDB three
+    # reads in flight at once); the marker is what touch_pointer reads.
+    live, dead, marker = tr.get_many(
+        [item_key, zone.dead_key(job.job_id), layout.marker(job.tenant)]
+    )
     if live is not None or dead is not None:
         return job.job_id
     state = "r" if job.due <= now else "s"
@@ -59,5 +63,5 @@ def enqueue(
         stat_add(tr, layout, job.topic, "enqueued")
     else:  # enqueue_many: one counter update per topic, not per job
         stats[(job.topic, "enqueued")] = stats.get((job.topic, "enqueued"), 0) + 1
-    touch_pointer(tr, layout, job.tenant, job.due, now, slack)
+    touch_pointer(tr, layout, job.tenant, job.due, now, slack, marker)
     return job.job_id

@@ -54,12 +54,18 @@ def write_pointer(
     tr.set(layout.pointer(tenant), new.encode())
 
 
+_UNREAD: bytes = b"\x00unread"
+
+
 def touch_pointer(
-    tr: Transaction, layout: Layout, tenant: str, due: int, now: int, slack: int
+    tr: Transaction, layout: Layout, tenant: str, due: int, now: int, slack: int,
+    marker: bytes | None = _UNREAD,
 ) -> None:
-    """Make sure the zone will be looked at by ``due`` (enqueue, retry, release, undead)."""
+    """Make sure the zone will be looked at by ``due`` (enqueue, retry, release, undead).
+    ``marker`` is the marker's value when the caller already read it (a regular read) in
+    this transaction, to save a read."""
     marker_key = layout.marker(tenant)
-    raw = tr.get(marker_key)
+    raw = tr.get(marker_key) if marker is _UNREAD else marker
     promise = max(due, now) if due > now else ASAP
     if raw is None:
         tr.set(marker_key, encode_promise(promise))
