@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import struct
 
-from quick_queue.kv.api import strinc
-
 Element = int | str | bytes
 
 _INT_ZERO = 0x14
@@ -164,10 +162,6 @@ class Zone:
         if state == "s":
             return self.scheduled_key(at, job_id)
         return self.leased_key(at, job_id)
-
-    @staticmethod
-    def range_of(prefix: bytes) -> tuple[bytes, bytes]:
-        return prefix, strinc(prefix)
 
     def until(self, prefix: bytes, at: int) -> tuple[bytes, bytes]:
         """Entries of the ``scheduled`` or ``leased`` index with a time at or before ``at``."""

@@ -73,10 +73,13 @@ def _reachable(core: Core, tenant: str, job_id: str, now: int) -> None:
     assert job_id in [j.record.job_id for j in taken]
 
 
-def _emptied_zone(core: Core, min_inactive_from_now: bool) -> tuple[int, str]:
-    """A zone with a pointer and no job, due for collection, and a consumer holding its lease.
-    Returns (now, zone token). With ``min_inactive_from_now`` the zone was parked (marker
-    EMPTY) before; otherwise its marker still promises the old lease expiry."""
+def _emptied_zone(
+    core: Core, min_inactive_from_now: bool, one_step: bool
+) -> tuple[int, str | None]:
+    """A zone with a pointer and no job, due for collection, and a consumer holding its lease
+    (or, ``one_step``, about to take it in its dequeue transaction: token None). Returns (now,
+    zone token). With ``min_inactive_from_now`` the zone was parked (marker EMPTY) before;
+    otherwise its marker still promises the old lease expiry."""
     core.enqueue("t", T0)
     [job] = core.visit("t", T0)
     assert core.done(job, T0)
@@ -86,19 +89,27 @@ def _emptied_zone(core: Core, min_inactive_from_now: bool) -> tuple[int, str]:
         assert core.visit("t", now) == []
         assert core.store().markers["t"] == EMPTY
         now = core.store().pointers["t"].vesting
+    if one_step:
+        return now, None
     token = core.lease("t", now)
     assert token is not None
     return now, token
 
 
+# The consumer either holds a zone lease taken earlier (DESIGN.md's two steps) or takes the
+# zone inside its dequeue transaction (zone token None: the runtime's one step).
+MODES = ["two-step", "one-step"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("parked", [False, True])
 @pytest.mark.parametrize("delay", [0, 10 * US, 1000 * US])
 @pytest.mark.parametrize("order", ["ab", "ba"])
 def test_collection_racing_enqueue_never_orphans_a_zone(
-    db: Database, order: str, delay: int, parked: bool
+    db: Database, order: str, delay: int, parked: bool, mode: str
 ) -> None:
     core = Core(db, Layout("collect"))
-    now, token = _emptied_zone(core, parked)
+    now, token = _emptied_zone(core, parked, mode == "one-step")
     collect = core.dequeue_fn(count=1)
     job = core.job("t", now + delay)
 
@@ -119,11 +130,12 @@ def test_collection_racing_enqueue_never_orphans_a_zone(
     _reachable(core, "t", job.job_id, now)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("setup", ["lease-parks", "drain-parks", "drain-collects"])
 @pytest.mark.parametrize("delay", [0, 5 * US, 29 * US])
 @pytest.mark.parametrize("order", ["ab", "ba"])
 def test_parking_racing_enqueue_keeps_the_promise(
-    db: Database, order: str, delay: int, setup: str
+    db: Database, order: str, delay: int, setup: str, mode: str
 ) -> None:
     """A consumer about to push the zone's pointer later (its ready work is gone) and a
     producer adding a job due before that: whichever commits first, the job's zone is due in
@@ -136,8 +148,8 @@ def test_parking_racing_enqueue_keeps_the_promise(
         [job] = core.visit("t", T0)
         core.done(job, T0)
         now = T0 + ITEM_LEASE
-    token = core.lease("t", now)
-    assert token is not None
+    token = core.lease("t", now) if mode == "two-step" else None
+    assert token is not None or mode == "one-step"
     take = core.dequeue_fn(count=1)
     new = core.job("t", now + delay)
 
@@ -247,3 +259,16 @@ def test_unkeyed_enqueue_is_idempotent_per_job_id_too(db: Database) -> None:
     assert len(attempts) == 2
     s = Core(db, layout).store()
     assert len(s.items) == 1 and s.stats[("mail", "enqueued")] == 1
+
+
+def test_retry_after_an_unknown_result_does_not_reset_a_leased_job(db: Database) -> None:
+    """The 1021'd enqueue did commit and a consumer leased the job before the producer's
+    retry: the retry leaves the lease alone (no second copy, no reset to ready)."""
+    core = Core(db, Layout("reset"))
+    job = core.job("t", T0)
+    core.enqueue_jobs([job], T0)  # the commit that "may not have happened"
+    [leased] = core.visit("t", T0)
+    before = core.dump()
+    assert db.transact(enqueue, core.layout, job, T0 + 1, 0) == job.job_id  # the retry
+    assert core.dump() == before
+    assert core.done(leased, T0 + 2)
