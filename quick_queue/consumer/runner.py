@@ -203,6 +203,7 @@ class Consumer:
         a conflict means another consumer took the zone first (see ``core.dequeue``)."""
         settings = self.settings
         tr = self.db.create_transaction()
+        tr.options.set_relaxed_durability()  # a lease undone by a power loss is taken again
         jobs: list[LeasedJob] = []
         try:
             jobs = dequeue(

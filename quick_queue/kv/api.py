@@ -71,6 +71,7 @@ class TransactionOptions:
         self.timeout_ms: int = 0
         self.retry_limit: int = -1
         self.max_retry_delay_ms: int = 1000
+        self.relaxed_durability: bool = False
 
     def set_timeout(self, milliseconds: int) -> None:
         if milliseconds < 0:
@@ -81,6 +82,15 @@ class TransactionOptions:
         if retries < -1:
             raise KVError(INVALID_OPTION_VALUE, "retry limit must be -1 (unlimited) or >= 0")
         self.retry_limit = retries
+
+    def set_relaxed_durability(self) -> None:
+        """Let the embedded engine acknowledge this commit before it reaches the disk: a power
+        loss may undo it (never a process crash) until a later durable commit, which makes it
+        and everything before it durable; commits are never reordered, so what survives is
+        always a consistent prefix. Saves an fsync per commit. The queue uses it only where an
+        undone commit is harmless: leasing jobs (they are leased again) and extending leases.
+        FoundationDB commits are always durable; there it changes nothing."""
+        self.relaxed_durability = True
 
     def set_max_retry_delay(self, milliseconds: int) -> None:
         if milliseconds < 0:

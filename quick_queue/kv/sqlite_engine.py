@@ -69,6 +69,7 @@ class _Request:
         "extra_writes",
         "read_version",
         "reads",
+        "relaxed",
         "stamp",
         "stamped",
         "writes",
@@ -92,6 +93,7 @@ class _Request:
         self.stamp: bytes | None = None
         self.error: KVError | None = None
         self.done = False
+        self.relaxed = False
 
 
 def _storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:
@@ -166,6 +168,7 @@ class SQLiteDatabase(Database):
             raise _storage_error(self.path, error, "creating its tables") from error
         self._history = ConflictHistory(floor=version)
         self._writer_data_version = -1
+        self._writer_level = self.synchronous
         self._seen = version
 
     # -- connections ------------------------------------------------------------------------
@@ -239,8 +242,10 @@ class SQLiteDatabase(Database):
         cleared: list[Range],
         stamped: list[tuple[bytes, bytes]],
         extra_writes: list[Range],
+        relaxed: bool = False,
     ) -> bytes:
         request = _Request(read_version, reads, writes, cleared, stamped, extra_writes)
+        request.relaxed = relaxed
         cond = self._commit_cond
         with cond:
             self._pending.append(request)
@@ -294,6 +299,12 @@ class SQLiteDatabase(Database):
         try:
             if self._closed:
                 raise KVError(2000, f"database {self.url} is closed")
+            # A batch of relaxed commits only is not synced; the next durable batch syncs it.
+            # (SQLite refuses to change the level inside a transaction: it is set first.)
+            level = "NORMAL" if all(r.relaxed for r in batch) else self.synchronous
+            if self.synchronous == "FULL" and level != self._writer_level:
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._writer_level = level
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:

@@ -459,6 +459,7 @@ class SQLiteTransaction(Transaction):
                 self._cleared,
                 self._stamped_keys,
                 self._extra_writes,
+                self.options.relaxed_durability,
             )
         except KVError as error:
             if self._stamp is not None:

@@ -535,3 +535,29 @@ def test_data_survives_reopening(path: str) -> None:
         assert conn.execute("SELECT v FROM kv WHERE k = ?", (b"k",)).fetchone()[0] == b"v"
     finally:
         conn.close()
+
+
+def test_relaxed_durability_skips_only_the_sync_of_relaxed_batches(tmp_path: Path) -> None:
+    """A relaxed commit is committed (visible to another handle, and to a reopened file) but
+    its batch runs at synchronous=NORMAL; the next durable commit goes back to FULL, which
+    syncs the WAL and with it every relaxed commit before it."""
+    url = f"sqlite:///{tmp_path}/relaxed.db"
+    db = kv.open(url)
+    assert isinstance(db, SQLiteDatabase)
+    level = db._writer.execute
+
+    def relaxed(tr: kv.Transaction) -> None:
+        tr.options.set_relaxed_durability()
+        tr.set(b"lease", b"1")
+
+    db.transact(relaxed)
+    assert level("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    other = kv.open(url)
+    assert other.transact(lambda tr: tr.get(b"lease")) == b"1"
+    db.transact(lambda tr: tr.set(b"done", b"1"))
+    assert level("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for a durable commit
+    other.close()
+    db.close()
+    reopened = kv.open(url)
+    assert reopened.transact(lambda tr: (tr.get(b"lease"), tr.get(b"done"))) == (b"1", b"1")
+    reopened.close()
