@@ -24,7 +24,7 @@ class Settings:
     """Fraction of the peeked zones a scanner tries (at least one, at most selection_max)."""
     dequeue_max: int = 32
     """Jobs taken from one zone per visit (also bounded by free worker slots). DESIGN.md starts
-    at 10; 32 measured 1.5x the drain rate of one busy zone (each visit costs two commits) and
+    at 10; 32 measured 1.5x the drain rate of one busy zone (each visit costs a commit) and
     fairness is unchanged: zones are still picked at random, one visit at a time."""
     promote_max: int = 100
     """Due scheduled jobs and expired leases moved to ready per zone visit."""
