@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 from quick_queue.clock import Clock, SystemClock
 from quick_queue.consumer.runner import Consumer, Summary
 from quick_queue.core import admin
-from quick_queue.core.enqueue import NewJob, enqueue
-from quick_queue.core.records import flush_stats
+from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
 from quick_queue.errors import PayloadError
 from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
@@ -183,13 +182,9 @@ class JobQueue:
         slack = to_us(self.settings.pointer_slack)
         now_us = to_us(now)
 
-        def write_all(t: Transaction) -> list[str]:
-            stats: dict[tuple[str, str], int] = {}
-            ids = [enqueue(t, self.layout, new, now_us, slack, stats) for new in news]
-            flush_stats(t, self.layout, stats)
-            return ids
-
-        return self._in_transaction(tr, write_all)
+        return self._in_transaction(
+            tr, lambda t: enqueue_many(t, self.layout, news, now_us, slack)
+        )
 
     @staticmethod
     def _bad_item(item: object) -> Any:

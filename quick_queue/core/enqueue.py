@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quick_queue.core.pointers import touch_pointer
-from quick_queue.core.records import Stats, stat_add
+from quick_queue.core.records import Stats, flush_stats, stat_add
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord, dump
@@ -36,7 +36,6 @@ def enqueue(
     stats: Stats | None = None,
 ) -> str:
     zone = layout.zone(job.tenant)
-    item_key = zone.item(job.job_id)
     # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
     # the job and writes nothing, instead of resetting a job a consumer may have leased by then.
@@ -44,24 +43,59 @@ def enqueue(
     # One read for the three keys enqueue needs (on SQLite one query, on FoundationDB three
     # reads in flight at once); the marker is what touch_pointer reads.
     live, dead, marker = tr.get_many(
-        [item_key, zone.dead_key(job.job_id), layout.marker(job.tenant)]
+        [zone.item(job.job_id), zone.dead_key(job.job_id), layout.marker(job.tenant)]
     )
-    if live is not None or dead is not None:
-        return job.job_id
+    if live is None and dead is None:
+        _write_job(tr, layout, job, now, slack, marker, stats)
+    return job.job_id
+
+
+def enqueue_many(
+    tr: Transaction, layout: Layout, jobs: list[NewJob], now: int, slack: int
+) -> list[str]:
+    """``enqueue`` for a batch in one transaction: every read of the batch in one go, and one
+    counter update per topic."""
+    keys: list[bytes] = []
+    for job in jobs:
+        zone = layout.zone(job.tenant)
+        keys.append(zone.item(job.job_id))
+        keys.append(zone.dead_key(job.job_id))
+    tenants = list(dict.fromkeys(job.tenant for job in jobs))
+    values = tr.get_many(keys + [layout.marker(tenant) for tenant in tenants])
+    markers = dict(zip(tenants, values[len(keys):], strict=True))
+    stats: Stats = {}
+    written: set[tuple[str, str]] = set()
+    for i, job in enumerate(jobs):
+        if values[2 * i] is not None or values[2 * i + 1] is not None:
+            continue
+        if (job.tenant, job.job_id) in written:
+            continue  # the same keyed job twice in one batch: once
+        written.add((job.tenant, job.job_id))
+        markers[job.tenant] = _write_job(
+            tr, layout, job, now, slack, markers[job.tenant], stats
+        )
+    flush_stats(tr, layout, stats)
+    return [job.job_id for job in jobs]
+
+
+def _write_job(
+    tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
+    marker: bytes | None, stats: Stats | None,
+) -> bytes:
+    zone = layout.zone(job.tenant)
     state = "r" if job.due <= now else "s"
     record = JobRecord(
         job.job_id, job.topic, None, job.priority, job.max_retries, state,
         job.due, job.due, now, key=job.key,
         payload_raw=job.payload if isinstance(job.payload, bytes) else dump(job.payload),
     )
-    tr.set(item_key, record.encode())
+    tr.set(zone.item(job.job_id), record.encode())
     if state == "r":
         tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")
     else:
         tr.set(zone.scheduled_key(job.due, job.job_id), b"")
     if stats is None:
         stat_add(tr, layout, job.topic, "enqueued")
-    else:  # enqueue_many: one counter update per topic, not per job
+    else:
         stats[(job.topic, "enqueued")] = stats.get((job.topic, "enqueued"), 0) + 1
-    touch_pointer(tr, layout, job.tenant, job.due, now, slack, marker)
-    return job.job_id
+    return touch_pointer(tr, layout, job.tenant, job.due, now, slack, marker)

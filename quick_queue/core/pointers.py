@@ -60,22 +60,24 @@ _UNREAD: bytes = b"\x00unread"
 def touch_pointer(
     tr: Transaction, layout: Layout, tenant: str, due: int, now: int, slack: int,
     marker: bytes | None = _UNREAD,
-) -> None:
+) -> bytes:
     """Make sure the zone will be looked at by ``due`` (enqueue, retry, release, undead).
     ``marker`` is the marker's value when the caller already read it (a regular read) in
-    this transaction, to save a read."""
+    this transaction, to save a read. Returns the marker's value afterwards."""
     marker_key = layout.marker(tenant)
     raw = tr.get(marker_key) if marker is _UNREAD else marker
     promise = max(due, now) if due > now else ASAP
     if raw is None:
-        tr.set(marker_key, encode_promise(promise))
+        written = encode_promise(promise)
+        tr.set(marker_key, written)
         write_pointer(tr, layout, tenant, None, PointerRecord(vesting=due, last_active=now))
-        return
+        return written
     current = decode_promise(raw)
     if current == ASAP or due >= current - slack:
-        return  # the zone is already promised a visit early enough
+        return raw  # the zone is already promised a visit early enough
     pointer = read_pointer(tr, layout, tenant)
-    tr.set(marker_key, encode_promise(promise))
+    written = encode_promise(promise)
+    tr.set(marker_key, written)
     if pointer is None:  # a marker without a record cannot happen; repair rather than fail
         write_pointer(tr, layout, tenant, None, PointerRecord(vesting=due, last_active=now))
     elif not pointer.leased(now) and pointer.vesting > due:
@@ -85,6 +87,7 @@ def touch_pointer(
             tr, layout, tenant, pointer,
             PointerRecord(due, None, 0, pointer.last_active),
         )
+    return written
 
 
 def scan_due(
