@@ -56,6 +56,10 @@ class JobQueue:
         self.clock: Clock = clock or SystemClock()
         self.registry = Registry(list(jobs or []))
         self._consumer: Consumer | None = None
+        # Zones being visited by this process's consumers: a second local consumer skips
+        # them instead of racing (and aborting) on the same pointer.
+        self.visiting: set[str] = set()
+        self.visiting_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.name!r} on {self.db.url or self.db!r}>"

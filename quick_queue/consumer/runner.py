@@ -190,15 +190,30 @@ class Consumer:
                     with self._lock:
                         self._lock.wait(0.005)
                     continue
-            wait = settings.scan_interval
+            # Idle: jitter the wait so consumers do not scan in lockstep, but never past the
+            # next pointer's time (a scheduled job starts on time).
+            wait = settings.scan_interval * (0.8 + 0.4 * self.rng.random())
             if next_vesting is not None:
                 wait = min(wait, max(0.0, (next_vesting - now) / 1e6))
             if due:  # due zones we could not take (leased by others): look again soon
                 wait = min(wait, 0.005)
-            self.db.wait_for_change(wait * (0.8 + 0.4 * self.rng.random()))
+            self.db.wait_for_change(wait)
         return False
 
     def _visit(self, tenant: str, count: int, now: int) -> int:
+        queue = self.queue
+        with queue.visiting_lock:
+            if tenant in queue.visiting:
+                self.counters.add("zone_busy_here")
+                return 0
+            queue.visiting.add(tenant)
+        try:
+            return self._visit_zone(tenant, count, now)
+        finally:
+            with queue.visiting_lock:
+                queue.visiting.discard(tenant)
+
+    def _visit_zone(self, tenant: str, count: int, now: int) -> int:
         """Take the zone and lease up to ``count`` of its jobs in one transaction, tried once:
         a conflict means another consumer took the zone first (see ``core.dequeue``)."""
         settings = self.settings
