@@ -184,6 +184,21 @@ def bench_enqueue(tmp: str, quick: bool) -> dict[str, Any]:
     return out
 
 
+def collect_samples(path: str, count: int, cap: float = 30.0) -> list[float]:
+    """The milliseconds the handlers wrote to ``path``, once ``count`` are there (or at cap)."""
+    deadline = time.monotonic() + cap
+    samples: list[float] = []
+    while time.monotonic() < deadline:
+        try:
+            samples = [float(x) * 1000 for x in Path(path).read_text().split()]
+        except FileNotFoundError:
+            samples = []
+        if len(samples) >= count:
+            break
+        time.sleep(0.05)
+    return samples
+
+
 def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
     count = 50 if quick else 200
     url = f"sqlite:///{tmp}/latency.db"
@@ -200,16 +215,7 @@ def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
         for i in range(count):
             queue.enqueue(f"t{i % 10}", "noop", {"t": time.time()})
             time.sleep(0.02)
-        deadline = time.monotonic() + 30
-        samples: list[float] = []
-        while time.monotonic() < deadline:
-            try:
-                samples = [float(x) * 1000 for x in Path(lat_file).read_text().split()]
-            except FileNotFoundError:
-                samples = []
-            if len(samples) >= count:
-                break
-            time.sleep(0.05)
+        samples = collect_samples(lat_file, count)
     finally:
         stop_worker(proc)
         db.close()
@@ -238,16 +244,7 @@ def bench_scheduled(tmp: str, quick: bool) -> dict[str, Any]:
             queue.enqueue(f"t{i % 10}", "noop", {"due": due},
                           at=datetime.fromtimestamp(due, tz=UTC))
             time.sleep(0.03)
-        deadline = time.monotonic() + 30
-        samples: list[float] = []
-        while time.monotonic() < deadline:
-            try:
-                samples = [float(x) * 1000 for x in Path(lat_file).read_text().split()]
-            except FileNotFoundError:
-                samples = []
-            if len(samples) >= count:
-                break
-            time.sleep(0.05)
+        samples = collect_samples(lat_file, count)
     finally:
         stop_worker(proc)
         db.close()

@@ -170,7 +170,7 @@ def test_cancelling_a_running_job_tells_the_handler_and_its_completion_is_stale(
 
 
 def test_short_item_lease_is_extended_in_time(db: qq.Database, background: Any) -> None:
-    # Real time: with item_lease=0.3 s the keeper must extend every 0.1 s, faster than its
+    # Real time: with item_lease=0.15 s the keeper must extend every 0.05 s, faster than its
     # idle tick, or a second consumer takes the job while it still runs.
     runs: list[int] = []
     started = threading.Event()
@@ -180,14 +180,14 @@ def test_short_item_lease_is_extended_in_time(db: qq.Database, background: Any) 
         def perform(self, payload: Any, meta: qq.JobMeta) -> None:
             runs.append(meta.attempt)
             started.set()
-            time.sleep(1.0)
+            time.sleep(0.45)  # three leases long
 
-    first = qq.JobQueue(db, jobs=[Long], item_lease=0.3)
-    second = qq.JobQueue(db, jobs=[Long], item_lease=0.3)
+    first = qq.JobQueue(db, jobs=[Long], item_lease=0.15)
+    second = qq.JobQueue(db, jobs=[Long], item_lease=0.15)
     job_id = first.enqueue("t", "long", {})
     drain = background(first.drain)
     assert started.wait(5)
-    deadline = time.monotonic() + 0.9
+    deadline = time.monotonic() + 0.4
     while time.monotonic() < deadline:  # the second consumer keeps looking meanwhile
         assert second.drain(timeout=5).completed == 0
         time.sleep(0.02)
