@@ -19,6 +19,13 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
 
 
+_str = json.encoder.encode_basestring_ascii
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else str(_str(value))
+
+
 def dump(value: Any) -> bytes:
     return _encode(value).encode()
 
@@ -136,15 +143,15 @@ class JobRecord:
         return self._payload_raw
 
     def encode(self) -> bytes:
-        header = dump(
-            {
-                "t": self.topic, "pr": self.priority, "m": self.max_retries,
-                "st": self.state, "at": self.at, "sq": self.seq, "e": self.enqueued,
-                "a": self.attempt, "sn": self.snoozes, "tk": self.token, "er": self.error,
-                "k": self.key,
-            }
+        # The header is formatted directly (what json.dumps would write, at a fraction of the
+        # cost on the hot path): strings through json's own escaper, numbers are ints.
+        header = (
+            f'{{"t":{_str(self.topic)},"pr":{int(self.priority)},"m":{int(self.max_retries)},'
+            f'"st":{_str(self.state)},"at":{int(self.at)},"sq":{int(self.seq)},'
+            f'"e":{int(self.enqueued)},"a":{int(self.attempt)},"sn":{int(self.snoozes)},'
+            f'"tk":{_opt(self.token)},"er":{_opt(self.error)},"k":{_opt(self.key)}}}'
         )
-        return header + b"\n" + self.payload_raw
+        return header.encode() + b"\n" + self.payload_raw
 
     @classmethod
     def decode(cls, job_id: str, raw: bytes) -> JobRecord:

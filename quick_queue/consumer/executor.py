@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from quick_queue.core.settle import Outcome
 from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
-from quick_queue.models import LeasedJob, to_datetime, to_us
+from quick_queue.models import LeasedJob, to_us
 from quick_queue.settings import Settings
 
 log = logging.getLogger("quick_queue.worker")
@@ -47,10 +47,8 @@ def backoff_seconds(
 def make_meta(job: LeasedJob) -> JobMeta:
     record = job.record
     return JobMeta(
-        tenant=job.tenant, topic=record.topic, job_id=record.job_id, attempt=record.attempt,
-        max_retries=record.max_retries, enqueued_at=to_datetime(record.enqueued),
-        lease_deadline=to_datetime(record.at), priority=record.priority,
-        snoozes=record.snoozes,
+        job.tenant, record.topic, record.job_id, record.attempt, record.max_retries,
+        record.enqueued, record.at, record.priority, record.snoozes,
     )
 
 

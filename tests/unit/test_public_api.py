@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 
 import pytest
 
@@ -95,9 +96,17 @@ def test_pinned_signatures() -> None:
 
 
 def test_job_meta_carries_the_documented_fields() -> None:
-    fields = set(qq.JobMeta.__dataclass_fields__)
-    assert {"tenant", "topic", "job_id", "attempt", "max_retries", "enqueued_at",
-            "lease_deadline", "lease_lost", "tr"} <= fields
+    meta = qq.JobMeta("shop", "mail", "j1", 2, 3, 1_800_000_000_000_000, 1_800_000_030_000_000, 7)
+    assert (meta.tenant, meta.topic, meta.job_id, meta.attempt, meta.max_retries) == (
+        "shop", "mail", "j1", 2, 3
+    )
+    assert meta.enqueued_at.timestamp() == 1_800_000_000 and meta.enqueued_at.tzinfo is not None
+    assert (meta.lease_deadline - meta.enqueued_at).total_seconds() == 30
+    assert meta.tr is None and meta.priority == 7 and not meta.is_last_attempt
+    # lease_lost behaves as a threading.Event: a waiter sees a set() from another thread
+    assert not meta.lease_lost.is_set() and meta.lease_lost.wait(0.001) is False
+    threading.Timer(0.01, meta.lease_lost.set).start()
+    assert meta.lease_lost.wait(5) is True and meta.lease_lost.is_set()
 
 
 def test_results_are_constructible() -> None:
