@@ -182,18 +182,17 @@ class DeadRecord:
     key: str | None = None
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return dump(
             {
                 "t": self.topic, "p": self.payload, "pr": self.priority, "m": self.max_retries,
                 "a": self.attempt, "sn": self.snoozes, "e": self.enqueued, "d": self.died,
                 "kd": self.kind, "r": self.reason, "k": self.key,
-            },
-            separators=(",", ":"),
-        ).encode()
+            }
+        )
 
     @classmethod
     def decode(cls, job_id: str, raw: bytes) -> DeadRecord:
-        d = json.loads(raw)
+        d = load(raw)
         return cls(
             job_id, d["t"], d["p"], d["pr"], d["m"], d["a"], d["sn"], d["e"], d["d"], d["kd"],
             d["r"], d.get("k"),

@@ -199,6 +199,10 @@ def collect_samples(path: str, count: int, cap: float = 30.0) -> list[float]:
     return samples
 
 
+def percentile(ordered: list[float], p: float) -> float:
+    return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2)
+
+
 def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
     count = 50 if quick else 200
     url = f"sqlite:///{tmp}/latency.db"
@@ -220,11 +224,8 @@ def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
         stop_worker(proc)
         db.close()
     samples.sort()
-
-    def pct(p: float) -> float:
-        return round(samples[min(len(samples) - 1, int(p * len(samples)))], 2)
-
-    out = {"n": len(samples), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+    out = {"n": len(samples), "p50_ms": percentile(samples, 0.5),
+           "p95_ms": percentile(samples, 0.95), "p99_ms": percentile(samples, 0.99),
            "max_ms": round(samples[-1], 2), "idle_worker_cpu_pct": round(idle_cpu * 100, 2)}
     print(f"  latency: {out}", flush=True)
     return out
@@ -250,8 +251,7 @@ def bench_scheduled(tmp: str, quick: bool) -> dict[str, Any]:
         db.close()
     samples.sort()
     out = {"n": len(samples), "early": sum(1 for s in samples if s < 0),
-           "p50_ms_late": round(samples[len(samples) // 2], 2),
-           "p99_ms_late": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))], 2),
+           "p50_ms_late": percentile(samples, 0.5), "p99_ms_late": percentile(samples, 0.99),
            "max_ms_late": round(samples[-1], 2)}
     print(f"  scheduled: {out}", flush=True)
     return out

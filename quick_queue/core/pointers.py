@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from quick_queue.keys import Layout
+from quick_queue.keys import Layout, unpack
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import PointerRecord
 
@@ -97,8 +97,6 @@ def scan_due(
     begin, end = layout.due_until(now)
     rows = tr.snapshot.get_range(begin, end, limit=peek_max)
     offset = len(layout.due_prefix)
-    from quick_queue.keys import unpack
-
     due = []
     for key, _ in rows:
         vesting, tenant = unpack(key, offset)

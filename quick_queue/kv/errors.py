@@ -107,8 +107,3 @@ def is_retryable(error: BaseException) -> bool:
 def maybe_committed(error: BaseException) -> bool:
     """True when the failed commit may nonetheless have taken effect."""
     return isinstance(error, KVError) and error.code in _MAYBE_COMMITTED
-
-
-def is_retryable_not_committed(error: BaseException) -> bool:
-    """Retryable and certainly not committed (FoundationDB's third predicate)."""
-    return is_retryable(error) and not maybe_committed(error)

@@ -27,7 +27,6 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 from quick_queue.kv.api import Database
 from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
@@ -514,12 +513,3 @@ class SQLiteDatabase(Database):
 
     def __repr__(self) -> str:
         return f"<SQLiteDatabase {self.url} synchronous={self.synchronous}>"
-
-
-@contextlib.contextmanager
-def ephemeral_database() -> Iterator[SQLiteDatabase]:
-    db = SQLiteDatabase("", ephemeral=True, synchronous="OFF")
-    try:
-        yield db
-    finally:
-        db.close()
