@@ -8,9 +8,9 @@ import random
 import traceback
 from dataclasses import dataclass, field
 
-from quick_queue.core.settle import Outcome
 from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
 from quick_queue.models import LeasedJob, to_us
+from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.settings import Settings
 
 log = logging.getLogger("quick_queue.worker")
@@ -58,7 +58,7 @@ def dead_on_arrival(job: LeasedJob, registry: Registry) -> tuple[JobSpec | None,
     spec = registry.get(record.topic)
     if spec is None:
         return None, Outcome(
-            job.tenant, record.job_id, job.token, "dead",
+            job.tenant, record.job_id, job.token, OutcomeKind.DEAD,
             reason=f"no handler for topic {record.topic!r} in this worker "
             f"(known topics: {', '.join(registry.topics()) or 'none'})",
             dead_kind="unknown_topic",
@@ -81,17 +81,17 @@ def to_outcome(
             f"interpreted ({type(error).__name__}: {_text(error)})"
         )
     if isinstance(verdict, Ok):
-        return Outcome(job.tenant, record.job_id, job.token, "done", topic=record.topic,
+        return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DONE, topic=record.topic,
                        lease_at=record.at)
     if isinstance(verdict, Snooze):
-        return Outcome(job.tenant, record.job_id, job.token, "snooze",
+        return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.SNOOZE,
                        at=to_us(now + verdict.seconds))
     if isinstance(verdict, Discard):
-        return Outcome(job.tenant, record.job_id, job.token, "discard",
+        return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DISCARD,
                        reason=_text(verdict.reason)[:2000])
     assert isinstance(verdict, Error)
     delay = backoff_seconds(record.attempt, settings, spec, rng)
-    return Outcome(job.tenant, record.job_id, job.token, "retry", at=to_us(now + delay),
+    return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.RETRY, at=to_us(now + delay),
                    reason=_text(verdict.reason)[:2000])
 
 
@@ -132,8 +132,8 @@ class _BadPayload(Exception):
 def bad_payload_outcome(running: Running, result: object) -> Outcome | None:
     if isinstance(result, _BadPayload):
         job = running.job
-        return Outcome(job.tenant, job.record.job_id, job.token, "dead", reason=str(result),
-                       dead_kind="bad_payload")
+        return Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DEAD,
+                       reason=str(result), dead_kind="bad_payload")
     return None
 
 

@@ -35,10 +35,11 @@ from quick_queue.consumer.executor import (
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pointers import scan_due
 from quick_queue.core.records import flush_stats
-from quick_queue.core.settle import Outcome, extend_leases, settle, settle_many
+from quick_queue.core.settle import extend_leases, settle, settle_many
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
 from quick_queue.models import JobRecord, LeasedJob, new_token, to_us
+from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.telemetry import Counters
 
 if TYPE_CHECKING:
@@ -347,8 +348,8 @@ class Consumer:
             self._submit(running, not_done.outcome)
             return
         except _Stale:
-            self._finish(running, Outcome(job.tenant, job.record.job_id, job.token, "done"),
-                         applied=False)
+            done = Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE)
+            self._finish(running, done, applied=False)
             return
         except Exception as error:  # noqa: BLE001 - a commit error is a failed attempt
             outcome = to_outcome(running, error, self._now(), settings, self.rng)
@@ -358,7 +359,7 @@ class Consumer:
             running.meta.tr = None
         with self._lock:
             running.outcome_kind = "done"
-        self._finish(running, Outcome(job.tenant, job.record.job_id, job.token, "done"),
+        self._finish(running, Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE),
                      applied=True)
 
     # -- settling ---------------------------------------------------------------------------
@@ -405,7 +406,7 @@ class Consumer:
             log.warning("stale %s for %s/%s: the lease was lost; nothing changed",
                         outcome.kind, job.tenant, job.record.job_id)
             return
-        kind = outcome.kind
+        kind: str = outcome.kind
         if kind == "done":
             self.counters.add("completed")
         elif kind == "retry":
@@ -501,7 +502,8 @@ class Consumer:
         for running in waiting:
             running.abandoned = True
             job = running.job
-            self._submit(running, Outcome(job.tenant, job.record.job_id, job.token, "release"))
+            release = Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.RELEASE)
+            self._submit(running, release)
         grace_end = time.monotonic() + (0 if self.until_idle else settings.shutdown_grace)
         with self._lock:
             while self._running > 0 and time.monotonic() < grace_end:
@@ -518,7 +520,8 @@ class Consumer:
             running.abandoned = True
             running.meta.lease_lost.set()
             job = running.job
-            self._submit(running, Outcome(job.tenant, job.record.job_id, job.token, "release"))
+            release = Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.RELEASE)
+            self._submit(running, release)
         # Let the settler flush everything, then stop the threads.
         flush_end = time.monotonic() + 30
         while time.monotonic() < flush_end:

@@ -7,33 +7,12 @@ transaction (``settle_many``), which is how completions are batched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import Stats, bury, clear_index, flush_stats, load_record
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one run ended, as the runtime tells the store.
-
-    kind: ``done`` | ``retry`` (a failed attempt) | ``snooze`` | ``discard`` | ``dead``
-    (dead-letter at once: unknown topic, bad payload) | ``release`` (hand back unrun, no attempt
-    spent: shutdown). ``at`` is when a retried or snoozed job is due again (microseconds).
-    """
-
-    tenant: str
-    job_id: str
-    token: str
-    kind: str
-    at: int = 0
-    reason: str = ""
-    dead_kind: str = ""
-    topic: str = ""
-    lease_at: int = 0  # the lease expiry the consumer last knew: enables the fast path
+from quick_queue.outcomes import Outcome
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,

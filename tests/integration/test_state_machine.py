@@ -34,11 +34,11 @@ from hypothesis.stateful import (
 
 import quick_queue.kv as kv
 from quick_queue.core.dequeue import ZoneLeaseLost
-from quick_queue.core.settle import Outcome
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import LeasedJob
+from quick_queue.outcomes import Outcome
 from tests.unit.corekit import (
     ITEM_LEASE,
     MIN_INACTIVE,

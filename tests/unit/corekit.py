@@ -17,11 +17,12 @@ from quick_queue.core import admin
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.enqueue import NewJob, enqueue
 from quick_queue.core.pointers import ASAP, EMPTY, decode_promise, lease_zone, scan_due
-from quick_queue.core.settle import Outcome, extend_leases, settle_many
+from quick_queue.core.settle import extend_leases, settle_many
 from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import KVError, is_retryable
 from quick_queue.models import DeadRecord, JobRecord, LeasedJob, PointerRecord
+from quick_queue.outcomes import Outcome
 
 US = 1_000_000
 T0 = 1_800_000_000 * US  # the ManualClock's default start, in microseconds

@@ -236,7 +236,7 @@ def test_zone_with_a_running_job_is_never_collected(db: Database) -> None:
 
 
 def test_dead_letters_do_not_keep_a_zone(core: Core) -> None:
-    from quick_queue.core.settle import Outcome
+    from quick_queue.outcomes import Outcome
 
     job_id = core.enqueue("t", T0)
     [job] = core.visit("t", T0)

@@ -209,7 +209,7 @@ def test_key_makes_enqueue_idempotent(core: Core) -> None:
 
 
 def test_key_of_a_dead_job_is_still_a_no_op(core: Core) -> None:
-    from quick_queue.core.settle import Outcome
+    from quick_queue.outcomes import Outcome
 
     job_id = core.enqueue("t", T0, key="k")
     [job] = core.visit("t", T0)

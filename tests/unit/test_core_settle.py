@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from quick_queue.core.settle import Outcome, still_leased
+from quick_queue.core.settle import still_leased
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.models import LeasedJob
+from quick_queue.outcomes import Outcome
 from tests.unit.corekit import ITEM_LEASE, T0, US, Core, check_invariants
 
 
