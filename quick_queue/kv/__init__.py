@@ -28,6 +28,7 @@ from quick_queue.kv.api import (
 from quick_queue.kv.errors import (
     ClientLibraryMissing,
     KVError,
+    QuickQueueError,
     StorageError,
     is_retryable,
     maybe_committed,
@@ -39,6 +40,7 @@ __all__ = [
     "Database",
     "KVError",
     "KeyValue",
+    "QuickQueueError",
     "ReadView",
     "SQLiteDatabase",
     "StorageError",

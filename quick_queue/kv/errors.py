@@ -2,10 +2,14 @@
 
 Both engines raise the same type so the layers above handle one thing::
 
-    KVError                      .code is FoundationDB's error code
-     ├── StorageError            the file behind the embedded engine is unusable
-     │                           (corrupt, read-only, disk full); .path names it
-     └── ClientLibraryMissing    fdb: URL, but the FoundationDB client is not installed
+    QuickQueueError              root of every error quick_queue raises on purpose
+     └── KVError                 .code is FoundationDB's error code
+          ├── StorageError       the file behind the embedded engine is unusable
+          │                      (corrupt, read-only, disk full); .path names it
+          └── ClientLibraryMissing  fdb: URL, but the FoundationDB client is not installed
+
+``QuickQueueError`` lives here, at the bottom of the package, so the storage errors can derive
+from it; ``quick_queue.errors`` re-exports it and hangs the queue's own errors under it.
 
 The predicates mirror FoundationDB's ``fdb_error_predicate``: ``is_retryable`` says the retry
 loop may run the transaction again, ``maybe_committed`` says the last commit may have taken
@@ -69,7 +73,12 @@ _RETRYABLE = frozenset(
 _MAYBE_COMMITTED = frozenset({COMMIT_UNKNOWN_RESULT, 1021})
 
 
-class KVError(Exception):
+class QuickQueueError(Exception):
+    """The root of quick_queue's errors: ``except QuickQueueError`` catches every error the
+    queue raises on purpose, the storage layer's included."""
+
+
+class KVError(QuickQueueError):
     """An error of the key-value layer; ``code`` is FoundationDB's error code."""
 
     def __init__(self, code: int, message: str | None = None) -> None:
