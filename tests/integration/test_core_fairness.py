@@ -14,7 +14,7 @@ from quick_queue.clock import ManualClock
 from quick_queue.kv.api import Database
 from quick_queue.models import to_us
 from quick_queue.queue import JobQueue
-from tests.unit.corekit import Core, check_invariants
+from tests.support.corekit import Core, check_invariants
 
 BACKLOG = 10_000
 SMALL = 100

@@ -16,7 +16,7 @@ from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import KVError
 from quick_queue.kv.faults import FaultyDatabase
-from tests.unit.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
+from tests.support.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from quick_queue.kv.api import Database
 from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import LeasedJob
 from quick_queue.outcomes import Outcome
-from tests.unit.corekit import (
+from tests.support.corekit import (
     ITEM_LEASE,
     MIN_INACTIVE,
     T0,

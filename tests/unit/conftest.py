@@ -9,7 +9,7 @@ import pytest
 import quick_queue.kv as kv
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
-from tests.unit.corekit import Core
+from tests.support.corekit import Core
 
 
 @pytest.fixture

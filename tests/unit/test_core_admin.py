@@ -5,7 +5,7 @@ from __future__ import annotations
 from quick_queue.core import admin
 from quick_queue.models import JobInfo, LeasedJob, to_datetime
 from quick_queue.outcomes import Outcome
-from tests.unit.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
+from tests.support.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
 
 
 def _lookup(core: Core, tenant: str, job_id: str) -> JobInfo | None:

@@ -15,7 +15,7 @@ from quick_queue.core.pointers import ASAP, EMPTY, lease_zone
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.kv.errors import KVError
-from tests.unit.corekit import (
+from tests.support.corekit import (
     ITEM_LEASE,
     MIN_INACTIVE,
     T0,

@@ -10,7 +10,7 @@ from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import KVError
 from quick_queue.models import PointerRecord
-from tests.unit.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
+from tests.support.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
 
 
 def _pointer_keys(core: Core, tenant: str) -> dict[bytes, bytes]:

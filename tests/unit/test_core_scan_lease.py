@@ -6,7 +6,7 @@ import pytest
 
 from quick_queue.core.pointers import lease_zone, scan_due
 from quick_queue.kv.errors import KVError
-from tests.unit.corekit import T0, US, ZONE_LEASE, Core, check_invariants
+from tests.support.corekit import T0, US, ZONE_LEASE, Core, check_invariants
 
 
 def test_scan_lists_due_zones_in_vesting_order(core: Core) -> None:

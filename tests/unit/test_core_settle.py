@@ -10,7 +10,7 @@ from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.models import LeasedJob
 from quick_queue.outcomes import Outcome
-from tests.unit.corekit import ITEM_LEASE, T0, US, Core, check_invariants
+from tests.support.corekit import ITEM_LEASE, T0, US, Core, check_invariants
 
 
 def _take(core: Core, now: int = T0, **kw: object) -> LeasedJob:
