@@ -1,0 +1,1 @@
+"""Helpers shared by the unit, integration and acceptance tests (not tests themselves)."""
