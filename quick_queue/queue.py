@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import signal
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from quick_queue.clock import Clock, SystemClock
+from quick_queue.consumer.processes import run_processes
 from quick_queue.consumer.runner import Consumer, Summary
+from quick_queue.consumer.signals import install_stop_handlers
+from quick_queue.context import QueueContext
 from quick_queue.core import admin
 from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
 from quick_queue.errors import PayloadError
@@ -44,22 +45,58 @@ class JobQueue:
         name: str = "default",
         jobs: Iterable[type] | None = None,
         clock: Clock | None = None,
+        *,
+        seed: int | None = None,
         **settings: Any,
     ) -> None:
         database = as_database(db)
         if database is None:
             raise TypeError(f"JobQueue needs a database from quick_queue.open(), not {db!r}")
-        self.db = database
-        self.name = name
-        self.layout = Layout(name)
-        self.settings = Settings.build(**settings)
-        self.clock: Clock = clock or SystemClock()
-        self.registry = Registry(list(jobs or []))
+        self.context = QueueContext(
+            database, name, Settings.build(**settings), clock or SystemClock(),
+            Registry(list(jobs or [])), seed,
+        )
         self._consumer: Consumer | None = None
-        # Zones being visited by this process's consumers: a second local consumer skips
-        # them instead of racing (and aborting) on the same pointer.
-        self.visiting: set[str] = set()
-        self.visiting_lock = threading.Lock()
+
+    @classmethod
+    def _of(cls, context: QueueContext) -> JobQueue:
+        queue = cls.__new__(cls)
+        queue.context = context
+        queue._consumer = None
+        return queue
+
+    def with_db(self, db: Database) -> JobQueue:
+        """This queue (name, settings, handlers, clock, seed) on another connection ``db``:
+        for a process of its own, or a worker pointed at another URL."""
+        database = as_database(db)
+        if database is None:
+            raise TypeError(f"with_db needs a database from quick_queue.open(), not {db!r}")
+        return JobQueue._of(self.context.with_db(database))
+
+    # The facade reads through its context: one place holds each of these.
+    @property
+    def db(self) -> Database:
+        return self.context.db
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    @property
+    def layout(self) -> Layout:
+        return self.context.layout
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
+    @property
+    def registry(self) -> Registry:
+        return self.context.registry
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.name!r} on {self.db.url or self.db!r}>"
@@ -208,7 +245,7 @@ class JobQueue:
     def drain(self, concurrency: int = 4, timeout: float | None = None) -> Summary:
         """Run every job that is due now (and any that become due while draining), then return
         what was done."""
-        consumer = Consumer(self, concurrency, until_idle=True)
+        consumer = Consumer(self.context, concurrency, until_idle=True)
         return consumer.run(timeout=timeout)
 
     def run(self, concurrency: int = 16, processes: int = 1) -> Summary | None:
@@ -217,12 +254,10 @@ class JobQueue:
         if processes < 1 or concurrency < 1:
             raise ValueError("processes and concurrency must be >= 1")
         if processes > 1:
-            from quick_queue.consumer.processes import run_processes
-
-            run_processes(self, concurrency, processes)
+            run_processes(self.context, concurrency, processes)
             return None
-        consumer = self._consumer = Consumer(self, concurrency)
-        restore = _install_signal_handlers(consumer.stop)
+        consumer = self._consumer = Consumer(self.context, concurrency)
+        restore = install_stop_handlers(consumer.stop)
         try:
             return consumer.run()
         finally:
@@ -265,20 +300,3 @@ class JobQueue:
 
         return collect_stats(self)
 
-
-def _install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {}
-
-    def handler(signum: int, frame: object) -> None:
-        stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore

@@ -15,34 +15,32 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from multiprocessing.process import BaseProcess
+from typing import Any
 
+from quick_queue.consumer.runner import Consumer
+from quick_queue.consumer.signals import install_stop_handlers
+from quick_queue.context import QueueContext
 from quick_queue.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
-    from quick_queue.queue import JobQueue
+from quick_queue.kv import open as open_db
 
 log = logging.getLogger("quick_queue.worker")
 RESTART_BACKOFF_MAX = 10.0
 
 
-def _child(queue: JobQueue, concurrency: int) -> None:
+def _child(context: QueueContext, concurrency: int) -> None:
     # Runs in the forked child: a fresh database, the same queue settings and handlers.
-    from quick_queue.kv import open as open_db
-    from quick_queue.queue import JobQueue
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = 0
     try:
-        db = open_db(queue.db.url)
-        child = JobQueue(
-            db, queue.name, jobs=queue.registry.handlers(), clock=queue.clock,
-            **queue.settings.as_dict(),
-        )
-        child.run(concurrency=concurrency, processes=1)
+        db = open_db(context.db.url)
+        consumer = Consumer(context.with_db(db), concurrency)
+        restore = install_stop_handlers(consumer.stop)
+        try:
+            consumer.run()
+        finally:
+            restore()
         db.close()
     except BaseException:
         log.exception("consumer process %d failed", os.getpid())
@@ -53,8 +51,8 @@ def _child(queue: JobQueue, concurrency: int) -> None:
     os._exit(code)
 
 
-def run_processes(queue: JobQueue, concurrency: int, processes: int) -> None:
-    url = queue.db.url
+def run_processes(context: QueueContext, concurrency: int, processes: int) -> None:
+    url = context.db.url
     if not url or url.startswith("memory:"):
         raise ConfigurationError(
             "processes > 1 needs a database other processes can open "
@@ -69,7 +67,7 @@ def run_processes(queue: JobQueue, concurrency: int, processes: int) -> None:
 
     def start() -> BaseProcess:
         process: BaseProcess = ctx.Process(
-            target=_child, args=(queue, concurrency), name="quick_queue-consumer", daemon=False
+            target=_child, args=(context, concurrency), name="quick_queue-consumer", daemon=False
         )
         process.start()
         return process
@@ -97,7 +95,7 @@ def run_processes(queue: JobQueue, concurrency: int, processes: int) -> None:
         for process in children:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + queue.settings.shutdown_grace + 15
+        deadline = time.monotonic() + context.settings.shutdown_grace + 15
         for process in children:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quick_queue.consumer.executor import (
     Running,
@@ -32,18 +31,16 @@ from quick_queue.consumer.executor import (
     timeout_outcome,
     to_outcome,
 )
+from quick_queue.context import QueueContext
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pointers import scan_due
 from quick_queue.core.records import flush_stats
 from quick_queue.core.settle import extend_leases, settle, settle_many
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
-from quick_queue.models import JobRecord, LeasedJob, new_token, to_us
+from quick_queue.models import JobRecord, LeasedJob, to_us
 from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.telemetry import Counters
-
-if TYPE_CHECKING:
-    from quick_queue.queue import JobQueue
 
 log = logging.getLogger("quick_queue.worker")
 TRANSACTIONAL_RETRY_LIMIT = 5  # retries of a transactional job's transaction per attempt
@@ -78,19 +75,19 @@ class Summary:
 
 class Consumer:
     def __init__(
-        self, queue: JobQueue, concurrency: int, *, until_idle: bool = False,
-        prefetch: int | None = None, seed: int | None = None,
+        self, context: QueueContext, concurrency: int, *, until_idle: bool = False,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        self.queue = queue
-        self.db = queue.db
-        self.settings = queue.settings
-        self.clock = queue.clock
+        self.context = context
+        self.db = context.db
+        self.settings = context.settings
+        self.clock = context.clock
         self.concurrency = concurrency
         self.capacity = concurrency + (concurrency if prefetch is None else prefetch)
         self.until_idle = until_idle
-        self.rng = random.Random(seed)
+        self.rng = context.rng
         self.counters = Counters()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -168,7 +165,7 @@ class Consumer:
                     continue
             now = to_us(self._now())
             due, next_vesting = self.db.transact(
-                scan_due, self.queue.layout, now, settings.peek_max
+                scan_due, self.context.layout, now, settings.peek_max
             )
             got = 0
             if due:
@@ -202,17 +199,14 @@ class Consumer:
         return False
 
     def _visit(self, tenant: str, count: int, now: int) -> int:
-        queue = self.queue
-        with queue.visiting_lock:
-            if tenant in queue.visiting:
-                self.counters.add("zone_busy_here")
-                return 0
-            queue.visiting.add(tenant)
+        claims = self.context.claims
+        if not claims.claim(tenant):
+            self.counters.add("zone_busy_here")
+            return 0
         try:
             return self._visit_zone(tenant, count, now)
         finally:
-            with queue.visiting_lock:
-                queue.visiting.discard(tenant)
+            claims.release(tenant)
 
     def _visit_zone(self, tenant: str, count: int, now: int) -> int:
         """Take the zone and lease up to ``count`` of its jobs in one transaction, tried once:
@@ -223,9 +217,9 @@ class Consumer:
         jobs: list[LeasedJob] = []
         try:
             jobs = dequeue(
-                tr, self.queue.layout, tenant, None, now, count=count,
+                tr, self.context.layout, tenant, None, now, count=count,
                 item_lease=to_us(settings.item_lease), promote_max=settings.promote_max,
-                min_inactive=to_us(settings.min_inactive), new_token=new_token,
+                min_inactive=to_us(settings.min_inactive), new_token=self.context.new_token,
             )
             tr.commit()
         except ZoneNotDue:
@@ -249,7 +243,7 @@ class Consumer:
         return len(jobs)
 
     def _still_ours(self, tr: Transaction, jobs: list[LeasedJob]) -> list[LeasedJob]:
-        zone_of = self.queue.layout.zone
+        zone_of = self.context.layout.zone
         raws = tr.snapshot.get_many([zone_of(j.tenant).item(j.record.job_id) for j in jobs])
         return [
             job for job, raw in zip(jobs, raws, strict=True)
@@ -257,7 +251,7 @@ class Consumer:
         ]
 
     def _accept(self, job: LeasedJob) -> None:
-        spec, doa = dead_on_arrival(job, self.queue.registry)
+        spec, doa = dead_on_arrival(job, self.context.registry)
         running = Running(job, make_meta(job), spec)
         with self._lock:
             self._inflight[(job.tenant, job.record.job_id)] = running
@@ -315,7 +309,7 @@ class Consumer:
     def _execute_transactional(self, running: Running) -> None:
         job = running.job
         settings = self.settings
-        layout = self.queue.layout
+        layout = self.context.layout
 
         tries = 0
 
@@ -385,7 +379,7 @@ class Consumer:
             outcomes = [o for _, o in batch]
             try:
                 applied = self.db.transact(
-                    settle_many, self.queue.layout, outcomes, to_us(self._now()),
+                    settle_many, self.context.layout, outcomes, to_us(self._now()),
                     to_us(settings.pointer_slack), settings.max_snoozes,
                 )
             except Exception:
@@ -474,7 +468,7 @@ class Consumer:
             now = to_us(self._now())
             try:
                 kept = self.db.transact(
-                    extend_leases, self.queue.layout, leases, now, to_us(settings.item_lease),
+                    extend_leases, self.context.layout, leases, now, to_us(settings.item_lease),
                 )
             except Exception:
                 log.exception("lease extension failed")
