@@ -26,7 +26,7 @@ from rich.live import Live
 from typer.core import TyperGroup
 
 from quick_queue import cli_views as views
-from quick_queue import inspect as views_data
+from quick_queue import read_model as views_data
 from quick_queue.cli_support import (
     URL_ENV,
     console,
@@ -125,11 +125,14 @@ def inspect_overview(
         with queue_for(db, queue) as q:
             url = q.db.url or str(db)
 
+            def read() -> views_data.Overview:
+                return views_data.overview(q, q.name, lease_window, zone_limit=zones)
+
             def data() -> dict[str, Any]:
-                return views_data.overview(q, lease_window).to_dict()
+                return read().to_dict()
 
             def render() -> RenderableType:
-                return views.overview(views_data.overview(q, lease_window), url, zones)
+                return views.overview(read(), url)
 
             if watch is None:
                 if want_json:
@@ -198,7 +201,7 @@ def inspect_zone(
         with queue_for(db, queue) as q:
             now = q.clock.now()
             zone = views_data.zone_view(q, tenant, now=now)
-            dead = views_data.count_dead_of(q, tenant)
+            dead = views_data.count_dead(q, tenant)
             if zone.pointer_due is None and not zone.jobs and not dead:
                 fail(f"unknown tenant {tenant!r}: queue {q.name!r} has no jobs and no dead "
                      "letters for it")
@@ -245,8 +248,8 @@ def inspect_dead(
     with reporting_errors():
         db, queue, want_json = sub_options(ctx, db, queue, as_json, output)
         with queue_for(db, queue) as q:
-            jobs = q.dead_letters(tenant, limit)
-            total = views_data.count_dead_of(q, tenant)
+            jobs = views_data.dead_letters(q, tenant, limit)
+            total = views_data.count_dead(q, tenant)
             now = to_datetime(to_us(q.clock.now()))
             emit({"total": total, "jobs": [j.to_dict() for j in jobs]},
                  lambda: views.dead_table(jobs, total, now), want_json)
@@ -327,7 +330,7 @@ def purge(
     """Delete dead letters (all, or one tenant's)."""
     with reporting_errors():
         with queue_for(db, queue) as q:
-            count = views_data.count_dead_of(q, tenant)
+            count = views_data.count_dead(q, tenant)
             whose = f" of tenant {tenant!r}" if tenant else ""
             if not count:
                 typer.echo(f"no dead letters{whose}")

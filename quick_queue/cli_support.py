@@ -18,12 +18,15 @@ import typer
 from rich.console import Console, RenderableType
 
 from quick_queue import cli_views as views
+from quick_queue.clock import Clock, SystemClock
 from quick_queue.errors import ClientLibraryMissing, KVError
 from quick_queue.kv import open as open_db
 from quick_queue.models import JobInfo
 from quick_queue.queue import JobQueue
 
 URL_ENV = "QUICK_QUEUE_URL"
+#: The clock the commands read "now" from (a test sets a ManualClock here).
+CLOCK: Clock = SystemClock()
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(message)s"
 LOG_FORMAT_PROCESSES = "%(asctime)s.%(msecs)03d [%(process)d] %(message)s"
 
@@ -87,7 +90,7 @@ def connect(url: str | None, name: str | None, *, must_exist: bool) -> JobQueue:
         check_exists(url)
     db = open_db(url)
     try:
-        return JobQueue(db, name=name or "default")
+        return JobQueue(db, name=name or "default", clock=CLOCK)
     except Exception:
         db.close()
         raise

@@ -1,6 +1,6 @@
 """How ``quick-queue`` shows things: human times and the rich tables of the read commands.
 
-Everything here turns read-only views (``inspect.Overview``, ``ZoneView``, ``JobInfo``) into
+Everything here turns read-only views (``read_model.Overview``, ``ZoneView``, ``JobInfo``) into
 rich renderables; nothing here reads the store.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -17,9 +17,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from quick_queue.consumer.runner import Summary
-from quick_queue.inspect import Overview, ZoneView
 from quick_queue.models import JobInfo
+from quick_queue.read_model import Overview, ZoneView
 
 #: counters shown first, in this order; any others follow alphabetically
 TOPIC_COLUMNS = ("enqueued", "completed", "failed", "retried", "snoozed", "discarded", "dead",
@@ -103,11 +102,11 @@ def to_json(data: Any) -> str:
 
 
 # -- inspect (overview) ------------------------------------------------------------------------
-def overview(view: Overview, url: str, zone_limit: int) -> RenderableType:
+def overview(view: Overview, url: str) -> RenderableType:
     now = view.now
     stats = view.stats
-    busy = [z for z in view.zones if z.jobs]
-    idle = len(view.zones) - len(busy)
+    busy = view.zones  # the deepest zones with jobs, deepest first
+    idle = stats.zones - view.zones_with_jobs
     header = Text.assemble(
         ("queue ", "dim"), (view.queue, "bold"), (" on ", "dim"), url,
         (f"  at {clock_time(now)}", "dim"),
@@ -118,19 +117,19 @@ def overview(view: Overview, url: str, zone_limit: int) -> RenderableType:
         ("   scheduled ", "dim"), (str(stats.scheduled), "cyan bold"),
         ("   leased ", "dim"), (str(stats.leased), "yellow bold"),
         ("   dead ", "dim"), (str(stats.dead), "red bold" if stats.dead else "bold"),
-        ("\nzones with jobs ", "dim"), (str(len(busy)), "bold"),
+        ("\nzones with jobs ", "dim"), (str(view.zones_with_jobs), "bold"),
         (f" (+{idle} idle, collected soon)" if idle else "", "dim"),
         ("   oldest due job waiting ", "dim"), (oldest, "bold"),
     )
     parts: list[RenderableType] = [header, totals]
-    if busy:
-        busy.sort(key=lambda z: (-z.ready, -z.jobs, z.tenant))
+    if view.zones_with_jobs:
         title = "Zones with jobs" + (
-            f" (the {zone_limit} deepest of {len(busy)})" if len(busy) > zone_limit else ""
+            f" (the {len(busy)} deepest of {view.zones_with_jobs})"
+            if view.zones_with_jobs > len(busy) else ""
         )
         table = _table("tenant", "ready", "scheduled", "leased", "waiting", "next run",
                        "lease ends", right=("ready", "scheduled", "leased"))
-        for zone in busy[:zone_limit]:
+        for zone in busy:
             table.add_row(*zone_row(zone, now))
         parts.append(_titled(title, table))
     else:
@@ -278,7 +277,19 @@ def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType
 
 
 # -- worker ------------------------------------------------------------------------------------
-def summary_line(summary: Summary) -> str:
+class Counts(Protocol):
+    """What a worker's summary line needs (the runtime's ``Summary`` has these fields)."""
+
+    completed: int
+    retried: int
+    dead: int
+    snoozed: int
+    discarded: int
+    released: int
+    stale: int
+
+
+def summary_line(summary: Counts) -> str:
     parts = [f"{summary.completed} completed", f"{summary.retried} retried",
              f"{summary.dead} dead", f"{summary.snoozed} snoozed"]
     for name in ("discarded", "released", "stale"):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from quick_queue import read_model
 from quick_queue.clock import Clock, SystemClock
 from quick_queue.consumer.processes import run_processes
 from quick_queue.consumer.runner import Consumer, Summary
@@ -295,8 +296,7 @@ class JobQueue:
                 return total
 
     def stats(self) -> QueueStats:
-        """Counts read from the store (chunked reads: not one consistent snapshot)."""
-        from quick_queue.inspect import collect_stats
-
-        return collect_stats(self)
+        """Counts read from the store, the same numbers ``quick-queue inspect`` shows (one read
+        model, ``quick_queue.read_model``; chunked reads, so not one consistent snapshot)."""
+        return read_model.queue_stats(self)
 

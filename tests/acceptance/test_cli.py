@@ -418,7 +418,7 @@ def test_unexpected_errors_are_one_line_too(url: str, monkeypatch: pytest.Monkey
     def broken(queue: Any, *args: Any, **kwargs: Any) -> Any:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr("quick_queue.inspect.overview", broken)
+    monkeypatch.setattr("quick_queue.read_model.overview", broken)
     line = bad(1, "inspect", "--db", url)
     assert "unexpected OSError: disk on fire" in line and "QUICK_QUEUE_DEBUG" in line
 
