@@ -1,4 +1,4 @@
-"""quick_queue benchmarks on the embedded engine (durable, synchronous=FULL unless --normal).
+"""quick_queue benchmarks on the embedded engine (durable: synchronous=FULL).
 
 Prints a table and writes JSON (--json, default bench-results/queue.json):
 
@@ -12,7 +12,7 @@ Prints a table and writes JSON (--json, default bench-results/queue.json):
 * scale: drain rate and worker RSS with 1,000 queued jobs versus 1,000,000 over 100,000
   tenants (``--quick``: 100,000 over 10,000).
 
-Run: ``python scripts/bench.py [--quick] [--only drain,enqueue,latency,races,scale]``.
+Run: ``python scripts/bench.py [--quick] [--only drain,enqueue,latency,scheduled,races,scale]``.
 """
 
 from __future__ import annotations
@@ -328,9 +328,14 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated benches")
+    parser.add_argument("--only", default=",".join(BENCHES),
+                        help=f"comma-separated, some of: {','.join(BENCHES)}")
     parser.add_argument("--json", default=str(ROOT / "bench-results" / "queue.json"))
     args = parser.parse_args()
+    unknown = [name for name in args.only.split(",") if name not in BENCHES]
+    if unknown:
+        parser.error(f"--only: unknown bench(es) {', '.join(map(repr, unknown))}; "
+                     f"choose from {', '.join(BENCHES)}")
     results: dict[str, Any] = {"quick": args.quick, "python": sys.version.split()[0],
                                "cpus": os.cpu_count(), "started": time.strftime("%FT%T%z")}
     with tempfile.TemporaryDirectory(prefix="qq-bench-") as tmp:
