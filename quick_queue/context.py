@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from quick_queue import models
 from quick_queue.clock import Clock, SystemClock
+from quick_queue.events import EventStream
 from quick_queue.jobs import Registry
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
@@ -57,7 +58,8 @@ class QueueContext:
     ``db``: the connection. ``name``/``layout``: the queue's name and its keys. ``settings``,
     ``clock``, ``registry``: what the queue was built with. ``claims``: this process's zone
     claims. ``seed``/``rng``: the seeded source of jitter. ``new_token``/``new_job_id``: the
-    makers of lease tokens and job ids.
+    makers of lease tokens and job ids. ``events``: the queue's event stream
+    (``quick_queue.events``; every consumer of this queue in this process emits into it).
     """
 
     db: Database
@@ -71,6 +73,7 @@ class QueueContext:
     layout: Layout = field(init=False)
     claims: ZoneClaims = field(init=False, default_factory=ZoneClaims)
     rng: random.Random = field(init=False)
+    events: EventStream = field(init=False, default_factory=EventStream)
 
     def __post_init__(self) -> None:
         self.layout = Layout(self.name)
@@ -81,7 +84,9 @@ class QueueContext:
         ``db``, with claims and a random source of its own: a forked process must not share
         a lock another thread may have held at the fork. ``seed`` overrides the seed (a
         supervisor gives each child its own, derived from the queue's)."""
-        return QueueContext(
+        other = QueueContext(
             db, self.name, self.settings, self.clock, Registry(self.registry.handlers()),
             self.seed if seed is None else seed, self.new_token, self.new_job_id,
         )
+        other.events = self.events  # subscribers see the queue's events on any connection
+        return other

@@ -6,28 +6,14 @@ from __future__ import annotations
 import logging
 import random
 import traceback
-from dataclasses import dataclass, field
 
+from quick_queue.consumer.inflight import Running
 from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
 from quick_queue.models import LeasedJob, to_us
 from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.settings import Settings
 
 log = logging.getLogger("quick_queue.worker")
-
-
-@dataclass
-class Running:
-    """A job handed to this consumer, from dequeue until its outcome is settled."""
-
-    job: LeasedJob
-    meta: JobMeta
-    spec: JobSpec | None
-    started: float = 0.0  # clock seconds; 0 while queued locally
-    deadline: float | None = None
-    abandoned: bool = False  # timed out or released: a later outcome is ignored
-    settled: bool = False
-    outcome_kind: str = field(default="")
 
 
 def backoff_seconds(

@@ -346,9 +346,11 @@ def test_hanging_handler_times_out_as_a_failed_attempt_and_its_late_result_is_ig
     )
     assert info.attempt == 1
     assert info.last_error is not None and "timed out after 5 s" in info.last_error
-    # The stuck thread was replaced: the other job ran meanwhile (concurrency=1).
-    wait_until(lambda: queue.get_job("t", other) is None, what="the other job")
+    # The stuck handler keeps its slot (concurrency counts running handlers, issue 8 item 4):
+    # the other job waits for it instead of running beside it (concurrency=1).
+    assert queue.get_job("t", other) is not None
     release.set()
+    wait_until(lambda: queue.get_job("t", other) is None, what="the other job")
     summary = drain.result()
     assert saw_lost == [True]
     assert summary.completed == 1 and summary.failed == 1 and summary.retried == 1

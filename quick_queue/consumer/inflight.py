@@ -1,0 +1,89 @@
+"""The in-flight table: every job this consumer holds a lease on, from dequeue until its outcome
+is settled, and the slots that bound how many it may hold.
+
+A consumer of ``concurrency`` runs at most that many handlers at once and holds at most
+``concurrency + prefetch`` leases (the scanner fetches the next batch while one runs). A handler
+that overruns its ``@job(timeout=...)`` keeps its worker thread and its slot until it returns:
+the job itself is settled as a failed attempt at once (so it can be retried), but the consumer
+works with one worker fewer meanwhile, and a retry of that job leased here waits for the old
+call to end. So a hung handler costs one slot, never an extra thread, and never runs beside
+its own retry in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from quick_queue.jobs import JobMeta, JobSpec
+from quick_queue.models import LeasedJob
+from quick_queue.outcomes import OutcomeKind
+
+JobKey = tuple[str, str]  # (tenant, job_id)
+
+
+@dataclass(eq=False)
+class Running:
+    """A job handed to this consumer, from dequeue until its outcome is settled."""
+
+    job: LeasedJob
+    meta: JobMeta
+    spec: JobSpec | None
+    started: float = 0.0  # clock seconds; 0 while queued locally
+    started_mono: float = 0.0  # monotonic seconds, for durations
+    deadline: float | None = None  # clock seconds, when the handler has a timeout
+    abandoned: bool = False  # timed out or released: a later outcome is ignored
+    settled: bool = False
+    outcome_kind: OutcomeKind | None = None  # the first outcome submitted (it wins)
+
+    @property
+    def key(self) -> JobKey:
+        return (self.job.tenant, self.job.record.job_id)
+
+
+class InFlight:
+    """The table and its lock. ``cond`` guards every field of the table and of its entries;
+    waiting on it wakes on a freed slot and on a handler's end."""
+
+    def __init__(self, concurrency: int, prefetch: int | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.cond = threading.Condition()
+        self.entries: dict[JobKey, Running] = {}
+        self.running = 0  # handler calls in progress, overrunning ones included
+        self.overrunning: dict[JobKey, Running] = {}  # past their timeout, still running
+
+    # All below: call with ``cond`` held.
+    def workers_left(self) -> int:
+        """Workers not held by an overrunning handler."""
+        return max(0, self.concurrency - len(self.overrunning))
+
+    def free(self) -> int:
+        """How many more jobs the scanner may lease now."""
+        workers = self.workers_left()
+        prefetch = workers if self.prefetch is None else min(self.prefetch, workers)
+        return workers + prefetch - len(self.entries)
+
+    def add(self, running: Running) -> None:
+        self.entries[running.key] = running
+
+    def remove(self, running: Running) -> None:
+        if self.entries.get(running.key) is running:
+            del self.entries[running.key]
+        running.settled = True
+        self.cond.notify_all()  # a free slot: wake the scanner if it waits for one
+
+    def claim_outcome(self, running: Running, kind: OutcomeKind) -> bool:
+        """The first outcome of a run wins (a timeout or a release may beat the handler)."""
+        if running.outcome_kind is not None:
+            return False
+        running.outcome_kind = kind
+        return True
+
+    def unsettled(self) -> list[Running]:
+        return [r for r in self.entries.values() if not r.settled]
+
+    def watching_deadlines(self) -> bool:
+        return any(r.deadline is not None for r in self.entries.values())

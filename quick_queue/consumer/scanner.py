@@ -1,0 +1,180 @@
+"""The scanner: finds due zones, takes a few at random and leases their jobs (one transaction
+per zone visit), then hands the jobs to the worker pool.
+
+A zone whose visit fails for any reason other than a lost race is logged (once per zone and
+kind of error) and skipped until the next scan: one bad zone never stops a worker. A
+transient storage error (disk full, a retryable engine error) pauses the whole scanner with a
+growing backoff instead; it resumes on its own when the store does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from quick_queue.consumer.backoff import StorageBackoff, is_transient
+from quick_queue.consumer.executor import dead_on_arrival, make_meta
+from quick_queue.consumer.inflight import InFlight, Running
+from quick_queue.context import QueueContext
+from quick_queue.core.dequeue import ZoneNotDue, dequeue
+from quick_queue.core.pointers import scan_due
+from quick_queue.kv.api import Transaction
+from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
+from quick_queue.models import JobRecord, LeasedJob, to_us
+from quick_queue.outcomes import Outcome
+from quick_queue.telemetry import Counters
+
+log = logging.getLogger("quick_queue.worker")
+
+
+class Scanner:
+    def __init__(
+        self, context: QueueContext, inflight: InFlight, counters: Counters,
+        stopping: threading.Event, *, run: Callable[[Running], None],
+        settle: Callable[[Running, Outcome], None],
+    ) -> None:
+        self.context = context
+        self.inflight = inflight
+        self.counters = counters
+        self.stopping = stopping
+        self._run = run  # hands a job to the workers
+        self._settle = settle  # settles a job that dies without running
+        self._zone_errors: set[tuple[str, str]] = set()  # (tenant, error type) logged once
+        self.backoff = StorageBackoff(stopping)
+
+    def loop(self, deadline: float | None, until_idle: bool) -> bool:
+        """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
+        ``deadline`` (monotonic) passed first."""
+        while not self.stopping.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                return True
+            if not self._wait_for_slot():
+                continue
+            try:
+                got, due, wait = self.scan_once()
+            except Exception as error:  # noqa: BLE001 - see StorageBackoff.failed
+                self.backoff.failed(error)
+                continue
+            self.backoff.succeeded()
+            if got:
+                continue
+            if until_idle:
+                with self.inflight.cond:
+                    busy = bool(self.inflight.entries)
+                if not due and not busy:
+                    return False
+                if busy:
+                    with self.inflight.cond:
+                        self.inflight.cond.wait(0.005)
+                    continue
+            self.context.db.wait_for_change(wait)
+        return False
+
+    def _wait_for_slot(self) -> bool:
+        with self.inflight.cond:
+            if self.inflight.free() > 0:
+                return True
+            self.inflight.cond.wait(self.context.settings.scan_interval)
+            return False
+
+    def scan_once(self) -> tuple[int, bool, float]:
+        """One scan: (jobs leased, whether any zone was due, how long to wait if idle)."""
+        context, settings = self.context, self.context.settings
+        now = to_us(context.clock.now())
+        due, next_vesting = context.db.transact(scan_due, context.layout, now, settings.peek_max)
+        got = 0
+        if due:
+            k = min(settings.selection_max,
+                    max(1, math.ceil(len(due) * settings.selection_frac)), len(due))
+            for _vesting, tenant in context.rng.sample(due, k):
+                with self.inflight.cond:
+                    free = self.inflight.free()
+                if free <= 0 or self.stopping.is_set():
+                    break
+                got += self._visit(tenant, min(free, settings.dequeue_max), now)
+        # Idle: jitter the wait so consumers do not scan in lockstep, but never past the next
+        # pointer's time (a scheduled job starts on time).
+        wait = settings.scan_interval * (0.8 + 0.4 * context.rng.random())
+        if next_vesting is not None:
+            wait = min(wait, max(0.0, (next_vesting - now) / 1e6))
+        if due:  # due zones we could not take (leased by others): look again soon
+            wait = min(wait, 0.005)
+        return got, bool(due), wait
+
+    def _visit(self, tenant: str, count: int, now: int) -> int:
+        claims = self.context.claims
+        if not claims.claim(tenant):
+            self.counters.add("zone_busy_here")
+            return 0
+        try:
+            return self._visit_zone(tenant, count, now)
+        except Exception as error:
+            if is_transient(error):
+                raise  # the store, not the zone: the scanner backs off
+            self._zone_failed(tenant, error)
+            return 0
+        finally:
+            claims.release(tenant)
+
+    def _zone_failed(self, tenant: str, error: Exception) -> None:
+        self.counters.add("zone_errors")
+        what = (tenant, type(error).__name__)
+        if what not in self._zone_errors:
+            self._zone_errors.add(what)
+            log.error("zone %r: %s: %s (skipped; logged once per zone)", tenant,
+                      type(error).__name__, error, exc_info=True)
+
+    def _visit_zone(self, tenant: str, count: int, now: int) -> int:
+        """Take the zone and lease up to ``count`` of its jobs in one transaction, tried once:
+        a conflict means another consumer took the zone first (see ``core.dequeue``)."""
+        context, settings = self.context, self.context.settings
+        tr = context.db.create_transaction()
+        tr.options.set_relaxed_durability()  # a lease undone by a power loss is taken again
+        jobs: list[LeasedJob] = []
+        try:
+            jobs = dequeue(
+                tr, context.layout, tenant, None, now, count=count,
+                item_lease=to_us(settings.item_lease), promote_max=settings.promote_max,
+                min_inactive=to_us(settings.min_inactive), new_token=context.new_token,
+            )
+            tr.commit()
+        except ZoneNotDue:
+            self.counters.add("zone_not_due")
+            return 0
+        except KVError as error:
+            if not is_retryable(error):
+                raise
+            if maybe_committed(error) and jobs:
+                # 1021: the commit may have happened. Our tokens in the records tell.
+                self.counters.add("unknown_results")
+                jobs = context.db.transact(self._still_ours, jobs)
+            else:
+                jobs = []  # not committed: nothing was leased
+            if not jobs:
+                self.counters.add("lease_races")  # lost the race for the zone
+                return 0
+        self.counters.add("zone_visits")
+        for job in jobs:
+            self._accept(job)
+        return len(jobs)
+
+    def _still_ours(self, tr: Transaction, jobs: list[LeasedJob]) -> list[LeasedJob]:
+        zone_of = self.context.layout.zone
+        raws = tr.snapshot.get_many([zone_of(j.tenant).item(j.record.job_id) for j in jobs])
+        return [
+            job for job, raw in zip(jobs, raws, strict=True)
+            if raw is not None and JobRecord.decode(job.record.job_id, raw).token == job.token
+        ]
+
+    def _accept(self, job: LeasedJob) -> None:
+        spec, doa = dead_on_arrival(job, self.context.registry)
+        running = Running(job, make_meta(job), spec)
+        with self.inflight.cond:
+            self.inflight.add(running)
+        if doa is None:
+            self._run(running)
+        else:
+            self._settle(running, doa)

@@ -1,0 +1,148 @@
+"""The worker pool: ``concurrency`` threads that take leased jobs from a local queue and run
+their handlers, handing each outcome to the settler.
+
+The pool never grows: a handler that overruns its timeout keeps its thread (see
+``inflight``), so the threads a consumer starts are bounded by its concurrency whatever its
+handlers do. Jobs prefetched for workers that overrunning handlers now hold are handed back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from queue import Empty, SimpleQueue
+
+from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_outcome
+from quick_queue.consumer.inflight import InFlight, JobKey, Running
+from quick_queue.consumer.settler import Settler
+from quick_queue.consumer.transactional import run_transactional
+from quick_queue.context import QueueContext
+from quick_queue.events import EventKind, EventStream, JobEvent
+from quick_queue.outcomes import Outcome, OutcomeKind
+
+log = logging.getLogger("quick_queue.worker")
+THREAD_NAME = "quick_queue-worker"
+
+
+def release_outcome(running: Running) -> Outcome:
+    job = running.job
+    return Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.RELEASE)
+
+
+class WorkerPool:
+    def __init__(
+        self, context: QueueContext, inflight: InFlight, settler: Settler, events: EventStream,
+        keeper_wake: threading.Event,
+    ) -> None:
+        self.context = context
+        self.inflight = inflight
+        self.settler = settler
+        self.events = events
+        self.keeper_wake = keeper_wake  # set when a job with a timeout starts
+        # dequeued, waiting for a worker; None tells a worker to exit
+        self._local: SimpleQueue[Running | None] = SimpleQueue()
+        # a retry leased while its previous attempt still runs here waits for it
+        self._waiting_for: dict[JobKey, Running] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for _ in range(self.inflight.concurrency):
+            thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def accept(self, running: Running) -> None:
+        """Queue a leased job (already in the in-flight table) for a worker."""
+        with self.inflight.cond:
+            if running.key in self.inflight.overrunning:
+                self._waiting_for[running.key] = running
+                return
+        self._local.put(running)
+
+    def take_queued(self) -> list[Running]:
+        """Remove and return every job still waiting for a worker."""
+        waiting = []
+        while True:
+            try:
+                item = self._local.get_nowait()
+            except Empty:
+                break
+            if item is not None:
+                waiting.append(item)
+        with self.inflight.cond:
+            waiting.extend(self._waiting_for.values())
+            self._waiting_for.clear()
+        return waiting
+
+    def shed_prefetched(self) -> None:
+        """Overrunning handlers hold every worker: hand back the jobs prefetched for them, so
+        they do not sit leased here while other consumers could run them."""
+        with self.inflight.cond:
+            if self.inflight.workers_left() > 0:
+                return
+        for running in self.take_queued():
+            with self.inflight.cond:
+                running.abandoned = True
+            self.settler.submit(running, release_outcome(running))
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self._local.put(None)
+
+    # -- one worker ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            running = self._local.get()
+            if running is None:
+                return
+            if not self._begin(running):
+                continue
+            try:
+                self._execute(running)
+            finally:
+                self._end(running)
+
+    def _begin(self, running: Running) -> bool:
+        clock = self.context.clock
+        with self.inflight.cond:
+            if running.abandoned:
+                return False
+            self.inflight.running += 1
+            spec = running.spec
+            assert spec is not None
+            running.started = clock.now()
+            running.started_mono = time.monotonic()
+            if spec.timeout is not None:
+                running.deadline = running.started + spec.timeout
+                self.keeper_wake.set()  # the keeper now watches at its fast tick
+        record = running.job.record
+        self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
+                                  record.job_id, record.attempt))
+        return True
+
+    def _end(self, running: Running) -> None:
+        with self.inflight.cond:
+            self.inflight.running -= 1
+            overran = self.inflight.overrunning.pop(running.key, None) is not None
+            retry = self._waiting_for.pop(running.key, None)
+            self.inflight.cond.notify_all()  # a worker is back: the scanner may lease again
+        if overran:
+            log.warning("%s/%s: the handler returned %.1f s after it started, past its "
+                        "timeout; its worker is free again", *running.key,
+                        time.monotonic() - running.started_mono)
+        if retry is not None:
+            self._local.put(retry)  # its previous attempt is over: it may start now
+
+    def _execute(self, running: Running) -> None:
+        spec = running.spec
+        assert spec is not None
+        context = self.context
+        if spec.transactional:
+            run_transactional(context, running, self.settler)
+            return
+        result = call_handler(running)
+        outcome = bad_payload_outcome(running, result) or to_outcome(
+            running, result, context.clock.now(), context.settings, context.rng
+        )
+        self.settler.submit(running, outcome)

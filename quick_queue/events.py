@@ -1,0 +1,201 @@
+"""The runtime's event stream: one typed event per thing that happens to a job in a consumer.
+
+Every consumer emits, in this order for one attempt, ``started`` and then exactly one of
+``completed``, ``retried``, ``snoozed``, ``discarded``, ``dead``, ``released`` (the outcome was
+applied), ``cancelled`` (the job was cancelled while it ran; its result was dropped) or
+``stale`` (its lease was lost to another consumer; nothing changed). ``lease_lost`` may come in
+between, when the lease keeper learns the lease is gone (the handler sees
+``meta.lease_lost`` set at the same moment). A job that dies without running (unknown topic,
+payload that no longer validates) emits ``dead`` with no ``started``; a prefetched job handed
+back unrun emits ``released``.
+
+Subscribe with ``queue.events.subscribe(fn)`` (``fn(event)`` is called on the consumer's own
+threads, so keep it quick and thread-safe; an exception in it is logged and swallowed). Each
+consumer has a stream of its own that forwards to its queue's: the consumer's ``Summary`` is
+one subscriber, the worker log another (``quick_queue.worker`` logger, see ``log_event``), and
+metrics, tracing or a dashboard can be more. Nothing else counts outcomes.
+
+``JobEvent.counters`` names the process counters the event adds to (from
+``quick_queue.outcomes.EFFECTS``: a failed last attempt counts ``failed`` and ``dead``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from quick_queue.outcomes import Effect, OutcomeKind
+from quick_queue.telemetry import Counters
+
+log = logging.getLogger("quick_queue.worker")
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    COMPLETED = "completed"
+    RETRIED = "retried"
+    SNOOZED = "snoozed"
+    DISCARDED = "discarded"
+    DEAD = "dead"
+    RELEASED = "released"
+    LEASE_LOST = "lease_lost"
+    CANCELLED = "cancelled"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event. ``attempt`` is the attempt that ran (1-based). ``duration``: seconds the
+    handler had run when the event was emitted (None when it never started). ``outcome``: the
+    outcome the runtime settled or tried to (None for ``started`` and ``lease_lost``).
+    ``reason``: the error, discard or dead-letter reason, if any."""
+
+    kind: EventKind
+    tenant: str
+    topic: str
+    job_id: str
+    attempt: int
+    duration: float | None = None
+    outcome: OutcomeKind | None = None
+    reason: str = ""
+    counters: tuple[str, ...] = ()
+
+
+def outcome_counters(effect: Effect) -> tuple[str, ...]:
+    """The process counters of an applied outcome: the store's counters plus the event's own
+    (``released`` has no store counter; ``failed`` has no event)."""
+    names = [*effect.store_counters]
+    if effect.event not in names:
+        names.append(effect.event)
+    return tuple(names)
+
+
+# Counters of the events that are not applied outcomes.
+OTHER_COUNTERS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.STARTED: (),
+    EventKind.LEASE_LOST: ("leases_lost",),
+    EventKind.CANCELLED: ("stale", "cancelled"),  # a dropped result, as a stale one
+    EventKind.STALE: ("stale",),
+}
+
+Subscriber = Callable[[JobEvent], None]
+
+
+class EventStream:
+    """Subscribers of job events; ``emit`` calls each, then the parent stream's."""
+
+    def __init__(self, parent: EventStream | None = None) -> None:
+        self._parent = parent
+        self._lock = threading.Lock()
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._failed: set[int] = set()
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        """Call ``subscriber(event)`` for every event from now on; returns it (decorator-
+        friendly)."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop calling ``subscriber`` (no error if it was not subscribed)."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+    def emit(self, event: JobEvent) -> None:
+        for subscriber in self._subscribers:  # a tuple: subscribing meanwhile is safe
+            try:
+                subscriber(event)
+            except Exception:
+                if id(subscriber) not in self._failed:  # once per subscriber, not per job
+                    self._failed.add(id(subscriber))
+                    log.exception("event subscriber %r failed (logged once)", subscriber)
+        if self._parent is not None:
+            self._parent.emit(event)
+
+
+@dataclass
+class Summary:
+    """What a ``drain`` or ``run`` did, counted by this process from its events (and, for
+    ``lease_races`` and ``zone_visits``, from the scanner's own counters)."""
+
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    snoozed: int = 0
+    discarded: int = 0
+    released: int = 0
+    stale: int = 0
+    lease_races: int = 0
+    zone_visits: int = 0
+    timed_out: bool = False
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, counts: dict[str, int]) -> Summary:
+        known = {f for f in cls.__dataclass_fields__ if f not in ("extra", "timed_out")}
+        values: dict[str, Any] = {k: counts.get(k, 0) for k in known}
+        return cls(**values, extra={k: v for k, v in counts.items() if k not in known})
+
+
+class EventCounter:
+    """A subscriber adding up the counters of the events it sees."""
+
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = counters if counters is not None else Counters()
+
+    def __call__(self, event: JobEvent) -> None:
+        for name in event.counters:
+            self.counters.add(name)
+
+
+# -- the worker log: one subscriber -----------------------------------------------------------
+# The verb of each event in the log line (the CLI's tests and users' greps rely on these).
+_VERBS = {
+    EventKind.COMPLETED: "done",
+    EventKind.RETRIED: "retry",
+    EventKind.SNOOZED: "snooze",
+    EventKind.DISCARDED: "discard",
+    EventKind.DEAD: "dead",
+    EventKind.RELEASED: "release",
+}
+
+
+def safe(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``, ``\\n``):
+    tenant names, topics and reasons come from users and must not forge log lines or drive a
+    terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def log_event(event: JobEvent) -> None:
+    """Log one line per state change on the ``quick_queue.worker`` logger (INFO; WARNING for a
+    job that died without running, a dropped result and a lost lease)."""
+    kind = event.kind
+    level = logging.WARNING if kind in (EventKind.STALE, EventKind.LEASE_LOST) or (
+        kind is EventKind.DEAD and event.outcome is OutcomeKind.DEAD
+    ) else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    where = f"{safe(event.tenant)}/{safe(event.job_id)}"
+    if kind is EventKind.STARTED:
+        log.info("start %s %s attempt %d", safe(event.topic), where, event.attempt)
+    elif kind is EventKind.STALE:
+        log.warning("stale %s for %s: the lease was lost; nothing changed",
+                    event.outcome or "?", where)
+    elif kind is EventKind.CANCELLED:
+        log.info("cancelled %s %s while it ran; its result (%s) was dropped",
+                 safe(event.topic), where, event.outcome or "?")
+    elif kind is EventKind.LEASE_LOST:
+        log.warning("lease lost %s %s: another consumer may run it; the handler is told "
+                    "through meta.lease_lost", safe(event.topic), where)
+    else:
+        detail = f": {safe(event.reason)}" if event.reason else ""
+        log.log(level, "%s %s %s%s", _VERBS[kind], safe(event.topic), where, detail)
