@@ -36,7 +36,12 @@ def check(condition: object, what: str) -> None:
 
 
 def cli_env() -> dict[str, str]:
+    """The environment of the CLI and worker processes: the shop's database (./coffee.db when
+    QUICK_QUEUE_URL is not set), and this checkout on the import path."""
+    from tutorial.shop import DB_URL
+
     env = dict(os.environ)
+    env["QUICK_QUEUE_URL"] = DB_URL
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("COLUMNS", "100")
     env["PYTHONUNBUFFERED"] = "1"

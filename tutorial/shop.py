@@ -16,15 +16,18 @@ import json
 import os
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 import quick_queue as qq
+from quick_queue import read_model
 from quick_queue.keys import pack
 
-#: The database: ``QUICK_QUEUE_URL`` (the CLI's variable too), else ./coffee.db.
-DB_URL = os.environ.get("QUICK_QUEUE_URL", "sqlite:///coffee.db")
+#: The database: ``QUICK_QUEUE_URL`` (the CLI's variable too), else ./coffee.db (made absolute,
+#: so the CLI and worker processes the steps start, from the repository root, share it).
+DB_URL = os.environ.get("QUICK_QUEUE_URL") or f"sqlite:///{Path('coffee.db').resolve()}"
 
 #: A real shop would send the receipt after 10 minutes; the tutorial waits 3 seconds.
 RECEIPT_DELAY = 3.0
@@ -113,6 +116,30 @@ def place_catering(tr: qq.Transaction, shop: str, count: int) -> None:
         jobs.append({"tenant": shop, "topic": "brew",
                      "payload": {"order_id": order_id, "drink": "espresso"}})
     queue.enqueue_many(jobs, tr=tr)
+
+
+#: Everything the shop keeps per shop, under ``key(kind, shop, ...)``.
+SHOP_DATA = ("order", "outbox", "payment", "points", "stock", "printer", "roast")
+
+
+def reset(shop: str) -> None:
+    """Forget ``shop``: its data, its waiting and running jobs and its dead letters. Each
+    tutorial step starts this way, so a step runs the same on a used coffee.db."""
+
+    def clear(tr: qq.Transaction) -> None:
+        for kind in SHOP_DATA:
+            prefix = key(kind, shop)
+            tr.clear_range(prefix, prefix + b"\xff")
+
+    db.transact(clear)
+    while True:
+        jobs = [job for page in read_model.zone_jobs(queue, shop, limit=500).values()
+                for job in page]
+        for job in jobs:
+            queue.cancel(shop, job.job_id)
+        if not jobs:
+            break
+    queue.purge_dead(shop)
 
 
 def restock(shop: str, item: str) -> None:

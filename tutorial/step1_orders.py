@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from tutorial import kit
-from tutorial.shop import BLOCKED_CARD, FLAKY_CARD, CardBlocked, Order, db, order_of, place_order
+from tutorial.shop import (
+    BLOCKED_CARD,
+    FLAKY_CARD,
+    CardBlocked,
+    Order,
+    db,
+    order_of,
+    place_order,
+    reset,
+)
 
 
 def main() -> None:
     kit.heading("Step 1: an order and its jobs commit together")
+    reset("downtown")  # a clean shop, also on a used coffee.db
     kit.say("Ada orders a latte at the downtown shop. place_order() writes the order and "
             "enqueues\nbrew, payment.charge, loyalty and a receipt (due in 3 s) in ONE "
             "transaction.")

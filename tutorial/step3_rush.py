@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tutorial import kit
-from tutorial.shop import Order, db, order_of, place_order
+from tutorial.shop import Order, db, order_of, place_order, reset
 
 
 def main() -> None:
     kit.heading("Step 3: a rush order is brewed first")
+    reset("uptown")
     kit.say("Uptown takes three orders, then a rush order (priority 10; the default is 100,\n"
             "lower runs first). One barista (concurrency=1) works through them.")
     for n, name in enumerate(("Cleo", "Dev", "Eve"), 1):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tutorial import kit
-from tutorial.shop import Order, db, order_of, place_order, queue, restock
+from tutorial.shop import Order, db, order_of, place_order, queue, reset, restock
 
 
 def main() -> None:
     kit.heading("Step 5: no oat milk yet, so the brew snoozes")
+    reset("harbor")
     kit.say("Harbor is out of oat milk. Brew returns qq.Snooze(0.5) until it is in stock:\n"
             "the job comes back every half second without spending a retry.")
     jobs = place_order(db, "harbor", Order(id="H-1", customer="Hal", drink="oat latte",

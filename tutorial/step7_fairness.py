@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 
 from tutorial import kit
-from tutorial.shop import Order, db, order_of, orders_of, place_catering, place_order, queue
+from tutorial.shop import Order, db, order_of, orders_of, place_catering, place_order, queue, reset
 
 BACKLOG = 2000
 
 
 def main() -> None:
     kit.heading("Step 7: a stadium's 2,000 espressos do not starve the village")
+    reset("stadium")
+    reset("village")
     kit.say(f"The stadium shop orders {BACKLOG:,} espressos in one transaction; then one "
             "villager orders\na latte. In a single FIFO queue the latte would be brewed "
             f"last ({BACKLOG + 1:,}st). Here every\nshop has its own zone, and workers pick "

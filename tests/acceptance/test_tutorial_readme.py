@@ -9,6 +9,7 @@ Regenerate the table after changing a setting::
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -103,7 +104,21 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "[shop-1] to ada@example.com: Thanks! (attempt 1)" in run.stdout
     assert "completed=1" in run.stdout
-    result = CliRunner().invoke(app, ["inspect", "--db", f"sqlite:///{tmp_path}/jobs.db",
-                                      "--json"])
-    assert result.exit_code == 0, result.output
-    assert '"scheduled": 1' in result.stdout
+    assert not (tmp_path / "jobs.db-wal").exists()  # the quickstart closes its database
+
+    def counts() -> tuple[int, int, int]:
+        result = CliRunner().invoke(app, ["inspect", "--db", f"sqlite:///{tmp_path}/jobs.db",
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        return data["ready"], data["scheduled"], data["topics"]["email:send"]["enqueued"]
+
+    assert counts() == (0, 1, 2)
+    # The worker command the quickstart names imports app.py: that must not place the order
+    # (and enqueue its jobs) again.
+    worker = subprocess.run(
+        [sys.executable, "-m", "quick_queue.cli", "worker", "app:queue", "--drain"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    assert "drained: 0 completed" in worker.stderr and "Thanks!" not in worker.stdout
+    assert counts() == (0, 1, 2)
