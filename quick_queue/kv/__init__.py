@@ -17,6 +17,7 @@ from quick_queue.kv.api import (
     Database,
     KeyValue,
     ReadView,
+    TimeSource,
     Transaction,
     TransactionOptions,
     VersionstampFuture,
@@ -27,6 +28,7 @@ from quick_queue.kv.api import (
 )
 from quick_queue.kv.errors import (
     ClientLibraryMissing,
+    ForeignDatabase,
     KVError,
     QuickQueueError,
     StorageError,
@@ -38,12 +40,14 @@ from quick_queue.kv.sqlite_engine import SQLiteDatabase
 __all__ = [
     "ClientLibraryMissing",
     "Database",
+    "ForeignDatabase",
     "KVError",
     "KeyValue",
     "QuickQueueError",
     "ReadView",
     "SQLiteDatabase",
     "StorageError",
+    "TimeSource",
     "Transaction",
     "TransactionOptions",
     "VersionstampFuture",
@@ -66,14 +70,21 @@ def _bad(url: str, why: str) -> ValueError:
     return ValueError(f"bad database URL {url!r}: {why}. Accepted forms: {ACCEPTED_FORMS}")
 
 
-def open(url: str) -> Database:  # noqa: A001 - the documented name, like fdb.open
-    """Open the database ``url`` names (see the module docstring for the forms)."""
-    if not isinstance(url, str) or "://" not in url:
-        raise _bad(str(url), "no scheme")
-    scheme, _, rest = url.partition("://")
-    rest, _, query = rest.partition("?")
-    params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-    scheme = scheme.lower()
+def open(  # noqa: A001 - the documented name, like fdb.open
+    url: str,
+    *,
+    read_only: bool = False,
+    adopt: bool = False,
+    clock: TimeSource | None = None,
+) -> Database:
+    """Open the database ``url`` names (see the module docstring for the forms).
+
+    ``read_only=True`` opens an existing store without writing anything (for inspecting; a
+    missing file is an error, and so is a commit that writes). An existing SQLite database that
+    is not a quick_queue store is refused (``ForeignDatabase``) unless ``adopt=True``.
+    ``clock`` (anything with ``now()``) becomes the store's time (``Database.store_time()``)
+    instead of the engine's own, for tests."""
+    scheme, rest, params = _split(url)
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise _bad(url, "a file path must follow 'sqlite:///'")
@@ -85,11 +96,15 @@ def open(url: str) -> Database:  # noqa: A001 - the documented name, like fdb.op
             raise _bad(url, f"unknown option(s) {', '.join(sorted(params))}")
         if synchronous not in ("FULL", "NORMAL"):
             raise _bad(url, "synchronous must be FULL or NORMAL")
-        return SQLiteDatabase(path, synchronous=synchronous)
+        return SQLiteDatabase(
+            path, synchronous=synchronous, read_only=read_only, adopt=adopt, clock=clock
+        )
     if scheme == "memory":
         if rest.strip("/") or params:
             raise _bad(url, "memory:// takes no path or options")
-        return SQLiteDatabase("", ephemeral=True, synchronous="OFF")
+        if read_only:
+            raise _bad(url, "memory:// starts empty, so it cannot be opened read-only")
+        return SQLiteDatabase("", ephemeral=True, synchronous="OFF", clock=clock)
     if scheme == "fdb":
         if params:
             raise _bad(url, f"unknown option(s) {', '.join(sorted(params))}")
@@ -98,5 +113,32 @@ def open(url: str) -> Database:  # noqa: A001 - the documented name, like fdb.op
         cluster_file = rest or None
         from quick_queue.kv.fdb import open_fdb
 
-        return open_fdb(cluster_file)
+        return open_fdb(cluster_file, read_only=read_only, clock=clock)
     raise _bad(url, f"unknown scheme {scheme!r}")
+
+
+_SCHEMES = ("sqlite", "memory", "fdb")
+
+
+def _split(url: str) -> tuple[str, str, dict[str, str]]:
+    """``(scheme, rest, options)`` of ``scheme://rest?options``."""
+    if not isinstance(url, str):
+        raise _bad(str(url), f"a URL is a string, not {type(url).__name__}")
+    scheme, colon, after = url.partition(":")
+    scheme = scheme.lower()
+    if not colon or not scheme.isalnum():
+        raise _bad(url, "no scheme")
+    if not after.startswith("//"):
+        if scheme == "sqlite":
+            path = after.lstrip("/")
+            raise _bad(
+                url,
+                f"'sqlite:' is followed by three slashes and the path: sqlite:///{path} for "
+                f"{path} relative to the current folder, sqlite:////{path} for /{path}",
+            )
+        if scheme in _SCHEMES:
+            raise _bad(url, f"write '{scheme}://' (two slashes after the colon)")
+        raise _bad(url, f"unknown scheme {scheme!r}")
+    rest, _, query = after[2:].partition("?")
+    params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    return scheme, rest, params

@@ -12,7 +12,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from quick_queue.kv.errors import (
     INVALID_OPTION_VALUE,
@@ -24,6 +24,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 KeyValue = tuple[bytes, bytes]
+
+
+class TimeSource(Protocol):
+    """Anything with ``now()`` in seconds since the epoch (``quick_queue.clock.Clock`` fits;
+    the key-value layer does not import it)."""
+
+    def now(self) -> float: ...
 
 
 class ReadView(ABC):
@@ -72,6 +79,8 @@ class TransactionOptions:
         self.retry_limit: int = -1
         self.max_retry_delay_ms: int = 1000
         self.relaxed_durability: bool = False
+        self.read_system_keys: bool = False
+        self.access_system_keys: bool = False
 
     def set_timeout(self, milliseconds: int) -> None:
         if milliseconds < 0:
@@ -91,6 +100,16 @@ class TransactionOptions:
         undone commit is harmless: leasing jobs (they are leased again) and extending leases.
         FoundationDB commits are always durable; there it changes nothing."""
         self.relaxed_durability = True
+
+    def set_read_system_keys(self) -> None:
+        """Allow reads of keys at and past ``\\xff`` (refused otherwise, error 2004)."""
+        self.read_system_keys = True
+
+    def set_access_system_keys(self) -> None:
+        """Allow reads and writes of keys at and past ``\\xff``. The embedded engine has no
+        system keys of its own: it allows the reads, and still refuses the writes."""
+        self.read_system_keys = True
+        self.access_system_keys = True
 
     def set_max_retry_delay(self, milliseconds: int) -> None:
         if milliseconds < 0:
@@ -199,6 +218,19 @@ class Database(ABC):
 
     @abstractmethod
     def create_transaction(self) -> Transaction: ...
+
+    def store_time(self) -> float:
+        """The store's time in seconds since the epoch: the one time every process using this
+        store compares leases against, whatever its own clock says. The engines override it
+        (the embedded engine's clock, FoundationDB's read version); this default is the
+        host's clock."""
+        return time.time()
+
+    def notify_change(self, tr: Transaction) -> None:
+        """Called by a transaction that makes work for idle consumers (an enqueue), so their
+        ``wait_for_change`` wakes once it commits. Engines that signal every commit by
+        themselves (the embedded engine) need nothing here."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...

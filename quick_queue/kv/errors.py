@@ -5,7 +5,8 @@ Both engines raise the same type so the layers above handle one thing::
     QuickQueueError              root of every error quick_queue raises on purpose
      └── KVError                 .code is FoundationDB's error code
           ├── StorageError       the file behind the embedded engine is unusable
-          │                      (corrupt, read-only, disk full); .path names it
+          │    │                 (corrupt, read-only, disk full); .path names it
+          │    └── ForeignDatabase  a SQLite file of another application (open(adopt=True))
           └── ClientLibraryMissing  fdb: URL, but the FoundationDB client is not installed
 
 ``QuickQueueError`` lives here, at the bottom of the package, so the storage errors can derive
@@ -26,6 +27,7 @@ TRANSACTION_CANCELLED = 1025
 TRANSACTION_TIMED_OUT = 1031
 PROCESS_BEHIND = 1037
 DATABASE_LOCKED = 1038
+CLUSTER_VERSION_CHANGED = 1039
 CLIENT_INVALID_OPERATION = 2000
 KEY_OUTSIDE_LEGAL_RANGE = 2004
 INVERTED_RANGE = 2005
@@ -49,6 +51,7 @@ DESCRIPTIONS: dict[int, str] = {
     TRANSACTION_TIMED_OUT: "Operation aborted because the transaction timed out",
     PROCESS_BEHIND: "Storage process does not have recent mutations",
     DATABASE_LOCKED: "Database is locked",
+    CLUSTER_VERSION_CHANGED: "The protocol version of the cluster has changed",
     CLIENT_INVALID_OPERATION: "Invalid API call",
     KEY_OUTSIDE_LEGAL_RANGE: "Key outside legal range",
     INVERTED_RANGE: "Range begin key larger than end key",
@@ -64,13 +67,28 @@ DESCRIPTIONS: dict[int, str] = {
     UNKNOWN_ERROR: "An unknown error occurred",
 }
 
-# FoundationDB's "retryable" predicate: the transaction may simply be run again.
-_RETRYABLE = frozenset(
-    {NOT_COMMITTED, COMMIT_UNKNOWN_RESULT, TRANSACTION_TOO_OLD, FUTURE_VERSION, PROCESS_BEHIND,
-     DATABASE_LOCKED, 1213, 1051, 1039, 1042, 1078}
+# FoundationDB's classification (``fdb_error_predicate`` in the C client, bindings 7.1 to 8.0):
+# "maybe committed" errors may have taken effect; "retryable, not committed" ones did not;
+# "retryable" is the union. One table for the embedded engine; on FoundationDB the binding's
+# own predicates decide (``fdb.kv_error_from_fdb`` stores their answer on the error).
+_MAYBE_COMMITTED = frozenset({COMMIT_UNKNOWN_RESULT, CLUSTER_VERSION_CHANGED})
+_RETRYABLE_NOT_COMMITTED = frozenset(
+    {
+        NOT_COMMITTED,
+        TRANSACTION_TOO_OLD,
+        FUTURE_VERSION,
+        DATABASE_LOCKED,
+        PROCESS_BEHIND,
+        1042,  # commit_proxy_memory_limit_exceeded
+        1051,  # batch_transaction_throttled
+        1078,  # grv_proxy_memory_limit_exceeded
+        1213,  # tag_throttled
+        1223,  # proxy_tag_throttled (7.3)
+        1235,  # transaction_throttled_hot_shard (7.3 / 8.0)
+        1242,  # (8.0)
+    }
 )
-# "maybe committed": the commit may have taken effect.
-_MAYBE_COMMITTED = frozenset({COMMIT_UNKNOWN_RESULT, 1021})
+_RETRYABLE = _MAYBE_COMMITTED | _RETRYABLE_NOT_COMMITTED
 
 
 class QuickQueueError(Exception):
@@ -80,6 +98,12 @@ class QuickQueueError(Exception):
 
 class KVError(QuickQueueError):
     """An error of the key-value layer; ``code`` is FoundationDB's error code."""
+
+    #: Set by the FoundationDB adapter from the binding's predicates; None: use the table.
+    fdb_retryable: bool | None = None
+    fdb_maybe_committed: bool | None = None
+    #: True when the error means the FoundationDB cluster did not answer at all.
+    unreachable: bool = False
 
     def __init__(self, code: int, message: str | None = None) -> None:
         self.code = code
@@ -101,6 +125,14 @@ class StorageError(KVError):
         return (type(self), (self.code, self.description, self.path))
 
 
+class ForeignDatabase(StorageError):
+    """An existing SQLite database that is not a quick_queue store: opening it for writing would
+    add the engine's tables and switch it to WAL mode, so it is refused unless adopted."""
+
+    def __init__(self, code: int, message: str | None = None, path: str = "") -> None:
+        super().__init__(code, message, path)
+
+
 class ClientLibraryMissing(KVError):
     """An ``fdb:`` database was asked for but the FoundationDB client cannot be loaded."""
 
@@ -108,11 +140,67 @@ class ClientLibraryMissing(KVError):
         super().__init__(CLIENT_LIBRARY_MISSING, message)
 
 
+def _code(error: BaseException) -> int | None:
+    """The FoundationDB code of a ``KVError`` or of a raw ``fdb.FDBError``; None otherwise."""
+    if isinstance(error, KVError):
+        return error.code
+    if any(c.__name__ == "FDBError" and c.__module__ == "fdb.impl" for c in type(error).__mro__):
+        return int(getattr(error, "code", -1))
+    return None
+
+
+def _binding_says(name: str, error: BaseException) -> bool | None:
+    """The binding's ``fdb.predicates.is_<name>`` for a raw ``fdb.FDBError`` (None if unknown)."""
+    import sys
+
+    fdb = sys.modules.get("fdb")
+    predicate = getattr(getattr(fdb, "predicates", None), f"is_{name}", None)
+    if predicate is None:
+        return None
+    try:
+        return bool(predicate(error))
+    except Exception:  # noqa: BLE001 - no C library to ask: fall back to the table
+        return None
+
+
 def is_retryable(error: BaseException) -> bool:
-    """True when running the transaction again may succeed."""
-    return isinstance(error, KVError) and error.code in _RETRYABLE
+    """True when running the transaction again may succeed (FoundationDB's ``retryable``)."""
+    if isinstance(error, KVError) and error.fdb_retryable is not None:
+        return error.fdb_retryable
+    code = _code(error)
+    if code is None:
+        return False
+    if not isinstance(error, KVError):
+        said = _binding_says("retryable", error)
+        if said is not None:
+            return said
+    return code in _RETRYABLE
 
 
 def maybe_committed(error: BaseException) -> bool:
-    """True when the failed commit may nonetheless have taken effect."""
-    return isinstance(error, KVError) and error.code in _MAYBE_COMMITTED
+    """True when the failed commit may nonetheless have taken effect (1021, 1039)."""
+    if isinstance(error, KVError) and error.fdb_maybe_committed is not None:
+        return error.fdb_maybe_committed
+    code = _code(error)
+    if code is None:
+        return False
+    if not isinstance(error, KVError):
+        said = _binding_says("maybe_committed", error)
+        if said is not None:
+            return said
+    return code in _MAYBE_COMMITTED
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when the error says the FoundationDB cluster did not answer at all (the adapter
+    marks a timeout of a transaction that never got a read version): log "cluster
+    unreachable" rather than the bare timeout."""
+    return isinstance(error, KVError) and error.unreachable
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a background loop (scanner, settler, lease keeper) should back off and try
+    again rather than stop: retryable, a transaction timeout (1031: FoundationDB's ``on_error``
+    does not retry it, but a loop may, once the cluster answers again), or an unreachable
+    cluster. A user's own retry loop should keep to ``is_retryable``."""
+    return is_retryable(error) or _code(error) == TRANSACTION_TIMED_OUT or is_unreachable(error)

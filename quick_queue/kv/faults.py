@@ -221,6 +221,12 @@ class FaultyDatabase(Database):
     def wait_for_change(self, timeout: float) -> None:
         self._inner.wait_for_change(timeout)
 
+    def store_time(self) -> float:
+        return self._inner.store_time()
+
+    def notify_change(self, tr: Transaction) -> None:
+        self._inner.notify_change(tr.inner if isinstance(tr, FaultyTransaction) else tr)
+
     def __repr__(self) -> str:
         return (
             f"<FaultyDatabase {self._inner!r} seed={self.seed} "

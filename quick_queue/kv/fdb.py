@@ -2,48 +2,49 @@
 accepted wherever the queue takes a transaction or a database.
 
 The ``fdb`` binding is imported lazily (inside functions only), so the rest of the package works
-where no FoundationDB client library is installed. What this module smooths over:
+where neither the binding nor the client library is installed. What this module smooths over:
 
-* **Loading.** The binding passes its own header version to ``libfdb_c``, so binding 8.0 refuses a
-  7.x library. ``open_fdb`` checks the library's maximum API version first and raises
-  ``ClientLibraryMissing`` naming the binding to install (``pip install "foundationdb==7.3.*"``
-  for a 7.x cluster). A missing library gets the same error type, with where to get it.
-* **One API version per process.** ``fdb.api_version()`` may be called once; if the application
-  already selected one, it is reused (it must be at least ``MIN_API_VERSION``).
-* **Futures.** Reads return plain ``bytes`` / ``None`` / ``list[tuple[bytes, bytes]]``; every
-  ``fdb.FDBError`` becomes a ``KVError`` with the same code (the original is its ``__cause__``
-  and its ``fdb_error``, which ``on_error`` hands back to the real ``tr.on_error``).
-* **A cluster that does not answer.** ``open_fdb`` does one read with a transaction timeout and
-  raises ``KVError`` ("cannot reach the FoundationDB cluster described by ...") instead of hanging.
+* **Loading** (``fdb_load``): the binding must match the client library's release; a mismatch or
+  a missing library raises ``ClientLibraryMissing`` naming the binding to install per server
+  release. ``fdb.api_version()`` may be called once per process; an earlier choice is reused.
+* **Futures and errors** (``fdb_transaction``): reads return plain values; the binding's errors
+  become ``KVError`` with the binding's own retry classification, except in a transaction the
+  user owns, where they stay ``fdb.FDBError`` for the user's retry loop.
+* **A cluster that does not answer.** ``open_fdb`` does one bounded read and raises instead of
+  hanging, and sets a database-wide transaction timeout (``DEFAULT_TRANSACTION_TIMEOUT``), so no
+  transaction of ours blocks forever: it fails with 1031, marked ``unreachable`` when the cluster
+  never answered it (``errors.is_transient`` tells background loops to back off and retry).
+* **Idle wake-ups.** ``notify_change(tr)`` bumps one key with an atomic add; ``wait_for_change``
+  waits on a FoundationDB watch of it.
+* **Time.** ``store_time()`` is derived from read versions (``store_clock``).
+* **Processes.** The binding's network thread does not survive ``fork()``: a child process must
+  open the database afresh from ``db.url`` (the cluster file is remembered, also for a
+  database wrapped from a raw ``fdb.Database``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from quick_queue.kv.api import (
-    Database,
-    KeyValue,
-    ReadView,
-    Transaction,
-    TransactionOptions,
-    VersionstampFuture,
+from quick_queue.kv.api import Database, TimeSource, Transaction
+from quick_queue.kv.errors import CLIENT_INVALID_OPERATION, TRANSACTION_TIMED_OUT, KVError
+from quick_queue.kv.fdb_load import MIN_API_VERSION, choose_api_version, load_fdb
+from quick_queue.kv.fdb_transaction import (
+    FDBKVError,
+    FDBTransaction,
+    FDBTransactionOptions,
+    is_fdb_error,
+    kv_error_from_fdb,
 )
-from quick_queue.kv.errors import (
-    CLIENT_INVALID_OPERATION,
-    DESCRIPTIONS,
-    TRANSACTION_TIMED_OUT,
-    ClientLibraryMissing,
-    KVError,
-)
+from quick_queue.kv.store_clock import VersionClock
 
 __all__ = [
+    "CHANGE_KEY",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_TRANSACTION_TIMEOUT",
     "MIN_API_VERSION",
     "FDBDatabase",
     "FDBKVError",
@@ -57,63 +58,16 @@ __all__ = [
     "wrap_transaction",
 ]
 
-#: The oldest API version the adapter works with: 4-byte versionstamp offsets need 520, and the
-#: ``timeout`` option survives ``on_error`` from 610 on (the retry loop relies on it).
-MIN_API_VERSION = 610
-
 #: Seconds ``open_fdb`` waits for the cluster to answer its first read.
 DEFAULT_CONNECT_TIMEOUT = 5.0
-
-_SEVEN_X_HINT = 'for a 7.x cluster: pip install "foundationdb==7.3.*"'
-
-_API_LOCK = threading.Lock()
-
-
-# -- errors ------------------------------------------------------------------------------------
-class FDBKVError(KVError):
-    """A ``KVError`` made from an ``fdb.FDBError``; ``fdb_error`` is the original (also the
-    exception's ``__cause__``), kept so ``FDBTransaction.on_error`` can give it back to the
-    binding's ``tr.on_error``."""
-
-    def __init__(self, code: int, message: str | None = None, fdb_error: Any = None) -> None:
-        super().__init__(code, message)
-        self.fdb_error: Any = fdb_error
+#: Seconds any transaction of ours may take, its retries included (FoundationDB's own limit on
+#: one attempt is 5 s; this bounds a wait on a cluster that does not answer).
+DEFAULT_TRANSACTION_TIMEOUT = 10.0
+#: ``fdb.tuple.pack(("qq.kv", "change"))``: bumped by enqueues, watched by idle consumers.
+CHANGE_KEY = b"\x02qq.kv\x00\x02change\x00"
+_ONE = (1).to_bytes(8, "little")
 
 
-def is_fdb_error(error: BaseException) -> bool:
-    """True for an ``fdb.FDBError`` (or a subclass), recognised without importing ``fdb``."""
-    return any(
-        cls.__name__ == "FDBError" and cls.__module__ == "fdb.impl" for cls in type(error).__mro__
-    )
-
-
-def kv_error_from_fdb(error: Any) -> FDBKVError:
-    """The ``KVError`` for an ``fdb.FDBError``: same code, the binding's description (ours when
-    the binding cannot give one), the original kept as ``fdb_error``."""
-    code = int(error.code)
-    description: str | None
-    try:
-        raw = error.description
-        description = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    except Exception:  # noqa: BLE001 - the description needs the C library; fall back to ours
-        description = None
-    if not description:
-        description = DESCRIPTIONS.get(code)
-    return FDBKVError(code, description, fdb_error=error)
-
-
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    """Turn an ``fdb.FDBError`` raised inside the block into a ``KVError``."""
-    try:
-        yield
-    except Exception as error:
-        if is_fdb_error(error):
-            raise kv_error_from_fdb(error) from error
-        raise
-
-
-# -- loading the binding -----------------------------------------------------------------------
 def _describe_cluster_file(cluster_file: str | None) -> str:
     if cluster_file:
         return cluster_file
@@ -123,103 +77,23 @@ def _describe_cluster_file(cluster_file: str | None) -> str:
     )
 
 
-def _missing_library_message(detail: str, binding_release: str) -> str:
-    binding = f"foundationdb {binding_release}" if binding_release else "foundationdb"
-    return (
-        "The FoundationDB client library (libfdb_c) is not installed, so fdb:// databases "
-        "cannot be opened. Install the FoundationDB client package matching your cluster from "
-        "https://github.com/apple/foundationdb/releases (foundationdb-clients .deb/.rpm on "
-        "Linux, the FoundationDB .pkg on macOS), or put libfdb_c on the library path. Its version "
-        f"must match the Python binding (installed: {binding}; 8.0 needs an 8.0 client; "
-        f"{_SEVEN_X_HINT} with a 7.3 client). The embedded engine (sqlite:///path.db) needs "
-        f"nothing installed. (The binding said: {detail})"
-    )
-
-
-def choose_api_version(binding_version: int, library_max: int, binding_release: str = "") -> int:
-    """The API version to select: the binding's own (``fdb.LATEST_API_VERSION``) unless the
-    installed ``libfdb_c`` supports less. Since the binding passes its header version to the
-    library, a library older than the binding cannot load at all: that raises
-    ``ClientLibraryMissing`` saying which binding to install instead."""
-    version = min(binding_version, library_max)
-    if library_max < binding_version:
-        major, minor = divmod(library_max // 10, 10)
-        release = f" {binding_release}" if binding_release else ""
-        install = f'pip install "foundationdb=={major}.{minor}.*"'
-        also = "" if install in _SEVEN_X_HINT else f"; {_SEVEN_X_HINT}"
-        raise ClientLibraryMissing(
-            f"The installed FoundationDB client library (libfdb_c) supports API version "
-            f"{library_max} at most, but the Python binding foundationdb{release} requires a "
-            f"library that supports API version {binding_version}. Install the binding that "
-            f"matches the library: {install}{also}; or upgrade libfdb_c to match the binding."
-        )
-    if version < MIN_API_VERSION:
-        raise ClientLibraryMissing(
-            f"FoundationDB API version {version} is too old for quick_queue (it needs "
-            f"{MIN_API_VERSION} or later): install a newer client library and binding "
-            f'({_SEVEN_X_HINT}).'
-        )
-    return version
-
-
-def _load_fdb() -> Any:
-    """Import ``fdb``, select its API version once per process, return the module."""
-    try:
-        import fdb  # type: ignore[import-untyped,unused-ignore]
-    except ImportError as error:
-        raise ClientLibraryMissing(
-            "The FoundationDB Python binding is not installed: pip install foundationdb "
-            f"(it also needs the client library libfdb_c; {_SEVEN_X_HINT}). The embedded engine "
-            "(sqlite:///path.db) needs nothing installed."
-        ) from error
-    with _API_LOCK:
-        if _api_version_selected(fdb):
-            selected = int(fdb.get_api_version())
-            if selected < MIN_API_VERSION:
-                raise ClientLibraryMissing(
-                    f"this process selected FoundationDB API version {selected}, but quick_queue "
-                    f"needs {MIN_API_VERSION} or later (fdb.api_version() can be called once per "
-                    "process: select a newer version, or let quick_queue select it)"
-                )
-            return fdb
-        try:
-            import fdb.impl  # type: ignore[import-untyped,unused-ignore]
-        except Exception as error:  # the binding raises a bare Exception when dlopen fails
-            raise ClientLibraryMissing(
-                _missing_library_message(str(error), str(getattr(fdb, "__version__", "")))
-            ) from error
-        library_max = int(fdb.impl._capi.fdb_get_max_api_version())
-        version = choose_api_version(
-            int(fdb.LATEST_API_VERSION), library_max, str(getattr(fdb, "__version__", ""))
-        )
-        try:
-            fdb.api_version(version)
-        except RuntimeError as error:
-            if _api_version_selected(fdb):  # selected meanwhile outside our lock: reuse it
-                return fdb
-            raise ClientLibraryMissing(
-                f"cannot select FoundationDB API version {version}: {error} "
-                f"({_SEVEN_X_HINT})"
-            ) from error
-    return fdb
-
-
-def _api_version_selected(fdb: Any) -> bool:
-    check = getattr(fdb, "is_api_version_selected", None)
-    if check is not None:
-        return bool(check())
-    return "_version" in vars(fdb)
-
-
 def open_fdb(
-    cluster_file: str | None, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    cluster_file: str | None,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
+    read_only: bool = False,
+    clock: TimeSource | None = None,
 ) -> FDBDatabase:
-    """Open the FoundationDB cluster ``cluster_file`` describes (None: the default cluster file)
-    and check it answers within ``connect_timeout`` seconds (0 skips the check)."""
-    fdb = _load_fdb()
+    """Open the FoundationDB cluster ``cluster_file`` describes (None: the default cluster file),
+    check it answers within ``connect_timeout`` seconds (0 skips the check), and bound every
+    transaction of this database to ``transaction_timeout`` seconds (0: no bound)."""
+    fdb = load_fdb()
     where = _describe_cluster_file(cluster_file)
     try:
         raw = fdb.open(cluster_file)
+        if transaction_timeout > 0:
+            raw.options.set_transaction_timeout(max(1, int(transaction_timeout * 1000)))
     except Exception as error:
         if is_fdb_error(error):
             mapped = kv_error_from_fdb(error)
@@ -230,7 +104,7 @@ def open_fdb(
                 fdb_error=error,
             ) from error
         raise
-    db = FDBDatabase(raw, cluster_file)
+    db = FDBDatabase(raw, cluster_file, read_only=read_only, clock=clock)
     if connect_timeout > 0:
         _probe(raw, where, connect_timeout)
     return db
@@ -257,229 +131,56 @@ def _probe(raw_db: Any, where: str, timeout: float) -> None:
             if not is_fdb_error(error):
                 raise
             mapped = kv_error_from_fdb(error)
-            why = (
-                f"no answer within {timeout:g} s"
-                if mapped.code == TRANSACTION_TIMED_OUT
-                else mapped.description
-            )
-            raise FDBKVError(
+            unreachable = mapped.code == TRANSACTION_TIMED_OUT
+            why = f"no answer within {timeout:g} s" if unreachable else mapped.description
+            failure = FDBKVError(
                 mapped.code,
                 f"cannot reach the FoundationDB cluster described by {where} ({why}); is the "
                 "cluster running, and does the cluster file list its coordinators?",
                 fdb_error=error,
-            ) from error
+            )
+            failure.unreachable = unreachable
+            raise failure from error
 
 
-# -- the adapter -------------------------------------------------------------------------------
-def _get(reader: Any, key: bytes) -> bytes | None:
-    with _mapped():
-        value = reader.get(key).value
-    return None if value is None else bytes(value)
-
-
-def _get_many(reader: Any, keys: list[bytes]) -> list[bytes | None]:
-    with _mapped():
-        futures = [reader.get(key) for key in keys]  # all in flight before the first wait
-        values = [future.value for future in futures]
-    return [None if value is None else bytes(value) for value in values]
-
-
-def _get_range(reader: Any, begin: bytes, end: bytes, limit: int, reverse: bool) -> list[KeyValue]:
-    with _mapped():
-        result = reader.get_range(begin, end, limit=limit if limit > 0 else 0, reverse=reverse)
-        to_list = getattr(result, "to_list", None)
-        items = to_list() if to_list is not None else list(result)
-        return [(bytes(kv.key), bytes(kv.value)) for kv in items]
-
-
-class _FDBReadView(ReadView):
-    """``tr.snapshot``: reads that add no read conflicts."""
-
-    __slots__ = ("_reader",)
-
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
-
-    def get(self, key: bytes) -> bytes | None:
-        return _get(self._reader, key)
-
-    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        return _get_many(self._reader, keys)
-
-    def get_range(
-        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
-    ) -> list[KeyValue]:
-        return _get_range(self._reader, begin, end, limit, reverse)
-
-
-class _FDBVersionstamp(VersionstampFuture):
-    def __init__(self, future: Any) -> None:
-        self._future = future
-
-    def wait(self) -> bytes:
-        with _mapped():
-            return bytes(self._future.value)
-
-
-class FDBTransactionOptions(TransactionOptions):
-    """``TransactionOptions`` that also set the option on the FoundationDB transaction. Any
-    other ``set_*`` option of the binding (``set_priority_batch``...) is passed through."""
-
-    def __init__(self, raw_options: Any) -> None:
-        super().__init__()
-        self._raw = raw_options
-
-    def set_timeout(self, milliseconds: int) -> None:
-        super().set_timeout(milliseconds)
-        with _mapped():
-            self._raw.set_timeout(milliseconds)
-
-    def set_retry_limit(self, retries: int) -> None:
-        super().set_retry_limit(retries)
-        with _mapped():
-            self._raw.set_retry_limit(retries)
-
-    def set_max_retry_delay(self, milliseconds: int) -> None:
-        super().set_max_retry_delay(milliseconds)
-        with _mapped():
-            self._raw.set_max_retry_delay(milliseconds)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("set_") and not name.startswith("__"):
-            option = getattr(self._raw, name)
-
-            def setter(*args: Any) -> None:
-                with _mapped():
-                    option(*args)
-
-            return setter
-        raise AttributeError(name)
-
-
-class FDBTransaction(Transaction):
-    """Our ``Transaction`` over an ``fdb.Transaction`` (``raw``)."""
-
-    def __init__(self, raw: Any) -> None:
-        self._tr = raw
-        self.options = FDBTransactionOptions(raw.options)
-        self.snapshot = _FDBReadView(raw.snapshot)
-
-    @property
-    def raw(self) -> Any:
-        """The binding's ``fdb.Transaction``."""
-        return self._tr
-
-    # -- reads ------------------------------------------------------------------------------
-    def get(self, key: bytes) -> bytes | None:
-        return _get(self._tr, key)
-
-    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        return _get_many(self._tr, keys)
-
-    def get_range(
-        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
-    ) -> list[KeyValue]:
-        return _get_range(self._tr, begin, end, limit, reverse)
-
-    # -- writes -----------------------------------------------------------------------------
-    def set(self, key: bytes, value: bytes) -> None:
-        with _mapped():
-            self._tr.set(key, value)
-
-    def clear(self, key: bytes) -> None:
-        with _mapped():
-            self._tr.clear(key)
-
-    def clear_range(self, begin: bytes, end: bytes) -> None:
-        with _mapped():
-            self._tr.clear_range(begin, end)
-
-    def add(self, key: bytes, param: bytes) -> None:
-        with _mapped():
-            self._tr.add(key, param)
-
-    def max(self, key: bytes, param: bytes) -> None:
-        with _mapped():
-            self._tr.max(key, param)
-
-    def min(self, key: bytes, param: bytes) -> None:
-        with _mapped():
-            self._tr.min(key, param)
-
-    def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
-        with _mapped():
-            self._tr.set_versionstamped_key(key, value)
-
-    def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
-        with _mapped():
-            self._tr.set_versionstamped_value(key, value)
-
-    def get_versionstamp(self) -> VersionstampFuture:
-        with _mapped():
-            return _FDBVersionstamp(self._tr.get_versionstamp())
-
-    # -- conflicts and versions -------------------------------------------------------------
-    def add_read_conflict_range(self, begin: bytes, end: bytes) -> None:
-        with _mapped():
-            self._tr.add_read_conflict_range(begin, end)
-
-    def add_read_conflict_key(self, key: bytes) -> None:
-        with _mapped():
-            self._tr.add_read_conflict_key(key)
-
-    def add_write_conflict_range(self, begin: bytes, end: bytes) -> None:
-        with _mapped():
-            self._tr.add_write_conflict_range(begin, end)
-
-    def add_write_conflict_key(self, key: bytes) -> None:
-        with _mapped():
-            self._tr.add_write_conflict_key(key)
-
-    def get_read_version(self) -> int:
-        with _mapped():
-            return int(self._tr.get_read_version().wait())
-
-    # -- life cycle -------------------------------------------------------------------------
-    def commit(self) -> None:
-        with _mapped():
-            self._tr.commit().wait()
-
-    def reset(self) -> None:
-        with _mapped():
-            self._tr.reset()
-        # FoundationDB's reset clears the transaction's options too.
-        self.options = FDBTransactionOptions(self._tr.options)
-
-    def on_error(self, error: BaseException) -> None:
-        """FoundationDB's own ``on_error`` (its backoff, retry limit and reset, options kept):
-        given the original ``FDBError`` when ``error`` came from the binding, else the code of
-        the ``KVError``. Raises ``error`` itself when it is not retryable (or retries ran out),
-        and anything that is not a ``KVError`` unchanged."""
-        if not isinstance(error, KVError):
-            raise error
-        fdb_error = getattr(error, "fdb_error", None)
-        try:
-            self._tr.on_error(fdb_error if fdb_error is not None else error.code).wait()
-        except Exception as raised:
-            if not is_fdb_error(raised):
-                raise
-            if int(getattr(raised, "code", -1)) == error.code:
-                raise error from error.__cause__
-            raise kv_error_from_fdb(raised) from raised
-
-    def __repr__(self) -> str:
-        return f"<FDBTransaction {self._tr!r}>"
+def _resolved_cluster_file(cluster_file: str | None) -> str | None:
+    """The absolute path of the cluster file the binding uses for ``cluster_file``, where it can
+    be told without the C library ($FDB_CLUSTER_FILE, ./fdb.cluster); None: the platform's
+    default, which a child process resolves the same way."""
+    if cluster_file:
+        return os.path.abspath(cluster_file)
+    named = os.environ.get("FDB_CLUSTER_FILE")
+    if named:
+        return os.path.abspath(named)
+    if os.path.exists("fdb.cluster"):
+        return os.path.abspath("fdb.cluster")
+    return None
 
 
 class FDBDatabase(Database):
-    """Our ``Database`` over an ``fdb.Database`` (``raw``)."""
+    """Our ``Database`` over an ``fdb.Database`` (``raw``). ``transaction_timeout`` (seconds) is
+    set on each transaction when the database-wide option was not set at open (a raw database
+    the user opened keeps its own options)."""
 
-    def __init__(self, raw: Any, cluster_file: str | None = None) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        cluster_file: str | None = None,
+        *,
+        read_only: bool = False,
+        clock: TimeSource | None = None,
+        transaction_timeout: float = 0.0,
+    ) -> None:
         self._db = raw
-        self.cluster_file = cluster_file
-        path = os.path.abspath(cluster_file) if cluster_file else ""
-        self.url = f"fdb://{path}"
+        self.cluster_file = _resolved_cluster_file(cluster_file)
+        self.url = f"fdb://{self.cluster_file or ''}"
+        self.read_only = read_only
+        self._clock = clock
+        self._timeout_ms = int(transaction_timeout * 1000)
         self._closed = False
+        self._version_clock = VersionClock(self)
+        self._watch_lock = threading.Lock()
+        self._watch: tuple[Any, threading.Event] | None = None
 
     @property
     def raw(self) -> Any:
@@ -489,24 +190,88 @@ class FDBDatabase(Database):
     def create_transaction(self) -> FDBTransaction:
         if self._closed:
             raise KVError(CLIENT_INVALID_OPERATION, f"database {self.url} is closed")
-        with _mapped():
-            return FDBTransaction(self._db.create_transaction())
+        tr = FDBTransaction(self._db.create_transaction(), read_only=self.read_only)
+        if self._timeout_ms > 0:
+            tr.options.set_timeout(self._timeout_ms)
+        return tr
+
+    def store_time(self) -> float:
+        """The injected clock's time, else the time derived from the cluster's read version,
+        the same on every host (``store_clock``)."""
+        if self._clock is not None:
+            return self._clock.now()
+        return self._version_clock.now()
+
+    # -- idle wake-ups ----------------------------------------------------------------------
+    def notify_change(self, tr: Transaction) -> None:
+        """Bump ``CHANGE_KEY`` in ``tr`` (an atomic add: concurrent enqueues never conflict on
+        it), which wakes every ``wait_for_change`` once ``tr`` commits."""
+        tr.add(CHANGE_KEY, _ONE)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Return once ``CHANGE_KEY`` changed (an enqueue committed), or after ``timeout``.
+        One watch serves every waiting thread and is renewed only after it fired; if the
+        watch cannot be set (the cluster does not answer), this just waits ``timeout``."""
+        event = self._current_watch()
+        if event is None:
+            time.sleep(timeout)
+            return
+        event.wait(timeout)
+
+    def _current_watch(self) -> threading.Event | None:
+        with self._watch_lock:
+            if self._watch is not None and not self._watch[1].is_set():
+                return self._watch[1]
+            if self._closed:
+                return None
+            event = threading.Event()
+            try:
+                tr = self.create_transaction()
+                future = tr.watch(CHANGE_KEY)
+                tr.commit()  # a watch starts when its transaction commits
+                future.on_ready(lambda _future: event.set())
+            except KVError:
+                self._watch = None
+                return None
+            self._watch = (future, event)  # the future is kept: dropping it cancels the watch
+            return event
 
     def close(self) -> None:
         """The binding has no close (its network thread stops at exit): this only refuses new
-        transactions from this object."""
+        transactions from this object and releases the watch."""
         self._closed = True
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch[1].set()
+                self._watch = None
 
     def __repr__(self) -> str:
         return f"<FDBDatabase {self.url}>"
 
 
 def wrap_transaction(raw: Any) -> FDBTransaction:
-    """A user's own ``fdb.Transaction`` as our ``Transaction``."""
-    return FDBTransaction(raw)
+    """A user's own ``fdb.Transaction`` as our ``Transaction``. The user owns its retry loop, so
+    the binding's errors reach it unchanged (``fdb.FDBError``)."""
+    return FDBTransaction(raw, user_owned=True)
+
+
+def _cluster_file_of(raw: Any) -> str | None:
+    """The cluster file ``raw`` was opened with, from the binding's cache of open databases
+    (``fdb.open`` returns one ``Database`` per cluster file)."""
+    import sys
+
+    opened = getattr(sys.modules.get("fdb.impl"), "open_databases", None)
+    if isinstance(opened, dict):
+        for cluster_file, database in list(opened.items()):
+            if database is raw:
+                return str(cluster_file) if cluster_file else None
+    return None
 
 
 def wrap_database(raw: Any) -> FDBDatabase:
-    """A user's own ``fdb.Database`` as our ``Database`` (its cluster file is unknown: url
-    ``fdb://``)."""
-    return FDBDatabase(raw)
+    """A user's own ``fdb.Database`` as our ``Database``: its url names the cluster file it was
+    opened with (so another process can open it again), and each of our transactions on it is
+    bounded by ``DEFAULT_TRANSACTION_TIMEOUT`` without changing the user's database options."""
+    return FDBDatabase(
+        raw, _cluster_file_of(raw), transaction_timeout=DEFAULT_TRANSACTION_TIMEOUT
+    )

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-from quick_queue.kv.api import Database
+from quick_queue.kv.api import Database, TimeSource
 from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
 from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet
 from quick_queue.kv.errors import (
@@ -41,6 +41,7 @@ from quick_queue.kv.errors import (
     KVError,
     StorageError,
 )
+from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, read_only_uri
 from quick_queue.kv.sqlite_transaction import LIFETIME, Entry, SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
 
@@ -114,7 +115,13 @@ def _storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:
 class SQLiteDatabase(Database):
     """The embedded engine. ``synchronous="FULL"`` (the default) makes every acknowledged commit
     survive power loss; ``"NORMAL"`` survives a process crash but may lose the last commits on
-    power loss, for about twice the commit rate."""
+    power loss, for about twice the commit rate.
+
+    ``read_only=True`` opens an existing store without writing to its file (no tables created,
+    no WAL switch, no checkpoint; it works on a file the process may not write); commits that
+    write raise ``StorageError``. An existing SQLite database of another application is refused
+    (``ForeignDatabase``) unless ``adopt=True``. ``clock`` (anything with ``now()``) replaces
+    the host's clock as the store's time (``store_time``), for tests."""
 
     def __init__(
         self,
@@ -123,11 +130,20 @@ class SQLiteDatabase(Database):
         synchronous: str = "FULL",
         ephemeral: bool = False,
         busy_timeout: float = 30.0,
+        read_only: bool = False,
+        adopt: bool = False,
+        clock: TimeSource | None = None,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        if ephemeral and read_only:
+            raise ValueError("an ephemeral database cannot be read-only: it starts empty")
+        if not ephemeral:
+            check_file(path, read_only=read_only, adopt=adopt)
         self.path = path
+        self.read_only = read_only
+        self._clock = clock
         self.synchronous = synchronous
         self.ephemeral = ephemeral
         self._tempdir: str | None = None
@@ -151,6 +167,9 @@ class SQLiteDatabase(Database):
         self._watch_lock = threading.Lock()
         self._last_prune = 0.0
         self._writer = self._connect()
+        if read_only:
+            self._open_read_only()
+            return
         # Checkpoints (copying the WAL back into the database file, with an fsync of it) run
         # in a background thread instead of inside whichever commit crosses SQLite's
         # threshold: that commit would otherwise wait several milliseconds (pick-up latency).
@@ -165,10 +184,36 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as error:
             self.close()
             raise _storage_error(self.path, error, "creating its tables") from error
+        self._start_history(version)
+
+    def _start_history(self, version: int) -> None:
         self._history = ConflictHistory(floor=version)
         self._writer_data_version = -1
         self._writer_level = self.synchronous
         self._seen = version
+
+    def _open_read_only(self) -> None:
+        self._checkpointer = None
+        self._checkpoint_wake = threading.Event()
+        self._commits_since_checkpoint = 0
+        try:
+            tables = {
+                str(row[0])
+                for row in self._writer.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not STORE_TABLES <= tables:  # replaced since check_file looked
+                raise sqlite3.DatabaseError("not a quick_queue store")
+            version = self._current_version(self._writer)
+        except sqlite3.Error as error:
+            self.close()
+            raise _storage_error(self.path, error, "opening it read-only") from error
+        self._start_history(version)
+
+    def store_time(self) -> float:
+        """The injected clock's time, else the host's clock: every process using the file runs
+        on this host, so they all read the same clock."""
+        clock = self._clock
+        return clock.now() if clock is not None else time.time()
 
     # -- connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -180,14 +225,18 @@ class SQLiteDatabase(Database):
                 )
         try:
             conn = sqlite3.connect(
-                self.path,
+                read_only_uri(self.path) if self.read_only else self.path,
                 timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=64,
+                uri=self.read_only,
             )
-            conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.read_only:
+                conn.execute("PRAGMA query_only=ON")  # a second guard: SQLite refuses writes
+            else:
+                conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as error:
             raise _storage_error(self.path, error, "opening") from error
         self._all_connections.append(conn)
@@ -243,6 +292,13 @@ class SQLiteDatabase(Database):
         extra_writes: list[Range],
         relaxed: bool = False,
     ) -> bytes:
+        if self.read_only:
+            raise StorageError(
+                PERMISSION_DENIED,
+                f"{self.path} was opened read-only: this transaction's writes were not "
+                "committed (open it without read_only to write)",
+                path=self.path,
+            )
         request = _Request(read_version, reads, writes, cleared, stamped, extra_writes)
         request.relaxed = relaxed
         cond = self._commit_cond

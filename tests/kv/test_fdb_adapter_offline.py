@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes.util
 import sys
-from typing import Any
 
 import pytest
 
@@ -29,8 +28,8 @@ from quick_queue.kv.fdb import (
     kv_error_from_fdb,
     open_fdb,
     wrap_database,
-    wrap_transaction,
 )
+from tests.kv.fdb_standin import Database, FDBError, Transaction
 
 
 def _client_library_installed() -> bool:
@@ -108,153 +107,6 @@ def test_choose_api_version_refuses_too_old_versions() -> None:
         choose_api_version(MIN_API_VERSION - 10, 800)
 
 
-# -- a stand-in for the binding's objects ----------------------------------------------------------
-class FDBError(Exception):
-    """Shaped like fdb.impl.FDBError: an int code, a bytes description."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-    @property
-    def description(self) -> bytes:
-        return b"stand-in description"
-
-
-FDBError.__module__ = "fdb.impl"
-
-
-class _Future:
-    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
-        self._result = result
-        self._error = error
-
-    def wait(self) -> Any:
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    @property
-    def value(self) -> Any:  # Value / Key futures are read through .value
-        return self.wait()
-
-
-class _KeyValue:
-    def __init__(self, key: bytes, value: bytes) -> None:
-        self.key = key
-        self.value = value
-
-
-class _Range:
-    def __init__(self, items: list[_KeyValue]) -> None:
-        self._items = items
-
-    def __iter__(self) -> Any:
-        return iter(self._items)
-
-
-class _Options:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("set_"):
-            raise AttributeError(name)
-
-        def setter(*args: Any) -> None:
-            if args and isinstance(args[0], int) and args[0] < 0:
-                raise FDBError(2006)
-            self.calls.append((name, args))
-
-        return setter
-
-
-class _Reader:
-    def __init__(self, store: dict[bytes, bytes], snapshot: bool) -> None:
-        self.store = store
-        self.is_snapshot = snapshot
-
-    def get(self, key: bytes) -> _Future:
-        if key.startswith(b"\xff"):
-            return _Future(error=FDBError(2004))
-        return _Future(self.store.get(key))
-
-    def get_range(self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False) -> _Range:
-        keys = sorted((k for k in self.store if begin <= k < end), reverse=reverse)
-        if limit:
-            keys = keys[:limit]
-        return _Range([_KeyValue(k, self.store[k]) for k in keys])
-
-
-def _op(name: str) -> Any:
-    def op(self: Transaction, *args: bytes) -> None:
-        self.log.append((name, args))
-
-    return op
-
-
-class Transaction(_Reader):
-    def __init__(self) -> None:
-        super().__init__({}, False)
-        self.options = _Options()
-        self.snapshot = _Reader(self.store, True)
-        self.commit_error: FDBError | None = None
-        self.on_error_args: list[Any] = []
-        self.resets = 0
-        self.log: list[tuple[str, tuple[bytes, ...]]] = []
-
-    clear_range = _op("clear_range")
-    add = _op("add")
-    max = _op("max")
-    min = _op("min")
-    set_versionstamped_key = _op("set_versionstamped_key")
-    set_versionstamped_value = _op("set_versionstamped_value")
-    add_read_conflict_range = _op("add_read_conflict_range")
-    add_read_conflict_key = _op("add_read_conflict_key")
-    add_write_conflict_range = _op("add_write_conflict_range")
-    add_write_conflict_key = _op("add_write_conflict_key")
-
-    def set(self, key: bytes, value: bytes) -> None:
-        self.store[key] = value
-
-    def clear(self, key: bytes) -> None:
-        self.store.pop(key, None)
-
-    def get_read_version(self) -> _Future:
-        return _Future(1234)
-
-    def get_versionstamp(self) -> _Future:
-        return _Future(b"\x00" * 9 + b"\x01")
-
-    def commit(self) -> _Future:
-        return _Future(error=self.commit_error)
-
-    def on_error(self, error: Any) -> _Future:
-        self.on_error_args.append(error)
-        code = error if isinstance(error, int) else error.code
-        if code in (1020, 1021, 1007):
-            return _Future()
-        return _Future(error=FDBError(code))
-
-    def reset(self) -> None:
-        self.resets += 1
-        self.options = _Options()
-
-
-Transaction.__module__ = "fdb.impl"
-
-
-class Database:
-    def __init__(self) -> None:
-        self.created: list[Transaction] = []
-
-    def create_transaction(self) -> Transaction:
-        tr = Transaction()
-        self.created.append(tr)
-        return tr
-
-
-Database.__module__ = "fdb.impl"
 
 
 # -- error mapping ---------------------------------------------------------------------------------
@@ -287,7 +139,7 @@ def test_kv_error_from_fdb_falls_back_to_our_descriptions() -> None:
 # -- the adapter over the stand-in -----------------------------------------------------------------
 def test_reads_return_plain_values() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     tr.set(b"b", b"2")
     tr[b"a"] = b"1"
     assert tr.get(b"a") == b"1" and type(tr.get(b"a")) is bytes
@@ -304,7 +156,7 @@ def test_reads_return_plain_values() -> None:
 
 def test_writes_and_conflict_ranges_are_forwarded() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     tr.clear_range(b"a", b"b")
     tr.add(b"n", b"\x01")
     tr.max(b"n", b"\x02")
@@ -324,7 +176,7 @@ def test_writes_and_conflict_ranges_are_forwarded() -> None:
 
 
 def test_errors_become_kv_errors_with_the_original_kept() -> None:
-    tr = wrap_transaction(Transaction())
+    tr = FDBTransaction(Transaction())
     with pytest.raises(KVError) as info:
         tr.get(b"\xff/system")
     assert info.value.code == 2004
@@ -335,7 +187,7 @@ def test_errors_become_kv_errors_with_the_original_kept() -> None:
 
 def test_commit_and_on_error_go_through_the_binding() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     tr.commit()
     original = FDBError(NOT_COMMITTED)
     raw.commit_error = original
@@ -350,7 +202,7 @@ def test_commit_and_on_error_go_through_the_binding() -> None:
 
 def test_on_error_raises_the_error_itself_when_not_retryable() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     error = KVError(2000, "not retryable")
     with pytest.raises(KVError) as info:
         tr.on_error(error)
@@ -362,7 +214,7 @@ def test_on_error_raises_the_error_itself_when_not_retryable() -> None:
 
 def test_options_are_forwarded_and_validated() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     tr.options.set_timeout(250)
     tr.options.set_retry_limit(3)
     tr.options.set_max_retry_delay(50)
@@ -380,7 +232,7 @@ def test_options_are_forwarded_and_validated() -> None:
 
 def test_reset_renews_the_options() -> None:
     raw = Transaction()
-    tr = wrap_transaction(raw)
+    tr = FDBTransaction(raw)
     tr.options.set_timeout(250)
     tr.reset()
     assert raw.resets == 1
@@ -390,7 +242,7 @@ def test_reset_renews_the_options() -> None:
 
 
 def test_versionstamp_future() -> None:
-    tr = wrap_transaction(Transaction())
+    tr = FDBTransaction(Transaction())
     stamp = tr.get_versionstamp()
     assert stamp.wait() == b"\x00" * 9 + b"\x01"
 

@@ -1,0 +1,101 @@
+"""The store's time on FoundationDB, derived from the read version.
+
+Every worker must compare leases against one time, whatever its host's clock says. FoundationDB
+hands every transaction a read version that advances about 1,000,000 per second on the
+cluster's side, so it is that time, once anchored to the wall clock: the first process writes
+``(read version, its wall time)`` to ``ANCHOR_KEY``, and every process then computes::
+
+    store time = anchor wall time + (read version - anchor version) / 1e6
+
+so hosts with skewed or stepped clocks agree. The anchor is written again (transactionally,
+so concurrent writers settle on one) when:
+
+* the read version is older than the anchor's: a new or restored cluster;
+* the versions jumped ahead of the time that passed here (a recovery advances them by up to
+  about 100 s of versions at once): the new anchor continues from this process's previous
+  reading plus the monotonic time since, so a recovery never makes every lease expire.
+
+It is written over any ``Database`` so it can be exercised on the embedded engine with a
+stand-in version source; ``FDBDatabase.store_time`` uses it with the real read version.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+from quick_queue.kv.api import Database, Transaction
+from quick_queue.kv.errors import KVError
+
+#: ``fdb.tuple.pack(("qq.kv", "clock"))``: outside every queue's ``("qq", name)`` subspace.
+ANCHOR_KEY = b"\x02qq.kv\x00\x02clock\x00"
+VERSIONS_PER_SECOND = 1_000_000
+#: How far versions may run ahead of the monotonic clock before it counts as a jump.
+JUMP_SLACK = 2.0
+_ANCHOR = struct.Struct(">qd")
+
+
+class VersionClock:
+    """``now()``: the store's time from read versions (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        read_version: Callable[[Transaction], int] | None = None,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._read_version = read_version or (lambda tr: tr.get_read_version())
+        self._wall = wall
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        #: (read version, store time, monotonic time) of this process's last reading.
+        self._last: tuple[int, float, float] | None = None
+
+    def now(self) -> float:
+        tr = self._db.create_transaction()
+        while True:
+            try:
+                version, moment = self._reading(tr)
+                break
+            except KVError as error:
+                tr.on_error(error)
+        with self._lock:
+            last = self._last
+            if last is not None and version >= last[0]:
+                moment = max(moment, last[1])  # never backwards within a process
+            self._last = (version, moment, self._monotonic())
+        return moment
+
+    def _reading(self, tr: Transaction) -> tuple[int, float]:
+        version = self._read_version(tr)
+        raw = tr.snapshot.get(ANCHOR_KEY)
+        anchor = _ANCHOR.unpack(raw) if raw is not None and len(raw) == _ANCHOR.size else None
+        with self._lock:
+            last = self._last
+        if anchor is None or anchor[0] > version:
+            moment = self._wall()  # no anchor yet, or a new cluster: start from this host
+            if last is not None:  # ... but never before what this process saw already
+                moment = max(moment, last[1] + max(0.0, self._monotonic() - last[2]))
+            self._write(tr, version, moment)
+            return version, moment
+        moment = anchor[1] + (version - anchor[0]) / VERSIONS_PER_SECOND
+        if last is not None and anchor[0] <= last[0] <= version:
+            elapsed = max(0.0, self._monotonic() - last[2])
+            expected = last[1] + elapsed
+            if moment > expected + JUMP_SLACK + elapsed * 0.01:
+                self._write(tr, version, expected)
+                return version, expected
+        return version, moment
+
+    @staticmethod
+    def _write(tr: Transaction, version: int, moment: float) -> None:
+        # A real read of the anchor: two processes re-anchoring at once conflict, and the one
+        # that retries adopts the other's anchor.
+        tr.add_read_conflict_key(ANCHOR_KEY)
+        tr.set(ANCHOR_KEY, _ANCHOR.pack(version, moment))
+        tr.commit()

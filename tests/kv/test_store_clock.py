@@ -1,0 +1,107 @@
+"""The read-version clock FoundationDB's ``store_time`` uses, on the embedded engine with a
+controlled version source (versions advance 1,000,000 per second as FoundationDB's do) and
+per-"process" wall and monotonic clocks, so skew, steps and version jumps are set exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import quick_queue.kv as kv
+from quick_queue.kv.api import Database, Transaction
+from quick_queue.kv.store_clock import ANCHOR_KEY, VersionClock
+
+T0 = 1_800_000_000.0
+
+
+class Cluster:
+    """The shared read version (what the cluster would hand out)."""
+
+    def __init__(self) -> None:
+        self.version = 5_000_000_000
+
+    def advance(self, seconds: float) -> None:
+        self.version += int(seconds * 1_000_000)
+
+    def read_version(self, tr: Transaction) -> int:
+        tr.get_read_version()  # the engine's own snapshot, so reads happen at one version
+        return self.version
+
+
+class Host:
+    """One process's own clocks: a wall clock (maybe skewed or stepped) and a monotonic one."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    with kv.open("memory://") as database:
+        yield database
+
+
+def _clock(db: Database, cluster: Cluster, host: Host) -> VersionClock:
+    return VersionClock(
+        db, read_version=cluster.read_version, wall=lambda: host.wall, monotonic=lambda: host.mono
+    )
+
+
+def test_the_first_reading_anchors_to_that_hosts_clock(db: Database) -> None:
+    cluster, host = Cluster(), Host(T0)
+    clock = _clock(db, cluster, host)
+    assert clock.now() == T0
+    assert db.transact(lambda tr: tr.get(ANCHOR_KEY)) is not None
+    cluster.advance(2.5)
+    host.advance(2.5)
+    assert clock.now() == pytest.approx(T0 + 2.5, abs=1e-3)
+
+
+def test_hosts_with_skewed_and_stepped_clocks_agree(db: Database) -> None:
+    cluster, a, b = Cluster(), Host(T0), Host(T0 + 300)  # b's clock is 5 minutes ahead
+    first, second = _clock(db, cluster, a), _clock(db, cluster, b)
+    assert first.now() == T0
+    assert second.now() == T0
+    cluster.advance(10)
+    a.advance(10)
+    b.advance(10)
+    b.wall -= 3600  # b's clock steps an hour back
+    assert first.now() == pytest.approx(T0 + 10, abs=1e-3)
+    assert second.now() == pytest.approx(T0 + 10, abs=1e-3)
+
+
+def test_a_version_jump_does_not_jump_the_time(db: Database) -> None:
+    cluster, a, b = Cluster(), Host(T0), Host(T0)
+    first = _clock(db, cluster, a)
+    assert first.now() == T0
+    cluster.advance(100)  # a recovery: 100 s of versions at once, 1 s of real time
+    cluster.advance(1)
+    a.advance(1)
+    assert first.now() == pytest.approx(T0 + 1, abs=1e-3)
+    late = _clock(db, cluster, b)  # a process that starts after the jump reads the new anchor
+    assert late.now() == pytest.approx(T0 + 1, abs=1e-3)
+    cluster.advance(3)
+    a.advance(3)
+    assert first.now() == pytest.approx(T0 + 4, abs=1e-3)
+
+
+def test_a_new_cluster_reanchors_without_going_back(db: Database) -> None:
+    cluster, host = Cluster(), Host(T0)
+    clock = _clock(db, cluster, host)
+    assert clock.now() == T0  # anchored at the first reading
+    cluster.advance(60)
+    host.advance(60)
+    host.wall -= 30  # this host's clock steps back meanwhile: the store's time does not
+    assert clock.now() == pytest.approx(T0 + 60, abs=1e-3)
+    cluster.version = 1_000  # a new cluster holding the restored data: versions start over
+    host.advance(1)
+    assert clock.now() == pytest.approx(T0 + 61, abs=1e-3)
+    cluster.advance(1)
+    host.advance(1)
+    assert clock.now() == pytest.approx(T0 + 62, abs=1e-3)
