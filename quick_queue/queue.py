@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from quick_queue import read_model
 from quick_queue.clock import Clock, SystemClock
+from quick_queue.consumer.logsetup import worker_logging
 from quick_queue.consumer.processes import run_processes
 from quick_queue.consumer.runner import Consumer, Summary
 from quick_queue.consumer.signals import install_stop_handlers
@@ -18,6 +19,7 @@ from quick_queue.context import QueueContext
 from quick_queue.core import admin
 from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
 from quick_queue.errors import PayloadError
+from quick_queue.events import EventStream
 from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction, as_database, as_transaction
@@ -73,6 +75,12 @@ class JobQueue:
         if database is None:
             raise TypeError(f"with_db needs a database from quick_queue.open(), not {db!r}")
         return JobQueue._of(self.context.with_db(database))
+
+    @property
+    def events(self) -> EventStream:
+        """The queue's event stream (``quick_queue.events``): ``queue.events.subscribe(fn)``
+        calls ``fn(event)`` for every job event of this process's consumers of this queue."""
+        return self.context.events
 
     # The facade reads through its context: one place holds each of these.
     @property
@@ -249,21 +257,31 @@ class JobQueue:
         consumer = Consumer(self.context, concurrency, until_idle=True)
         return consumer.run(timeout=timeout)
 
-    def run(self, concurrency: int = 16, processes: int = 1) -> Summary | None:
+    def run(
+        self, concurrency: int = 16, processes: int = 1, *, log: bool | None = None
+    ) -> Summary | None:
         """Consume until SIGINT/SIGTERM (or ``stop()``), then shut down gracefully: no new
-        leases, running jobs get ``shutdown_grace`` seconds, unfinished leases are released."""
+        leases, running jobs get ``shutdown_grace`` seconds, unfinished leases are released.
+
+        ``log``: one line per job state change on stderr, as ``quick-queue worker`` prints.
+        By default (None) only when the application has not configured logging itself (no
+        handler on the root or ``quick_queue`` loggers); True always, False never. The lines
+        come from the ``quick_queue.worker`` logger, so an application's own setup decides
+        where they go. A second SIGINT/SIGTERM exits at once (the leases of running jobs
+        then expire and the jobs run again elsewhere)."""
         if processes < 1 or concurrency < 1:
             raise ValueError("processes and concurrency must be >= 1")
-        if processes > 1:
-            run_processes(self.context, concurrency, processes)
-            return None
-        consumer = self._consumer = Consumer(self.context, concurrency)
-        restore = install_stop_handlers(consumer.stop)
-        try:
-            return consumer.run()
-        finally:
-            restore()
-            self._consumer = None
+        with worker_logging(log, processes):
+            if processes > 1:
+                run_processes(self.context, concurrency, processes)
+                return None
+            consumer = self._consumer = Consumer(self.context, concurrency)
+            restore = install_stop_handlers(consumer.stop)
+            try:
+                return consumer.run()
+            finally:
+                restore()
+                self._consumer = None
 
     def stop(self) -> None:
         """Ask a running ``run()`` to shut down gracefully (from another thread)."""

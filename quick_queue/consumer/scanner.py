@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class Scanner:
         self._settle = settle  # settles a job that dies without running
         self._zone_errors: set[tuple[str, str]] = set()  # (tenant, error type) logged once
         self.backoff = StorageBackoff(stopping)
+        # Its own random source (seeded from the queue's): how many times an idle scanner
+        # draws depends on timing, and must not shift the queue's seeded backoff jitter.
+        self.rng = random.Random(context.rng.getrandbits(64))
 
     def loop(self, deadline: float | None, until_idle: bool) -> bool:
         """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
@@ -89,7 +93,7 @@ class Scanner:
         if due:
             k = min(settings.selection_max,
                     max(1, math.ceil(len(due) * settings.selection_frac)), len(due))
-            for _vesting, tenant in context.rng.sample(due, k):
+            for _vesting, tenant in self.rng.sample(due, k):
                 with self.inflight.cond:
                     free = self.inflight.free()
                 if free <= 0 or self.stopping.is_set():
@@ -97,7 +101,7 @@ class Scanner:
                 got += self._visit(tenant, min(free, settings.dequeue_max), now)
         # Idle: jitter the wait so consumers do not scan in lockstep, but never past the next
         # pointer's time (a scheduled job starts on time).
-        wait = settings.scan_interval * (0.8 + 0.4 * context.rng.random())
+        wait = settings.scan_interval * (0.8 + 0.4 * self.rng.random())
         if next_vesting is not None:
             wait = min(wait, max(0.0, (next_vesting - now) / 1e6))
         if due:  # due zones we could not take (leased by others): look again soon
