@@ -42,6 +42,12 @@ PERMISSION_DENIED = 1516
 CLIENT_LIBRARY_MISSING = 2203  # fdb's api_version_not_supported, the nearest code it has
 UNKNOWN_ERROR = 4000
 
+#: The message of waiting on a versionstamp future before the commit was issued.
+NOT_YET_COMMITTED = (
+    "the versionstamp future was waited on before commit(): wait on it after commit() (on "
+    "FoundationDB that wait would never return)"
+)
+
 DESCRIPTIONS: dict[int, str] = {
     NOT_COMMITTED: "Transaction not committed due to conflict with another transaction",
     COMMIT_UNKNOWN_RESULT: "Transaction may or may not have committed",

@@ -21,6 +21,7 @@ from quick_queue.kv.api import (
 from quick_queue.kv.errors import (
     CLIENT_INVALID_OPERATION,
     DESCRIPTIONS,
+    NOT_YET_COMMITTED,
     TRANSACTION_TIMED_OUT,
     KVError,
 )
@@ -144,12 +145,17 @@ class _FDBReadView(ReadView):
 
 
 class _FDBVersionstamp(VersionstampFuture):
-    def __init__(self, future: Any, errors: _Errors) -> None:
+    """The binding's versionstamp future, which resolves only once its transaction commits:
+    waited on before the commit was issued it would block forever, so that raises instead."""
+
+    def __init__(self, future: Any, tr: FDBTransaction) -> None:
         self._future = future
-        self._errors = errors
+        self._tr = tr
 
     def wait(self) -> bytes:
-        with self._errors:
+        if not self._tr._commit_issued and not self._future.is_ready():
+            raise KVError(CLIENT_INVALID_OPERATION, NOT_YET_COMMITTED)
+        with self._tr._errors:
             return bytes(self._future.value)
 
 
@@ -209,6 +215,7 @@ class FDBTransaction(Transaction):
         self._tr = raw
         self._errors = _Errors(user_owned)
         self._read_only = read_only
+        self._commit_issued = False
         self.options = FDBTransactionOptions(raw.options, self._errors)
         self.snapshot = _FDBReadView(raw.snapshot, self._errors)
         self._reads = _FDBReadView(raw, self._errors)
@@ -270,7 +277,7 @@ class FDBTransaction(Transaction):
 
     def get_versionstamp(self) -> VersionstampFuture:
         with self._errors:
-            return _FDBVersionstamp(self._tr.get_versionstamp(), self._errors)
+            return _FDBVersionstamp(self._tr.get_versionstamp(), self)
 
     # -- conflicts and versions -------------------------------------------------------------
     def add_read_conflict_range(self, begin: bytes, end: bytes) -> None:
@@ -300,6 +307,7 @@ class FDBTransaction(Transaction):
 
     # -- life cycle -------------------------------------------------------------------------
     def commit(self) -> None:
+        self._commit_issued = True
         with self._errors:
             self._tr.commit().wait()
 
@@ -307,6 +315,7 @@ class FDBTransaction(Transaction):
         with self._errors:
             self._tr.reset()
         self._errors.answered = False
+        self._commit_issued = False
         # FoundationDB's reset clears the transaction's options too.
         self.options = FDBTransactionOptions(self._tr.options, self._errors)
 
@@ -330,6 +339,7 @@ class FDBTransaction(Transaction):
                 raise error from error.__cause__
             raise kv_error_from_fdb(raised) from raised
         self._errors.answered = False
+        self._commit_issued = False
 
     def __repr__(self) -> str:
         return f"<FDBTransaction {self._tr!r}>"

@@ -28,6 +28,7 @@ from quick_queue.kv.errors import (
     INVERTED_RANGE,
     KEY_OUTSIDE_LEGAL_RANGE,
     KEY_TOO_LARGE,
+    NOT_YET_COMMITTED,
     TRANSACTION_TIMED_OUT,
     TRANSACTION_TOO_LARGE,
     TRANSACTION_TOO_OLD,
@@ -59,7 +60,7 @@ class _Stamp(VersionstampFuture):
     def wait(self) -> bytes:
         if self.value is not None:
             return self.value
-        raise self.error or KVError(CLIENT_INVALID_OPERATION, "transaction has not committed")
+        raise self.error or KVError(CLIENT_INVALID_OPERATION, NOT_YET_COMMITTED)
 
 
 class _Snapshot(ReadView):
@@ -101,9 +102,28 @@ class SQLiteTransaction(Transaction):
         self._size = 0
         self._committed = False
         self._stamp: _Stamp | None = None
+        # FoundationDB's writes return nothing: an invalid one (too large, outside the legal
+        # range) is reported by the next read and by the commit, as the binding does.
+        self._deferred: KVError | None = None
 
     # -- state checks -----------------------------------------------------------------------
     def _check(self) -> None:
+        """Before a read or a commit: the transaction's state and any deferred write error."""
+        self._check_state()
+        if self._deferred is not None:
+            raise self._deferred
+
+    def _defer(self, error: KVError) -> None:
+        if self._deferred is None:
+            self._deferred = error
+
+    def _check_read_key(self, key: bytes) -> None:
+        # FoundationDB refuses reads at and past \xff (its system keys) unless asked.
+        limit = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        if key >= limit:
+            raise KVError(KEY_OUTSIDE_LEGAL_RANGE, f"read of {key[:16]!r}... at or past {limit!r}")
+
+    def _check_state(self) -> None:
         if self._committed:
             raise KVError(USED_DURING_COMMIT, "transaction already committed; reset() to reuse it")
         timeout = self.options.timeout_ms
@@ -149,6 +169,8 @@ class SQLiteTransaction(Transaction):
         if len(keys) < 3:
             return [self._get(key, conflict=conflict) for key in keys]
         self._check()
+        for key in keys:
+            self._check_read_key(key)
         # Keys the write buffer answers completely are served from it; the rest in one query.
         wanted = [
             key for key in keys
@@ -196,6 +218,7 @@ class SQLiteTransaction(Transaction):
 
     def _get_inner(self, key: bytes, conflict: bool) -> bytes | None:
         self._check()
+        self._check_read_key(key)
         entry = self._writes.get(key)
         if entry is not None:
             kind, data = entry
@@ -250,6 +273,9 @@ class SQLiteTransaction(Transaction):
         self._check()
         if limit < 0:
             raise KVError(CLIENT_INVALID_OPERATION, "limit must be >= 0")
+        limit_key = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        if begin > limit_key or end > limit_key:
+            raise KVError(KEY_OUTSIDE_LEGAL_RANGE, f"range read past {limit_key!r}")
         if begin >= end:
             return []
         conn = self._ensure_snapshot()
@@ -330,23 +356,35 @@ class SQLiteTransaction(Transaction):
         if len(value) > MAX_VALUE:
             raise KVError(VALUE_TOO_LARGE, f"value of {len(value)} bytes exceeds {MAX_VALUE}")
 
+    def _valid(self, key: bytes, value: bytes | None = None) -> bool:
+        """Check a write's key (and value); an invalid one is deferred (see ``_deferred``)."""
+        self._check_state()
+        try:
+            self._check_key(key)
+            if value is not None:
+                self._check_value(value)
+        except KVError as error:
+            self._defer(error)
+            return False
+        return True
+
     def set(self, key: bytes, value: bytes) -> None:
-        self._check()
-        self._check_key(key)
-        self._check_value(value)
+        if not self._valid(key, value):
+            return
         self._writes[key] = ("s", value)
         self._size += len(key) * 2 + len(value) + 1
 
     def clear(self, key: bytes) -> None:
-        self._check()
-        self._check_key(key)
+        if not self._valid(key):
+            return
         self._writes[key] = ("c", None)
         self._size += len(key) * 2 + 1
 
     def clear_range(self, begin: bytes, end: bytes) -> None:
-        self._check()
+        self._check_state()
         if begin > end:
-            raise KVError(INVERTED_RANGE)
+            self._defer(KVError(INVERTED_RANGE))
+            return
         if end > b"\xff" and end != b"\xff":
             end = b"\xff"
         if begin >= end:
@@ -358,9 +396,8 @@ class SQLiteTransaction(Transaction):
         self._size += (len(begin) + len(end)) * 2
 
     def _atomic(self, op: str, key: bytes, param: bytes) -> None:
-        self._check()
-        self._check_key(key)
-        self._check_value(param)
+        if not self._valid(key, param):
+            return
         entry = self._writes.get(key)
         fn = OPS[op]
         if entry is None:
@@ -388,32 +425,32 @@ class SQLiteTransaction(Transaction):
         self._atomic("min", key, param)
 
     def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
-        self._check()
+        self._check_state()
         if not check_versionstamp_template(key):
             raise KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the key")
-        self._check_key(key[:-4])
-        self._check_value(value)
+        if not self._valid(key[:-4], value):
+            return
         self._stamped_keys.append((key, value))
         self._size += len(key) * 2 + len(value)
 
     def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
-        self._check()
-        self._check_key(key)
+        self._check_state()
         if not check_versionstamp_template(value):
             raise KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the value")
-        self._check_value(value[:-4])
+        if not self._valid(key, value[:-4]):
+            return
         self._writes[key] = ("v", value)
         self._size += len(key) * 2 + len(value)
 
     def get_versionstamp(self) -> VersionstampFuture:
-        self._check()
+        self._check_state()
         if self._stamp is None:
             self._stamp = _Stamp()
         return self._stamp
 
     # -- conflicts and versions -------------------------------------------------------------
     def add_read_conflict_range(self, begin: bytes, end: bytes) -> None:
-        self._check()
+        self._check_state()
         if begin > end:
             raise KVError(INVERTED_RANGE)
         if begin < end:
@@ -421,7 +458,7 @@ class SQLiteTransaction(Transaction):
             self._size += len(begin) + len(end)
 
     def add_write_conflict_range(self, begin: bytes, end: bytes) -> None:
-        self._check()
+        self._check_state()
         if begin > end:
             raise KVError(INVERTED_RANGE)
         if begin < end:

@@ -25,9 +25,15 @@ FDBError.__module__ = "fdb.impl"
 
 
 class _Future:
-    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
+    def __init__(
+        self, result: Any = None, error: BaseException | None = None, ready: bool = True
+    ) -> None:
         self._result = result
         self._error = error
+        self._ready = ready
+
+    def is_ready(self) -> bool:
+        return self._ready
 
     def wait(self) -> Any:
         if self._error is not None:
@@ -150,7 +156,8 @@ class Transaction(_Reader):
         return _Future(1234)
 
     def get_versionstamp(self) -> _Future:
-        return _Future(b"\x00" * 9 + b"\x01")
+        # Not ready before the commit, as the binding's: waiting on it would block forever.
+        return _Future(b"\x00" * 9 + b"\x01", ready=False)
 
     def watch(self, key: bytes) -> WatchFuture:
         future = WatchFuture()

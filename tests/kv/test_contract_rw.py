@@ -284,3 +284,59 @@ def test_transaction_methods_via_transact(db: Database, space: Space) -> None:
         return int.from_bytes(value, "little")
 
     assert [db.transact(bump, space.k("c")) for _ in range(3)] == [1, 2, 3]
+
+
+# -- where FoundationDB and a naive engine differ (issue 14) ---------------------------------------
+def test_an_oversized_value_is_reported_by_the_next_read_and_the_commit(
+    db: Database, space: Space
+) -> None:
+    tr = db.create_transaction()
+    tr.set(space.k("big"), b"v" * 100_001)  # no error here: FoundationDB's set returns nothing
+    tr.set(space.k("fine"), b"v")
+    with pytest.raises(KVError) as info:
+        tr.get(space.k("other"))
+    assert info.value.code == 2103
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == 2103
+    assert space.dump() == {}
+
+
+def test_an_oversized_key_is_reported_at_commit(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    tr.set(space.k("k" * 10_001), b"v")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == 2102
+
+
+def test_reads_at_and_past_the_system_keys_are_refused(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    for read in (
+        lambda: tr.get(b"\xff"),
+        lambda: tr.get(b"\xff/anything"),
+        lambda: tr.snapshot.get(b"\xff\x00"),
+        lambda: tr.get_range(space.begin, b"\xff\x00"),
+        lambda: tr.get_many([b"a", b"b", b"\xff/x"]),
+    ):
+        with pytest.raises(KVError) as info:
+            read()
+        assert info.value.code == 2004
+    assert tr.get_range(b"\xfe", b"\xff") == []  # up to \xff itself is legal
+
+
+def test_reads_of_system_keys_are_allowed_when_asked(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    tr.options.set_read_system_keys()
+    tr.get(b"\xff/no/such/key")  # allowed: whatever FoundationDB keeps there, it answers
+    tr.get_range(b"\xff/no/such/", b"\xff/no/such0")
+
+
+def test_waiting_on_a_versionstamp_before_commit_raises(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    tr.set_versionstamped_value(space.k("v"), b"\x00" * 10 + b"\x00\x00\x00\x00")
+    stamp = tr.get_versionstamp()
+    with pytest.raises(KVError, match="before commit"):
+        stamp.wait()
+    tr.commit()
+    assert len(stamp.wait()) == 10
