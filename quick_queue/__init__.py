@@ -10,12 +10,18 @@ from __future__ import annotations
 from quick_queue.clock import Clock, ManualClock, SystemClock
 from quick_queue.consumer.runner import Summary
 from quick_queue.errors import (
+    ArgumentTypeError,
     ClientLibraryMissing,
     ConfigurationError,
+    HandlerError,
+    InvalidArgument,
     KVError,
     PayloadError,
     QuickQueueError,
     StorageError,
+    UnknownSetting,
+    UnknownTopicWarning,
+    UnreadableRecord,
 )
 from quick_queue.jobs import Discard, Error, JobMeta, Ok, Snooze, job
 from quick_queue.kv import Database, Transaction, open, transactional  # noqa: A004
@@ -26,12 +32,15 @@ from quick_queue.settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "ClientLibraryMissing",
     "Clock",
     "ConfigurationError",
     "Database",
     "Discard",
     "Error",
+    "HandlerError",
+    "InvalidArgument",
     "JobInfo",
     "JobMeta",
     "JobQueue",
@@ -47,6 +56,9 @@ __all__ = [
     "Summary",
     "SystemClock",
     "Transaction",
+    "UnknownSetting",
+    "UnknownTopicWarning",
+    "UnreadableRecord",
     "__version__",
     "job",
     "open",

@@ -1,39 +1,103 @@
-"""Exceptions quick_queue raises.
+"""Every exception quick_queue raises, in one tree under ``QuickQueueError``.
 
-::
+``except quick_queue.QuickQueueError`` catches everything the package raises on purpose. Where
+callers caught a built-in type before (``ValueError`` for a bad argument, ``TypeError`` for a
+wrong type), the built-in stays a base, so that code keeps working::
 
     Exception
-     ├── ValueError
-     │    └── PayloadError          a payload that fails its topic's model or is not JSON
-     ├── QuickQueueError            base of the queue's own errors
-     │    └── ConfigurationError    a setting or URL that cannot work (also a ValueError)
-     └── KVError                    the storage layer, with FoundationDB's .code
-          ├── StorageError          the embedded engine's file is unusable (.path)
-          └── ClientLibraryMissing  fdb: URL without the FoundationDB client library
+     └── QuickQueueError                root: every error the package raises on purpose
+          ├── KVError                   the storage layer; .code is FoundationDB's error code
+          │    ├── StorageError         the embedded engine's file is unusable; .path names it
+          │    └── ClientLibraryMissing fdb: URL without the FoundationDB client library
+          ├── ConfigurationError        (ValueError) a setting, URL, queue name or @job option
+          │    │                        that cannot work: fix the value the message names
+          │    └── UnknownSetting       (TypeError) a keyword JobQueue/Settings does not know
+          ├── HandlerError              (TypeError) a @job class that cannot be registered:
+          │                             no perform(self, payload, meta), async, a Payload that
+          │                             is not a pydantic model, a class without @job
+          ├── InvalidArgument           (ValueError) a bad argument to a queue call: tenant,
+          │    │                        topic, priority, in_/at, key, max_retries, an
+          │    │                        enqueue_many item, Snooze(seconds)
+          │    ├── PayloadError         the payload fails its topic's model, is not JSON, or
+          │    │                        is over the size limit (store the blob elsewhere)
+          │    └── ArgumentTypeError    (TypeError) a database or transaction was expected
+          └── UnreadableRecord          a stored job record that is not quick_queue's format
+                                        (a damaged page or a foreign writer): see dead_kind
+                                        "unreadable" in dead_letters()
+
+Warnings (``warnings.warn``, never raised unless the warnings filter says so)::
+
+    UserWarning
+     └── UnknownTopicWarning            enqueue of a topic no registered handler takes, on a
+                                        queue that has handlers (a misspelt topic?)
+
+Every message says what was wrong and what to do about it.
 """
 
 from __future__ import annotations
 
-from quick_queue.kv.errors import ClientLibraryMissing, KVError, StorageError
-
-
-class QuickQueueError(Exception):
-    """Base of quick_queue's own errors (storage errors are ``KVError``)."""
+from quick_queue.kv.errors import ClientLibraryMissing, KVError, QuickQueueError, StorageError
 
 
 class ConfigurationError(QuickQueueError, ValueError):
-    """A setting or database URL that cannot work."""
+    """A setting, database URL, queue name or ``@job`` option that cannot work."""
 
 
-class PayloadError(ValueError):
-    """A payload that does not validate against its topic's model, or is not JSON."""
+class UnknownSetting(ConfigurationError, TypeError):
+    """A keyword argument that is not one of ``quick_queue.Settings``' fields."""
+
+
+class HandlerError(QuickQueueError, TypeError):
+    """A ``@job`` class that cannot be registered or run as written."""
+
+
+class InvalidArgument(QuickQueueError, ValueError):
+    """A bad argument to a queue call (``enqueue``'s tenant, topic, priority, ``in_``/``at``,
+    key, ``max_retries``; an ``enqueue_many`` item; ``Snooze(seconds)``)."""
+
+
+class PayloadError(InvalidArgument):
+    """A payload that fails its topic's model, is not JSON, or is over the size limit."""
+
+
+class ArgumentTypeError(InvalidArgument, TypeError):
+    """An argument of the wrong type where a database or a transaction was expected."""
+
+
+class UnreadableRecord(QuickQueueError):
+    """A stored record that cannot be decoded (not UTF-8 JSON in quick_queue's format).
+
+    ``raw`` is the record's bytes as stored, ``reason`` what failed."""
+
+    def __init__(self, what: str, raw: bytes, reason: str) -> None:
+        self.what = what
+        self.raw = raw
+        self.reason = reason
+        super().__init__(
+            f"{what} is unreadable ({reason}); it was not written by this version of "
+            "quick_queue or the storage is damaged: the job is moved to the dead letters "
+            "(dead_kind 'unreadable') with its raw bytes when a worker meets it"
+        )
+
+    def __reduce__(self) -> tuple[type[UnreadableRecord], tuple[str, bytes, str]]:
+        return (type(self), (self.what, self.raw, self.reason))
+
+
+class UnknownTopicWarning(UserWarning):
+    """``enqueue`` of a topic that none of the queue's registered handlers takes."""
 
 
 __all__ = [
+    "ArgumentTypeError",
     "ClientLibraryMissing",
     "ConfigurationError",
+    "HandlerError",
+    "InvalidArgument",
     "KVError",
     "PayloadError",
     "QuickQueueError",
     "StorageError",
+    "UnknownSetting",
+    "UnknownTopicWarning",
+    "UnreadableRecord",
 ]

@@ -1,16 +1,23 @@
 """Handlers: the ``@job`` decorator, the registry, payload models and the return contract.
 
-=========================================  =================================================
-handler outcome                            effect
-=========================================  =================================================
-returns None, a plain value, or Ok(value)  completed
-raises, returns Error(reason) or an        attempt spent; retried with backoff, dead letter
-exception, times out, or its process dies  after max_retries
-returns Snooze(seconds)                    due again later; no retry spent (snoozes capped)
-returns Discard(reason)                    dead letter with the reason
-unknown topic, payload fails validation    dead letter with a clear reason
-anything else returned                     an error naming the handler
-=========================================  =================================================
+The return rule, exactly (``interpret`` applies it):
+
+==============================================  ============================================
+what ``perform`` does                           effect
+==============================================  ============================================
+returns ``None`` or ``Ok(value)``               completed
+returns a str, int, float, bool, list, tuple,   completed (the value is not stored: a
+dict or pydantic model                          completed job leaves nothing behind)
+raises, returns ``Error(reason)`` or an         attempt spent; retried with backoff, dead
+exception instance, times out, or its process   letter after max_retries
+dies
+returns ``Snooze(seconds)``                     due again later; no retry spent (snoozes
+                                                capped by the max_snoozes setting)
+returns ``Discard(reason)``                     dead letter with the reason
+returns anything else (a set, a datetime, an    attempt spent, as a failure whose reason
+object, a coroutine, a generator, ...)          names the handler and the returned type
+unknown topic, payload fails validation         dead letter with a clear reason
+==============================================  ============================================
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, TypeVar
 
 import pydantic
 
+from quick_queue.errors import ConfigurationError, HandlerError, InvalidArgument, PayloadError
 from quick_queue.kv.api import Transaction
 from quick_queue.settings import MAX_PRIORITY
 
@@ -54,8 +62,9 @@ class Snooze:
     def __post_init__(self) -> None:
         # NaN fails the comparison too; the cap keeps the due time a storable key
         if not isinstance(self.seconds, int | float) or not 0 <= self.seconds <= MAX_SNOOZE:
-            raise ValueError(
-                f"Snooze(seconds) needs a number in 0..{MAX_SNOOZE:g}, got {self.seconds!r}"
+            raise InvalidArgument(
+                f"Snooze(seconds) needs a number of seconds in 0..{MAX_SNOOZE:g}, "
+                f"got {self.seconds!r}"
             )
 
 
@@ -175,7 +184,7 @@ class JobSpec:
                 payload = payload.model_dump()
             obj = payload if isinstance(payload, model) else model.model_validate(payload)
         except pydantic.ValidationError as error:
-            raise ValueError(describe_validation(self.topic, error)) from None
+            raise PayloadError(describe_validation(self.topic, error)) from None
         return obj.model_dump(mode="json")
 
     def load_payload(self, stored: Any) -> Any:
@@ -185,7 +194,7 @@ class JobSpec:
         try:
             return self.payload_model.model_validate(stored)
         except pydantic.ValidationError as error:
-            raise ValueError(describe_validation(self.topic, error)) from None
+            raise PayloadError(describe_validation(self.topic, error)) from None
 
     @property
     def name(self) -> str:
@@ -211,31 +220,30 @@ def job(
     backoff_factor: float | None = None,
     backoff_cap: float | None = None,
 ) -> Callable[[type[T]], type[T]]:
-    """Declare a handler class for ``topic``. The class has ``perform(self, payload, meta)`` and
-    may define a nested pydantic ``Payload`` model; see the module docstring for what
-    ``perform`` may return."""
-    if not isinstance(topic, str) or not topic:
-        raise ValueError("@job needs a non-empty topic string")
-    if priority is not None and not 0 <= priority <= MAX_PRIORITY:
-        raise ValueError(f"priority must be in 0..{MAX_PRIORITY}, got {priority!r}")
-    if max_retries is not None and max_retries < 0:
-        raise ValueError("max_retries must be >= 0")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be > 0 seconds")
+    """Declare a handler class for ``topic``.
+
+    The class has ``perform(self, payload, meta)`` and may define a nested pydantic ``Payload``
+    model; the module docstring states exactly what ``perform`` may return. A class whose
+    ``perform`` cannot take ``(payload, meta)`` is refused here (``HandlerError``), not on
+    every run.
+
+    Where each option applies:
+
+    * ``priority`` (0..1000, lower runs first) is fixed when the job is enqueued: it orders the
+      zone's ready jobs. It applies only where the producer knows this handler (it registered
+      the class, as ``JobQueue(jobs=[...])`` or ``@queue.job``); a producer that does not
+      (``quick-queue enqueue``, another service) gives the job the queue's
+      ``default_priority`` unless it passes ``priority=``.
+    * ``max_retries`` is resolved by the worker that runs the job, when the producer passed
+      none: an attempt's failure is judged by the running handler's ``max_retries`` (else the
+      queue's setting). An explicit ``enqueue(max_retries=...)`` wins.
+    * ``timeout``, ``transactional`` and the backoff options are read by the worker at run
+      time.
+    """
+    _check_options(topic, priority, max_retries, timeout)
 
     def decorate(cls: type[T]) -> type[T]:
-        if not inspect.isclass(cls):
-            raise TypeError("@job decorates a class with a perform(self, payload, meta) method")
-        perform = getattr(cls, "perform", None)
-        if perform is None or not callable(perform):
-            raise TypeError(f"{cls.__qualname__} needs a perform(self, payload, meta) method")
-        if inspect.iscoroutinefunction(perform):
-            raise TypeError(f"{cls.__qualname__}.perform must be a plain (not async) method")
-        model = getattr(cls, "Payload", None)
-        if model is not None and not (
-            inspect.isclass(model) and issubclass(model, pydantic.BaseModel)
-        ):
-            raise TypeError(f"{cls.__qualname__}.Payload must be a pydantic BaseModel")
+        model = _check_class(cls)
         spec = JobSpec(
             topic, cls, model, priority, max_retries, timeout, transactional,
             backoff_base, backoff_factor, backoff_cap,
@@ -246,10 +254,79 @@ def job(
     return decorate
 
 
+def _check_options(
+    topic: object, priority: object, max_retries: object, timeout: object
+) -> None:
+    if not isinstance(topic, str) or not topic:
+        raise ConfigurationError(f"@job needs a non-empty topic string, got {topic!r}")
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int)
+        or not 0 <= priority <= MAX_PRIORITY
+    ):
+        raise ConfigurationError(
+            f"@job(topic={topic!r}): priority must be an integer in 0..{MAX_PRIORITY} "
+            f"(lower runs first), got {priority!r}"
+        )
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+    ):
+        raise ConfigurationError(
+            f"@job(topic={topic!r}): max_retries must be an integer >= 0, got {max_retries!r}"
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise ConfigurationError(
+            f"@job(topic={topic!r}): timeout must be a number of seconds > 0, got {timeout!r}"
+        )
+
+
+def _check_class(cls: object) -> type[pydantic.BaseModel] | None:
+    """Refuse a class that cannot run as a handler; its ``Payload`` model, if any."""
+    if not inspect.isclass(cls):
+        raise HandlerError(
+            f"@job decorates a class with a perform(self, payload, meta) method, not {cls!r}"
+        )
+    name = cls.__qualname__
+    perform = getattr(cls, "perform", None)
+    if perform is None or not callable(perform):
+        raise HandlerError(f"{name} needs a perform(self, payload, meta) method")
+    if inspect.iscoroutinefunction(perform):
+        raise HandlerError(f"{name}.perform must be a plain (not async) method")
+    _check_perform_signature(cls, name, perform)
+    model = getattr(cls, "Payload", None)
+    if model is not None and not (
+        inspect.isclass(model) and issubclass(model, pydantic.BaseModel)
+    ):
+        raise HandlerError(f"{name}.Payload must be a pydantic BaseModel subclass")
+    return model
+
+
+def _check_perform_signature(cls: type, name: str, perform: Callable[..., Any]) -> None:
+    """The worker calls ``cls().perform(payload, meta)``: refuse any other shape now."""
+    try:
+        signature = inspect.signature(perform)
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin or C callable): the first run will tell
+    # An instance method seen on the class still lists self; a static or class method not.
+    static = isinstance(inspect.getattr_static(cls, "perform"), staticmethod | classmethod)
+    args: tuple[object, ...] = ("payload", "meta") if static else (None, "payload", "meta")
+    try:
+        signature.bind(*args)
+    except TypeError:
+        raise HandlerError(
+            f"{name}.perform{signature} cannot be called as perform(self, payload, meta); "
+            "define it as: def perform(self, payload, meta): ..."
+        ) from None
+
+
 def spec_of(handler: type) -> JobSpec:
     spec = getattr(handler, "__qq_job__", None)
     if not isinstance(spec, JobSpec):
-        raise TypeError(f"{getattr(handler, '__qualname__', handler)!r} is not decorated with @job")
+        raise HandlerError(
+            f"{getattr(handler, '__qualname__', handler)!r} is not decorated with @job; "
+            "decorate it with @quick_queue.job(topic=...) or @queue.job(topic=...)"
+        )
     return spec
 
 
@@ -265,9 +342,9 @@ class Registry:
         spec = spec_of(handler)
         existing = self._specs.get(spec.topic)
         if existing is not None and existing.handler is not handler:
-            raise ValueError(
+            raise ConfigurationError(
                 f"topic {spec.topic!r} already has handler {existing.name}; "
-                f"cannot also register {spec.name}"
+                f"cannot also register {spec.name} (give one of them another topic)"
             )
         self._specs[spec.topic] = spec
         return spec
@@ -282,22 +359,35 @@ class Registry:
         return [spec.handler for spec in self._specs.values()]
 
 
+# The plain values that count as "done" when ``perform`` returns them (subclasses included).
+DONE_VALUES: tuple[type, ...] = (str, int, float, bool, list, tuple, dict, pydantic.BaseModel)
+
+
 def interpret(result: Any, spec: JobSpec) -> Result:
-    """Map what ``perform`` returned onto the return contract."""
+    """Map what ``perform`` returned onto the return contract. The rule, exactly:
+
+    * ``None`` -> ``Ok()``; an ``Ok``, ``Error``, ``Snooze`` or ``Discard`` -> itself;
+    * an instance of ``DONE_VALUES`` (str, int, float, bool, list, tuple, dict, a pydantic
+      model) -> ``Ok(value)``: done (the value is not stored);
+    * an exception instance -> ``Error("<type>: <message>")``: a failed attempt;
+    * anything else (a set, a datetime, any other object, a coroutine or a generator) ->
+      ``Error`` whose reason names the handler and the returned type: a failed attempt.
+    """
     if result is None:
         return Ok()
     if isinstance(result, Ok | Error | Snooze | Discard):
         return result
+    if isinstance(result, DONE_VALUES):
+        return Ok(result)
     if isinstance(result, BaseException):
         return Error(f"{type(result).__name__}: {result}")
     if inspect.isawaitable(result) or inspect.isgenerator(result):
         return Error(
             f"handler {spec.name} returned {type(result).__name__}; perform must be "
-            "synchronous and return None, a value, Ok, Error, Snooze or Discard"
+            "synchronous and return None, a plain value, Ok, Error, Snooze or Discard"
         )
-    if isinstance(result, str | int | float | bool | list | dict | tuple | pydantic.BaseModel):
-        return Ok(result)
     return Error(
-        f"handler {spec.name} returned {type(result).__name__} {result!r:.80}; expected "
-        "None, a plain value, Ok, Error, Snooze or Discard"
+        f"handler {spec.name} returned {type(result).__name__} {result!r:.80}, which is not "
+        "a result: return None, a str/int/float/bool/list/tuple/dict or pydantic model, "
+        "Ok, Error, Snooze or Discard"
     )

@@ -104,6 +104,10 @@ class Outcome:
     retry, discard or dead letter; ``dead_kind`` names why a job died without running
     (``unknown_topic``, ``bad_payload``, ``unreadable``). ``lease_at`` is the lease expiry the
     consumer last knew: with it a completion takes the fast path (no record decode).
+    ``max_retries`` is the running handler's limit (``@job(max_retries=...)``, else the worker
+    queue's setting): settling a failure judges by it when the producer fixed none, so a
+    producer that never imported the handler still gets the handler's limit. None: the
+    record's own limit.
     """
 
     tenant: str
@@ -115,3 +119,4 @@ class Outcome:
     dead_kind: str = ""
     topic: str = ""
     lease_at: int = 0
+    max_retries: int | None = None

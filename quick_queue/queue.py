@@ -3,8 +3,6 @@ the consumer runtime together."""
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -18,20 +16,20 @@ from quick_queue.consumer.signals import install_stop_handlers
 from quick_queue.context import QueueContext
 from quick_queue.core import admin
 from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
-from quick_queue.errors import PayloadError
+from quick_queue.errors import ArgumentTypeError, InvalidArgument
 from quick_queue.events import EventStream
 from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction, as_database, as_transaction
-from quick_queue.models import JobInfo, QueueStats, dump, new_job_id, to_us
-from quick_queue.settings import MAX_PRIORITY, Settings
+from quick_queue.models import JobInfo, QueueStats, to_us
+from quick_queue.producer import Producer
+from quick_queue.settings import Settings
 
 T = TypeVar("T")
-MAX_TENANT = 1000
 
 
-def _job_id_for_key(key: str) -> str:
-    return "k" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+# A raw FoundationDB transaction (``fdb.Transaction``): the binding is untyped, so ``object``.
+RawTransaction = object
 
 
 class JobQueue:
@@ -126,68 +124,12 @@ class JobQueue:
         return both
 
     # -- producing --------------------------------------------------------------------------
-    def _new_job(
-        self,
-        tenant: str,
-        topic: str,
-        payload: Any,
-        now: float,
-        in_: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        key: str | None = None,
-    ) -> NewJob:
-        if not isinstance(tenant, str) or not tenant:
-            raise ValueError("tenant must be a non-empty string")
-        if len(tenant) > MAX_TENANT:
-            raise ValueError(f"tenant is longer than {MAX_TENANT} characters")
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("topic must be a non-empty string")
-        spec = self.registry.get(topic)
-        if spec is not None:
-            try:
-                stored = spec.validate_payload(payload if payload is not None else {})
-            except ValueError as error:
-                raise PayloadError(str(error)) from None
-        else:
-            stored = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
-        try:
-            payload_raw = dump(stored)
-        except (TypeError, ValueError) as error:
-            raise PayloadError(
-                f"payload for topic {topic!r} is not JSON-serialisable: {error}"
-            ) from None
-        if in_ is not None and at is not None:
-            raise ValueError("give in_ or at, not both")
-        due = now
-        if in_ is not None:
-            seconds = in_.total_seconds() if isinstance(in_, timedelta) else in_
-            if not isinstance(seconds, int | float) or math.isnan(seconds) or seconds < 0:
-                raise ValueError(f"in_ must be seconds >= 0 or a timedelta, got {in_!r}")
-            due = now + seconds
-        elif at is not None:
-            if not isinstance(at, datetime) or at.tzinfo is None:
-                raise ValueError("at must be a timezone-aware datetime")
-            due = at.timestamp()
-        if priority is None:
-            priority = spec.priority if spec and spec.priority is not None else (
-                self.settings.default_priority
-            )
-        if isinstance(priority, bool) or not isinstance(priority, int) or not (
-            0 <= priority <= MAX_PRIORITY
-        ):
-            raise ValueError(f"priority must be an integer in 0..{MAX_PRIORITY}, got {priority!r}")
-        if max_retries is None:
-            max_retries = spec.max_retries if spec and spec.max_retries is not None else (
-                self.settings.max_retries
-            )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ValueError("key must be a non-empty string")
-        job_id = _job_id_for_key(key) if key is not None else new_job_id()
-        return NewJob(tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key)
+    def _producer(self) -> Producer:
+        return Producer(self.registry, self.settings, self.context.new_job_id)
+
+    def _new_job(self, *args: Any, **kwargs: Any) -> NewJob:
+        """``Producer.new_job`` with this queue's handlers, settings and id maker."""
+        return self._producer().new_job(*args, **kwargs)
 
     def enqueue(
         self,
@@ -195,59 +137,85 @@ class JobQueue:
         topic: str,
         payload: Any = None,
         *,
-        tr: Transaction | Any = None,
+        tr: Transaction | RawTransaction | None = None,
         in_: float | timedelta | None = None,
         at: datetime | None = None,
         priority: int | None = None,
         max_retries: int | None = None,
         key: str | None = None,
     ) -> str:
-        """Add a job for ``tenant``; returns its id. With ``tr`` the job is written in that
-        transaction (it commits with the caller's writes, or not at all)."""
+        """Add a job for ``tenant`` (one zone per tenant: tenants are served fairly); returns
+        its id.
+
+        ``payload``: JSON data (dicts, lists, strings, finite numbers, booleans, None) or a
+        pydantic model; validated by the topic's ``Payload`` model when this queue has the
+        handler. A job is one stored value: the payload may be at most about 99.7 kB as JSON
+        (``PayloadError`` names the exact limit); store large data elsewhere and pass a
+        reference.
+
+        When it runs: now by default; ``in_`` seconds (or a ``timedelta``) from now, or at the
+        aware ``datetime`` ``at`` (not both; at most a century ahead). A time in the past means
+        now.
+
+        ``priority``: 0..1000, lower runs first; among equal priorities, first due runs first.
+        It orders a tenant's ready jobs only (tenants are picked fairly, not by priority) and
+        is fixed here: without ``priority=`` the job gets the handler's ``@job(priority=...)``
+        if this queue registered the handler, else the ``default_priority`` setting (100).
+
+        ``max_retries``: retries after the first run. Without it, the handler's
+        ``@job(max_retries=...)`` applies: this queue's handler if it has one, else the
+        handler of the worker that runs the job (else that worker's ``max_retries`` setting).
+
+        ``key``: makes the enqueue idempotent: the job id is derived from the key, and while a
+        job with that key is live or dead-lettered in this tenant's zone, enqueueing the key
+        again returns the same id and writes nothing. Keys are unique per tenant only.
+
+        ``tr``: write the job in the caller's transaction (ours or a raw FoundationDB one): it
+        commits with the caller's writes or not at all. If that commit fails with "commit
+        unknown result" (1021) and the caller's retry loop runs the function again, the retry
+        calls ``enqueue`` again with a fresh id: a first attempt that did commit leaves a
+        second job. Pass ``key=`` to make the retry find the first job instead.
+
+        Raises ``InvalidArgument`` (a ``ValueError``) for a bad tenant, topic, priority,
+        ``in_``/``at``, ``max_retries`` or key, ``PayloadError`` (also one) for a payload that
+        fails its model, is not JSON or is too large, and ``KVError`` if the store refuses.
+        Warns ``UnknownTopicWarning`` when this queue has handlers but none for ``topic``.
+        """
         now = self.clock.now()
         new = self._new_job(tenant, topic, payload, now, in_, at, priority, max_retries, key)
         slack = to_us(self.settings.pointer_slack)
         return self._in_transaction(tr, lambda t: enqueue(t, self.layout, new, to_us(now), slack))
 
     def enqueue_many(
-        self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, tr: Transaction | Any = None
+        self,
+        jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]],
+        *,
+        tr: Transaction | RawTransaction | None = None,
     ) -> list[str]:
-        """Enqueue several jobs in one transaction (all or none). Each is a dict with the
-        arguments of ``enqueue`` (``tenant``, ``topic``, ``payload``, ``in_``, ...) or a
-        ``(tenant, topic, payload)`` tuple."""
+        """Enqueue several jobs in one transaction (all or none); their ids, in order. Each is a
+        dict with the keyword arguments of ``enqueue`` (``tenant``, ``topic``, ``payload``,
+        ``in_``, ``at``, ``priority``, ``max_retries``, ``key``) or a ``(tenant, topic,
+        payload)`` tuple. Every job is checked before anything is written: one bad item raises
+        (as ``enqueue`` would) and nothing is enqueued."""
         now = self.clock.now()
-        news = []
-        for item in jobs:
-            if isinstance(item, tuple):
-                news.append(self._new_job(*item, now=now) if len(item) == 3 else
-                            self._bad_item(item))
-            elif isinstance(item, Mapping):
-                unknown = set(item) - {"tenant", "topic", "payload", "in_", "at", "priority",
-                                       "max_retries", "key"}
-                if unknown:
-                    raise ValueError(f"unknown enqueue field(s): {', '.join(sorted(unknown))}")
-                news.append(self._new_job(now=now, **item))
-            else:
-                self._bad_item(item)
+        news = self._producer().new_jobs(jobs, now)
         slack = to_us(self.settings.pointer_slack)
         now_us = to_us(now)
-
         return self._in_transaction(
             tr, lambda t: enqueue_many(t, self.layout, news, now_us, slack)
         )
 
-    @staticmethod
-    def _bad_item(item: object) -> Any:
-        raise ValueError(
-            f"enqueue_many takes dicts or (tenant, topic, payload) tuples, not {item!r:.80}"
-        )
-
-    def _in_transaction(self, tr: Any, fn: Callable[[Transaction], T]) -> T:
+    def _in_transaction(
+        self, tr: Transaction | RawTransaction | None, fn: Callable[[Transaction], T]
+    ) -> T:
         if tr is None:
             return self.db.transact(fn)
         transaction = as_transaction(tr)
         if transaction is None:
-            raise TypeError(f"tr must be a transaction, not {type(tr).__name__}")
+            raise ArgumentTypeError(
+                f"tr must be a transaction (from db.transact, db.create_transaction or a "
+                f"FoundationDB transaction), not {type(tr).__name__}"
+            )
         return fn(transaction)
 
     # -- consuming --------------------------------------------------------------------------
@@ -290,22 +258,47 @@ class JobQueue:
 
     # -- looking and fixing -----------------------------------------------------------------
     def get_job(self, tenant: str, job_id: str) -> JobInfo | None:
-        return self.db.transact(admin.lookup, self.layout, tenant, job_id)
+        """The job ``job_id`` of ``tenant`` as it is now (live or dead letter), or None once it
+        completed, was cancelled or purged (completed jobs leave nothing behind). A stored
+        record that cannot be decoded comes back with state "unreadable" and its raw bytes
+        as the payload, instead of an error."""
+        now = to_us(self.clock.now())
+        return self.db.transact(
+            lambda tr: admin.lookup(tr.snapshot, self.layout, tenant, job_id, now)
+        )
 
     def cancel(self, tenant: str, job_id: str) -> bool:
+        """Remove a live job (ready, scheduled or running); False if there is none. A dead
+        letter is not touched (use ``purge_dead(tenant, job_id=...)``). A running handler is
+        not interrupted: its worker learns of the cancellation at its next lease extension
+        (``meta.lease_lost`` is set), and whatever it returns is then ignored."""
         return self.db.transact(admin.cancel, self.layout, tenant, job_id)
 
     def dead_letters(self, tenant: str | None = None, limit: int = 100) -> list[JobInfo]:
+        """Up to ``limit`` dead letters, of one tenant or all, in key order: jobs that failed
+        ``max_retries + 1`` times, were discarded, snoozed too often, or could not run (unknown
+        topic, bad payload, an unreadable record). ``dead_kind`` says which and ``reason``
+        why."""
         rows = self.db.transact(admin.dead_page, self.layout, tenant, None, limit)
         return [info for _, info in rows]
 
     def retry_dead(self, tenant: str, job_id: str) -> bool:
+        """Bring dead letter ``job_id`` back as a ready job with a fresh retry budget; False
+        if there is no such dead letter. An unreadable record cannot be retried
+        (``InvalidArgument``)."""
         now = to_us(self.clock.now())
         return self.db.transact(
             admin.retry_dead, self.layout, tenant, job_id, now, to_us(self.settings.pointer_slack)
         )
 
-    def purge_dead(self, tenant: str | None = None) -> int:
+    def purge_dead(self, tenant: str | None = None, *, job_id: str | None = None) -> int:
+        """Delete dead letters for good; the number deleted. ``purge_dead()`` deletes all,
+        ``purge_dead(tenant)`` that tenant's, ``purge_dead(tenant, job_id=...)`` that one
+        (0 if it is not a dead letter)."""
+        if job_id is not None:
+            if tenant is None:
+                raise InvalidArgument("purge_dead(job_id=...) needs the job's tenant too")
+            return int(self.db.transact(admin.purge_dead_one, self.layout, tenant, job_id))
         total = 0
         while True:
             n = self.db.transact(admin.purge_dead_page, self.layout, tenant, 1000)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from quick_queue.errors import ConfigurationError, UnknownSetting
 
 
 @dataclass(frozen=True)
@@ -53,28 +56,37 @@ class Settings:
     """Priority of jobs that name none (lower runs first; 0..1000)."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_number(f.name, getattr(self, f.name), f.type)
         positive = ("item_lease", "zone_lease", "backoff_base", "backoff_cap", "scan_interval")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("peek_max", "selection_max", "dequeue_max", "promote_max",
                      "completion_batch"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_retries", "max_snoozes", "min_inactive", "pointer_slack",
                      "shutdown_grace"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.selection_frac <= 1:
-            raise ValueError("selection_frac must be in (0, 1]")
+            raise ConfigurationError(
+                f"selection_frac must be in (0, 1], got {self.selection_frac!r}")
         if not 0 <= self.backoff_jitter < 1:
-            raise ValueError("backoff_jitter must be in [0, 1)")
+            raise ConfigurationError(
+                f"backoff_jitter must be in [0, 1), got {self.backoff_jitter!r}")
         if self.backoff_factor < 1:
-            raise ValueError("backoff_factor must be >= 1")
+            raise ConfigurationError(
+                f"backoff_factor must be >= 1, got {self.backoff_factor!r}")
         if self.extend_every is not None and not 0 < self.extend_every < self.item_lease:
-            raise ValueError("extend_every must be > 0 and shorter than item_lease")
+            raise ConfigurationError(
+                f"extend_every must be > 0 and shorter than item_lease ({self.item_lease:g} s), "
+                f"got {self.extend_every!r}"
+            )
         if not 0 <= self.default_priority <= MAX_PRIORITY:
-            raise ValueError(f"default_priority must be in 0..{MAX_PRIORITY}")
+            raise ConfigurationError(
+                f"default_priority must be in 0..{MAX_PRIORITY}, got {self.default_priority!r}")
 
     @property
     def extend_interval(self) -> float:
@@ -85,7 +97,10 @@ class Settings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise TypeError(f"unknown queue setting(s): {', '.join(unknown)}")
+            raise UnknownSetting(
+                f"unknown queue setting(s): {', '.join(unknown)}; the settings are "
+                f"{', '.join(sorted(known))} (see help(quick_queue.Settings))"
+            )
         return cls(**overrides)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,3 +108,16 @@ class Settings:
 
 
 MAX_PRIORITY = 1000
+
+
+def _check_number(name: str, value: object, annotation: object) -> None:
+    """A setting is a finite number of its field's kind (an int field takes only ints)."""
+    if value is None and "None" in str(annotation):
+        return
+    wants_int = str(annotation).startswith("int")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (wants_int and not isinstance(value, int)) or not math.isfinite(
+        float(value)  # type: ignore[arg-type]  # a number: checked just above
+    ):
+        what = "an integer" if wants_int else "a finite number"
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}")

@@ -4,32 +4,58 @@ the read-only counts behind ``stats()`` and ``quick-queue inspect``."""
 from __future__ import annotations
 
 from quick_queue.core.pointers import read_pointer, touch_pointer
-from quick_queue.core.records import clear_index, load_record, stat_add
+from quick_queue.core.records import UNREADABLE_TOPIC, clear_index, stat_add
+from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import DeadRecord, JobInfo, JobRecord, ZoneStats, to_datetime
 
 
-def lookup(tr: Transaction, layout: Layout, tenant: str, job_id: str) -> JobInfo | None:
+def _decoded(job_id: str, raw: bytes, dead: bool, now: int) -> JobRecord:
+    """``raw`` decoded; what cannot be decoded comes back as an "unreadable" record holding
+    the stored bytes (a dead letter when it was read from the dead letters)."""
+    try:
+        return JobRecord.decode(job_id, raw)
+    except UnreadableRecord as error:
+        record = JobRecord.unreadable(job_id, raw, now, error.reason, 0)
+        if not dead:
+            record.state = "u"  # still live: a worker buries it when it meets it
+        return record
+
+
+def lookup(
+    tr: ReadView, layout: Layout, tenant: str, job_id: str, now: int = 0
+) -> JobInfo | None:
+    """The job ``job_id`` of ``tenant``, live or dead; None if there is none. A record that
+    cannot be decoded is shown with state "unreadable" (live) or dead_kind "unreadable"."""
     zone = layout.zone(tenant)
-    record = load_record(tr, zone, job_id)
-    if record is not None:
-        return JobInfo.of_record(tenant, record)
-    raw = tr.get(zone.dead_key(job_id))
+    raw, dead = tr.get_many([zone.item(job_id), zone.dead_key(job_id)])
     if raw is not None:
-        return JobInfo.of_dead(tenant, DeadRecord.decode(job_id, raw))
+        record = _decoded(job_id, raw, False, now)
+        if record.state == "u":
+            return JobInfo.unreadable(tenant, record)
+        return JobInfo.of_record(tenant, record)
+    if dead is not None:
+        return JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now)))
     return None
 
 
 def cancel(tr: Transaction, layout: Layout, tenant: str, job_id: str) -> bool:
     """Remove a live job (a running one too: its completion will then be stale)."""
     zone = layout.zone(tenant)
-    record = load_record(tr, zone, job_id)
-    if record is None:
+    raw = tr.get(zone.item(job_id))
+    if raw is None:
         return False
-    clear_index(tr, zone, record)
+    topic = UNREADABLE_TOPIC
+    try:
+        record = JobRecord.decode(job_id, raw)
+    except UnreadableRecord:
+        pass  # its index entry, if any, is dropped by the next visit that meets it
+    else:
+        clear_index(tr, zone, record)
+        topic = record.topic
     tr.clear(zone.item(job_id))
-    stat_add(tr, layout, record.topic, "cancelled")
+    stat_add(tr, layout, topic, "cancelled")
     return True
 
 
@@ -41,11 +67,17 @@ def retry_dead(
     raw = tr.get(zone.dead_key(job_id))
     if raw is None:
         return False
-    dead = DeadRecord.decode(job_id, raw)
-    record = JobRecord(
-        job_id, dead.topic, dead.payload, dead.priority, dead.max_retries, "r", now, now,
-        dead.enqueued, key=dead.key, error=dead.reason,
-    )
+    record = _decoded(job_id, raw, True, now)
+    if record.raw_body:
+        raise InvalidArgument(
+            f"dead letter {job_id!r} of tenant {tenant!r} is a record that could not be "
+            "decoded, so it cannot run again; read its bytes with get_job(), then remove it "
+            "with purge_dead(tenant, job_id=...)"
+        )
+    # The dead letter is the record itself: back to ready, payload text untouched.
+    error = record.reason
+    record.state, record.at, record.seq, record.attempt, record.snoozes = "r", now, now, 0, 0
+    record.error, record.dead_kind, record.reason, record.died = error, None, None, 0
     tr.clear(zone.dead_key(job_id))
     tr.set(zone.item(job_id), record.encode())
     tr.set(zone.ready_key(record.priority, now, job_id), b"")
@@ -65,8 +97,17 @@ def dead_page(
     for key, value in rows:
         parts = unpack(key, len(layout.dead_prefix))
         owner, job_id = str(parts[0]), str(parts[1])
-        out.append((key, JobInfo.of_dead(owner, DeadRecord.decode(job_id, value))))
+        out.append((key, JobInfo.of_dead(owner, DeadRecord(_decoded(job_id, value, True, 0)))))
     return out
+
+
+def purge_dead_one(tr: Transaction, layout: Layout, tenant: str, job_id: str) -> bool:
+    """Delete the dead letter ``job_id`` of ``tenant``; False if there is none."""
+    key = layout.zone(tenant).dead_key(job_id)
+    if tr.get(key) is None:
+        return False
+    tr.clear(key)
+    return True
 
 
 def purge_dead_page(

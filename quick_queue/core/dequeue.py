@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quick_queue.core.pointers import collect_pointer, read_pointer, release_zone
-from quick_queue.core.records import bury, flush_stats, load_record
+from quick_queue.core.records import Stats, bury, bury_unreadable, flush_stats
+from quick_queue.errors import UnreadableRecord
 from quick_queue.keys import Layout, Zone, unpack
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord, LeasedJob
+
+# topic -> the max_retries of the handler this worker runs it with (None: no opinion)
+RetriesOf = Callable[[str], int | None]
 
 
 class ZoneLeaseLost(Exception):
@@ -32,8 +36,27 @@ def _index_entries(
     return out
 
 
+def _readable(
+    tr: Transaction, zone: Zone, job_id: str, now: int, stats: Stats, raw: bytes | None = None,
+    *, read: bool = True,
+) -> JobRecord | None:
+    """The record of ``job_id`` (read now, or the ``raw`` bytes already read); a record that
+    cannot be decoded is buried as an "unreadable" dead letter and None returned, so one bad
+    record never stops the zone."""
+    if read:
+        raw = tr.get(zone.item(job_id))
+    if raw is None:
+        return None
+    try:
+        return JobRecord.decode(job_id, raw)
+    except UnreadableRecord as error:
+        bury_unreadable(tr, zone, job_id, raw, now, error.reason, stats)
+        return None
+
+
 def promote_due(
-    tr: Transaction, zone: Zone, now: int, promote_max: int, stats: dict[tuple[str, str], int]
+    tr: Transaction, zone: Zone, now: int, promote_max: int, stats: dict[tuple[str, str], int],
+    max_retries_of: RetriesOf | None = None,
 ) -> None:
     """Move due scheduled jobs and expired leases to ready. An expired lease spent an attempt
     (the run was counted when it was leased), so a job whose process keeps dying ends in the
@@ -41,7 +64,7 @@ def promote_due(
     begin, end = zone.until(zone.scheduled, now)
     for at, job_id in _index_entries(tr, begin, end, promote_max):
         tr.clear(zone.scheduled_key(at, job_id))
-        record = load_record(tr, zone, job_id)
+        record = _readable(tr, zone, job_id, now, stats)
         if record is None or record.state != "s" or record.at != at:
             continue  # a dangling index entry: the record moved on; drop the entry
         record.state, record.at, record.seq = "r", at, at
@@ -50,13 +73,14 @@ def promote_due(
     begin, end = zone.until(zone.leased, now)
     for at, job_id in _index_entries(tr, begin, end, promote_max):
         tr.clear(zone.leased_key(at, job_id))
-        record = load_record(tr, zone, job_id)
+        record = _readable(tr, zone, job_id, now, stats)
         if record is None or record.state != "l" or record.at != at:
             continue
         record.token = None
         record.error = f"lease expired during attempt {record.attempt} (worker died or stalled)"
         stats[(record.topic, "lease_expired")] = stats.get((record.topic, "lease_expired"), 0) + 1
-        if record.attempt > record.max_retries:
+        limit = record.resolve_max_retries(max_retries_of(record.topic) if max_retries_of else None)
+        if record.attempt > limit:
             bury(tr, zone, record, now, "lease_expired",
                  f"lease expired on each of {record.attempt} attempts", stats)
             continue
@@ -91,6 +115,7 @@ def dequeue(
     promote_max: int,
     min_inactive: int,
     new_token: Callable[[], str],
+    max_retries_of: RetriesOf | None = None,
 ) -> list[LeasedJob]:
     """Lease up to ``count`` ready jobs of the zone and release the zone lease.
 
@@ -99,7 +124,12 @@ def dequeue(
     zone at once conflict, and the loser's commit fails with 1020 (a lost race, not retried).
     That halves the commits per visit (each one an fsync on the embedded engine), which is
     worth more than the work a rare loser throws away; the runtime does it this way. The
-    two-step form of DESIGN.md (lease, then dequeue holding the token) stays available."""
+    two-step form of DESIGN.md (lease, then dequeue holding the token) stays available.
+
+    ``max_retries_of(topic)`` is the worker's view of a topic's ``max_retries`` (its
+    handler's, else its queue's setting): it judges jobs whose producer fixed none, both an
+    expired lease here and, on the returned records, the runtime's count of attempts left (the
+    stored record keeps "none fixed", so each worker resolves it with its own handler)."""
     pointer = read_pointer(tr, layout, tenant)
     if zone_token is None:
         if pointer is None or pointer.vesting > now or pointer.leased(now):
@@ -108,7 +138,7 @@ def dequeue(
         raise ZoneLeaseLost(tenant)
     zone = layout.zone(tenant)
     stats: dict[tuple[str, str], int] = {}
-    promote_due(tr, zone, now, promote_max, stats)
+    promote_due(tr, zone, now, promote_max, stats, max_retries_of)
     ready = tr.get_range(zone.ready, zone.ready + b"\xff", limit=count + 1 if count else 1)
     offset = len(zone.ready)
     taken: list[LeasedJob] = []
@@ -118,16 +148,16 @@ def dequeue(
     raws = tr.get_many([zone.item(job_id) for job_id in ids])
     for (key, _), job_id, raw in zip(entries, ids, raws, strict=True):
         tr.clear(key)
-        if raw is None:
-            continue
-        record = JobRecord.decode(job_id, raw)
-        if record.state != "r":
+        record = _readable(tr, zone, job_id, now, stats, raw, read=False)
+        if record is None or record.state != "r":
             continue
         record.state, record.at = "l", expiry
         record.attempt += 1
         record.token = new_token()
         tr.set(zone.leased_key(expiry, job_id), record.token.encode())
         tr.set(zone.item(job_id), record.encode())
+        if max_retries_of is not None and not record.retries_set:
+            record.max_retries = record.resolve_max_retries(max_retries_of(record.topic))
         taken.append(LeasedJob(tenant, record))
     if len(ready) > count:
         due: int | None = now

@@ -26,7 +26,7 @@ class NewJob:
     topic: str
     payload: Any  # JSON-ready data, or its JSON text as bytes (JobQueue encodes it up front)
     priority: int
-    max_retries: int
+    max_retries: int | None  # None: the worker's handler (or its queue's setting) decides
     due: int  # microseconds since the epoch
     key: str | None = None
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from quick_queue.keys import Layout, Zone, counter
 from quick_queue.kv.api import Transaction
-from quick_queue.models import DeadRecord, JobRecord
+from quick_queue.models import JobRecord
 
 Stats = dict[tuple[str, str], int]
+UNREADABLE_TOPIC = "?"  # the topic an unreadable record is counted and listed under
 
 
 def load_record(tr: Transaction, zone: Zone, job_id: str) -> JobRecord | None:
+    """The live record of ``job_id``, None if there is none; ``UnreadableRecord`` (with the
+    stored bytes) if what is stored cannot be decoded."""
     raw = tr.get(zone.item(job_id))
     return JobRecord.decode(job_id, raw) if raw is not None else None
 
@@ -27,10 +30,27 @@ def bury(
     reason: str,
     stats: Stats,
 ) -> None:
-    """Move a live job to the dead letters. Its index entry must already be cleared."""
+    """Move a live job to the dead letters. Its index entry must already be cleared.
+
+    The dead letter is the record itself (its payload text carried over unparsed) with the
+    dead fields; an over-long reason is trimmed to fit one value (``JobRecord.encode``)."""
     tr.clear(zone.item(record.job_id))
-    tr.set(zone.dead_key(record.job_id), DeadRecord.of(record, now, kind, reason).encode())
+    record.bury(now, kind, reason)
+    tr.set(zone.dead_key(record.job_id), record.encode())
     stats[(record.topic, "dead")] = stats.get((record.topic, "dead"), 0) + 1
+
+
+def bury_unreadable(
+    tr: Transaction, zone: Zone, job_id: str, raw: bytes, now: int, reason: str, stats: Stats,
+) -> None:
+    """Move a record that cannot be decoded to the dead letters, its stored bytes kept (see
+    ``JobRecord.unreadable``). Its index entry, which the caller met, must be cleared."""
+    tr.clear(zone.item(job_id))
+    dead = JobRecord.unreadable(
+        job_id, raw, now, f"the stored record could not be decoded: {reason}", 0
+    )
+    tr.set(zone.dead_key(job_id), dead.encode())
+    stats[(UNREADABLE_TOPIC, "dead")] = stats.get((UNREADABLE_TOPIC, "dead"), 0) + 1
 
 
 def stat_add(tr: Transaction, layout: Layout, topic: str, name: str, amount: int = 1) -> None:

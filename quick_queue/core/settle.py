@@ -8,7 +8,15 @@ transaction (``settle_many``), which is how completions are batched.
 from __future__ import annotations
 
 from quick_queue.core.pointers import touch_pointer
-from quick_queue.core.records import Stats, bury, clear_index, flush_stats, load_record
+from quick_queue.core.records import (
+    Stats,
+    bury,
+    bury_unreadable,
+    clear_index,
+    flush_stats,
+    load_record,
+)
+from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord
@@ -61,7 +69,7 @@ def settle(
     if kind == "retry":
         count("failed")
         record.error = outcome.reason
-        if record.attempt > record.max_retries:
+        if record.attempt > record.resolve_max_retries(outcome.max_retries):
             bury(tr, zone, record, now, "failed",
                  f"failed {record.attempt} times; last error: {outcome.reason}", stats)
             return True
@@ -77,7 +85,7 @@ def settle(
     elif kind == "release":
         record.attempt -= 1  # never ran to an end: no attempt spent
     else:
-        raise ValueError(f"unknown outcome kind {kind!r}")
+        raise InvalidArgument(f"unknown outcome kind {kind!r}; see quick_queue.outcomes")
     record.token = None
     due = outcome.at if kind != "release" else now
     if due <= now:
@@ -120,8 +128,8 @@ def settle_many(
             tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
             ok = True
         else:
-            ok = settle(tr, layout, outcome, now, slack, max_snoozes, stats,
-                        prechecked=not repeat)
+            ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats,
+                                  prechecked=not repeat)
         applied.append(ok)
         if ok and outcome.kind == "done":
             key = (outcome.topic or "?", "completed")
@@ -133,6 +141,24 @@ def settle_many(
     return applied
 
 
+def _settle_isolated(
+    tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
+    stats: Stats, *, prechecked: bool,
+) -> bool:
+    """``settle`` for one outcome of a batch: a record that cannot be decoded fails only its
+    own outcome (it is buried as "unreadable", the outcome reported not applied), never the
+    batch. ``settle`` reads the record before it writes anything, so nothing half-applied
+    stays behind."""
+    try:
+        return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=prechecked)
+    except UnreadableRecord as error:
+        zone = layout.zone(outcome.tenant)
+        if outcome.lease_at:
+            tr.clear(zone.leased_key(outcome.lease_at, outcome.job_id))
+        bury_unreadable(tr, zone, outcome.job_id, error.raw, now, error.reason, stats)
+        return False
+
+
 def extend_leases(
     tr: Transaction, layout: Layout, leases: list[tuple[str, str, str]], now: int,
     item_lease: int,
@@ -141,7 +167,10 @@ def extend_leases(
     expiry = now + item_lease
     kept = []
     for tenant, job_id, token in leases:
-        record = _leased(tr, layout, tenant, job_id, token)
+        try:
+            record = _leased(tr, layout, tenant, job_id, token)
+        except UnreadableRecord:
+            record = None  # lost: whoever settles or dequeues it next buries it
         if record is None:
             kept.append(False)
             continue
@@ -156,4 +185,7 @@ def extend_leases(
 
 
 def still_leased(tr: Transaction, layout: Layout, tenant: str, job_id: str, token: str) -> bool:
-    return _leased(tr, layout, tenant, job_id, token) is not None
+    try:
+        return _leased(tr, layout, tenant, job_id, token) is not None
+    except UnreadableRecord:
+        return False

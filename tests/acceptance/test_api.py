@@ -267,7 +267,7 @@ def test_enqueue_rejects_bad_arguments_clearly(
 
 @pytest.mark.parametrize("payload", [object(), {"when": datetime(2030, 1, 1)}, {"s": {1, 2}}])
 def test_enqueue_rejects_payloads_that_are_not_json(queue: qq.JobQueue, payload: Any) -> None:
-    with pytest.raises(qq.PayloadError, match="JSON"):
+    with pytest.raises(qq.PayloadError, match="JSON"), pytest.warns(qq.UnknownTopicWarning):
         queue.enqueue("acme", "no-model-topic", payload)
     assert queue.stats().zones == 0
 
@@ -310,7 +310,8 @@ def test_cancel(queue: qq.JobQueue) -> None:
 def test_dead_letters_retry_and_purge(queue: qq.JobQueue) -> None:
     a = queue.enqueue("acme", "always:fails", {"n": 1})
     b = queue.enqueue("globex", "always:fails", {"n": 2})
-    c = queue.enqueue("globex", "nobody:handles", {"n": 3})
+    with pytest.warns(qq.UnknownTopicWarning, match="nobody:handles"):
+        c = queue.enqueue("globex", "nobody:handles", {"n": 3})
     queue.drain()
     dead = {d.job_id: d for d in queue.dead_letters()}
     assert set(dead) == {a, b, c}

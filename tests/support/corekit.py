@@ -74,7 +74,7 @@ class Core:
         topic: str = "topic",
         payload: Any = None,
         priority: int = 100,
-        max_retries: int = 3,
+        max_retries: int | None = 3,
         key: str | None = None,
     ) -> NewJob:
         if job_id is None:

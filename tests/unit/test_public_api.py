@@ -11,12 +11,15 @@ import pytest
 import quick_queue as qq
 
 EXPECTED_ALL = [
+    "ArgumentTypeError",
     "ClientLibraryMissing",
     "Clock",
     "ConfigurationError",
     "Database",
     "Discard",
     "Error",
+    "HandlerError",
+    "InvalidArgument",
     "JobInfo",
     "JobMeta",
     "JobQueue",
@@ -32,6 +35,9 @@ EXPECTED_ALL = [
     "Summary",
     "SystemClock",
     "Transaction",
+    "UnknownSetting",
+    "UnknownTopicWarning",
+    "UnreadableRecord",
     "__version__",
     "job",
     "open",
@@ -64,6 +70,10 @@ def test_version_is_a_string() -> None:
 
 
 def test_error_hierarchy() -> None:
+    for name in EXPECTED_ALL:
+        obj = getattr(qq, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
+            assert issubclass(obj, qq.QuickQueueError), name
     assert issubclass(qq.PayloadError, ValueError)
     assert issubclass(qq.ConfigurationError, qq.QuickQueueError)
     assert issubclass(qq.ConfigurationError, ValueError)
@@ -81,7 +91,8 @@ def test_pinned_signatures() -> None:
     assert _params(qq.JobQueue.__init__) == [
         ("self", "POSITIONAL_OR_KEYWORD"), ("db", "POSITIONAL_OR_KEYWORD"),
         ("name", "POSITIONAL_OR_KEYWORD"), ("jobs", "POSITIONAL_OR_KEYWORD"),
-        ("clock", "POSITIONAL_OR_KEYWORD"), ("settings", "VAR_KEYWORD"),
+        ("clock", "POSITIONAL_OR_KEYWORD"), ("seed", "KEYWORD_ONLY"),
+        ("settings", "VAR_KEYWORD"),
     ]
     enqueue = dict(_params(qq.JobQueue.enqueue))
     assert list(enqueue)[:4] == ["self", "tenant", "topic", "payload"]

@@ -1,0 +1,218 @@
+"""The producer's side of a queue: turning ``enqueue`` arguments into a checked ``NewJob``.
+
+Every check a user's mistake can fail happens here, before any transaction: tenant, topic,
+payload (its topic's model, JSON, the size limit), ``in_``/``at``, priority, ``max_retries`` and
+``key``. Each failure is an ``InvalidArgument`` (``PayloadError`` for the payload) whose message
+says what to pass instead; nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from quick_queue import models
+from quick_queue.core.enqueue import NewJob
+from quick_queue.errors import InvalidArgument, PayloadError, UnknownTopicWarning
+from quick_queue.jobs import JobSpec, Registry
+from quick_queue.models import RUNTIME_ROOM, VALUE_LIMIT, dump, record_overhead, to_us
+from quick_queue.settings import MAX_PRIORITY, Settings
+
+MAX_TENANT = 1000  # characters
+MAX_TOPIC = 1000
+MAX_KEY = 1000
+# Latest due time a job may have: far enough for any schedule, near enough that the time in
+# microseconds stays a key element (in_=float("inf") is refused, not an OverflowError).
+MAX_DELAY = 100 * 366 * 86400.0  # seconds, a century
+FIELDS = frozenset({"tenant", "topic", "payload", "in_", "at", "priority", "max_retries", "key"})
+
+
+def job_id_for_key(key: str) -> str:
+    """The job id of ``key``: the same key gives the same id, so a keyed enqueue is unique
+    per tenant (two tenants may each hold a job with one key)."""
+    return "k" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+
+
+class Producer:
+    """Builds checked jobs for one queue: its handler registry and settings, and the maker of
+    job ids (``models.new_job_id`` unless a seeded one is given)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        new_job_id: Callable[[], str] = models.new_job_id,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.new_job_id = new_job_id
+
+    def new_job(
+        self,
+        tenant: str,
+        topic: str,
+        payload: Any,
+        now: float,
+        in_: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        key: str | None = None,
+    ) -> NewJob:
+        """One job, checked; ``now`` is the producer's clock in seconds."""
+        _check_name("tenant", tenant, MAX_TENANT)
+        _check_name("topic", topic, MAX_TOPIC)
+        spec = self.registry.get(topic)
+        if spec is None:
+            self._warn_unknown(topic)
+        if key is not None:
+            _check_name("key", key, MAX_KEY)
+        payload_raw = _encode_payload(topic, payload, spec)
+        due = _due(now, in_, at)
+        if priority is None:
+            priority = spec.priority if spec and spec.priority is not None else (
+                self.settings.default_priority
+            )
+        _check_priority(priority)
+        if max_retries is None and spec is not None:
+            max_retries = spec.max_retries  # still None: the worker's handler decides
+        if max_retries is not None:
+            _check_max_retries(max_retries)
+        _check_size(topic, key, payload_raw)
+        job_id = job_id_for_key(key) if key is not None else self.new_job_id()
+        return NewJob(tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key)
+
+    def new_jobs(
+        self, items: Iterable[Mapping[str, Any] | tuple[Any, ...]], now: float
+    ) -> list[NewJob]:
+        """``enqueue_many``'s items: dicts of ``enqueue``'s arguments or (tenant, topic,
+        payload) tuples; one bad item refuses the whole batch."""
+        news = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 3:
+                news.append(self.new_job(*item, now=now))
+            elif isinstance(item, Mapping):
+                unknown = set(item) - FIELDS
+                if unknown:
+                    raise InvalidArgument(
+                        f"unknown enqueue field(s): {', '.join(sorted(map(str, unknown)))}; "
+                        f"the fields are {', '.join(sorted(FIELDS))}"
+                    )
+                news.append(self.new_job(now=now, **item))
+            else:
+                raise InvalidArgument(
+                    "enqueue_many takes dicts of enqueue's arguments or (tenant, topic, "
+                    f"payload) tuples, not {item!r:.80}"
+                )
+        return news
+
+    def _warn_unknown(self, topic: str) -> None:
+        # A producer with no handlers enqueues for workers elsewhere: only a queue that knows
+        # some topics can tell that this one is probably misspelt.
+        known = self.registry.topics()
+        if known:
+            warnings.warn(
+                f"no handler registered on this queue takes topic {topic!r} (known: "
+                f"{', '.join(known)}); the job is enqueued, and a worker without such a "
+                "handler will move it to the dead letters. Check the spelling, or register "
+                "the handler",
+                UnknownTopicWarning,
+                stacklevel=_outside_stacklevel(),
+            )
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside quick_queue."""
+    frame = sys._getframe(2)  # the caller of the function that warns
+    level = 2
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(
+        "quick_queue."
+    ):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
+def _check_name(what: str, value: object, longest: int) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{what} must be a non-empty string, got {value!r:.80}")
+    if len(value) > longest:
+        raise InvalidArgument(
+            f"{what} is {len(value)} characters long; the limit is {longest}"
+        )
+
+
+def _encode_payload(topic: str, payload: Any, spec: JobSpec | None) -> bytes:
+    """The payload as stored JSON text, validated by the topic's model when it has one."""
+    if spec is not None:
+        try:
+            stored = spec.validate_payload(payload if payload is not None else {})
+        except ValueError as error:
+            raise PayloadError(str(error)) from None
+    else:
+        stored = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
+    try:
+        return dump(stored)
+    except (TypeError, ValueError) as error:
+        raise PayloadError(
+            f"payload for topic {topic!r} is not JSON-serialisable: {error}; pass dicts, "
+            "lists, strings, finite numbers, booleans and None (or a pydantic model)"
+        ) from None
+
+
+def _due(now: float, in_: float | timedelta | None, at: datetime | None) -> float:
+    if in_ is not None and at is not None:
+        raise InvalidArgument("give in_ or at, not both (in_ is a delay, at a time)")
+    if in_ is not None:
+        seconds = in_.total_seconds() if isinstance(in_, timedelta) else in_
+        if (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds) or not 0 <= seconds <= MAX_DELAY
+        ):
+            raise InvalidArgument(
+                f"in_ must be a delay in seconds (or a timedelta) from 0 to {MAX_DELAY:g} "
+                f"(a century), got {in_!r}"
+            )
+        return now + seconds
+    if at is not None:
+        if not isinstance(at, datetime) or at.tzinfo is None:
+            raise InvalidArgument(
+                f"at must be a timezone-aware datetime (e.g. datetime.now(UTC)), got {at!r}"
+            )
+        due = at.timestamp()
+        if due > now + MAX_DELAY:
+            raise InvalidArgument(f"at must be within a century from now, got {at.isoformat()}")
+        return due
+    return now
+
+
+def _check_priority(priority: object) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (
+        0 <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidArgument(
+            f"priority must be an integer in 0..{MAX_PRIORITY} (lower runs first), "
+            f"got {priority!r}"
+        )
+
+
+def _check_max_retries(max_retries: object) -> None:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InvalidArgument(f"max_retries must be an integer >= 0, got {max_retries!r}")
+
+
+def _check_size(topic: str, key: str | None, payload_raw: bytes) -> None:
+    """A job is one stored value: refuse a payload that would not fit, with the room a running
+    job needs (its lease token, a trimmed error, the dead-letter fields) kept free."""
+    limit = VALUE_LIMIT - RUNTIME_ROOM - record_overhead(topic, key)
+    if len(payload_raw) > limit:
+        raise PayloadError(
+            f"payload for topic {topic!r} is {len(payload_raw):,} bytes as JSON; a job's "
+            f"payload may be at most {limit:,} bytes (each job is one stored value of at most "
+            f"{VALUE_LIMIT:,} bytes). Store the large data elsewhere (a file, an object "
+            "store, a table) and pass a reference to it in the payload"
+        )
