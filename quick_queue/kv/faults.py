@@ -1,31 +1,37 @@
-"""Fault injection: a seeded wrapper over any ``Database`` whose commits fail the ways
+"""Fault injection: a seeded wrapper over any ``Database`` whose transactions fail the ways
 FoundationDB's do, so the layers above are tested against them on every engine.
 
-``FaultyDatabase(inner, seed=..., not_committed=..., unknown_result=..., too_old=...)`` hands out
-``FaultyTransaction``s that delegate everything to a transaction of ``inner``. On each commit of
-a transaction that wrote something (set, clear, atomic op, versionstamp or write-conflict range;
-read-only commits never fail on FoundationDB, so they are left alone) one number is drawn from
-the database's own ``random.Random(seed)``:
+``FaultyDatabase(inner, seed=..., <kind>=<rate>...)`` hands out ``FaultyTransaction``s that
+delegate everything to a transaction of ``inner``. Every rate defaults to 0; ``fdb_like(inner,
+seed)`` turns on ``DEFAULT_RATES``, about FoundationDB's own client fault injection (a quarter
+of commits and reads). On each commit of a transaction that wrote something (read-only commits
+never fail on FoundationDB, so they are left alone) one number is drawn, and at most one of:
 
-* with probability ``not_committed``: ``KVError(1020)``, the inner transaction not committed;
-* with probability ``unknown_result``: the inner transaction **really commits**, then
-  ``KVError(1021)``: a retry that is not idempotent does its work twice, as on a real cluster;
-* with probability ``too_old``: ``KVError(1007)``, not committed.
+* ``not_committed``: ``KVError(1020)``, the inner transaction not committed;
+* ``unknown_result``: the inner transaction **really commits**, then ``KVError(1021)``: a retry
+  that is not idempotent does its work twice, as on a real cluster;
+* ``unknown_not_committed``: ``KVError(1021)`` and the inner transaction **not** committed:
+  code that assumes a 1021 did commit loses work, as on a real cluster;
+* ``too_old``: ``KVError(1007)``, not committed;
+* ``timed_out``: ``KVError(1031)`` (not retryable by ``on_error``, as in FoundationDB); the
+  commit was in flight, so half of these (by the same draw) really commit.
 
-The three outcomes are exclusive, so their rates must add up to at most 1. Reads (``get`` and
-``get_range``, snapshot ones included) raise ``KVError(1007)`` at ``read_too_old``, by default a
-quarter of ``too_old``. The injected errors are ``InjectedFault``s (a ``KVError`` subclass) and
-``db.injected`` counts them per kind, so a test can assert faults really happened.
+Reads (``get``, ``get_many``, ``get_range``, snapshot ones included) draw for ``read_too_old``
+(1007; by default a quarter of ``too_old``), ``read_future_version`` (1009) and
+``read_timed_out`` (1031). The commit kinds are exclusive, so their rates add up to at most 1;
+so do the read kinds. Injected errors are ``InjectedFault``s (a ``KVError``); ``db.injected``
+counts them per kind and ``db.log`` lists them in order (kind, and for commits whether the
+inner transaction committed).
 
-The draws come from one generator behind a lock: a single-threaded run with the same seed and
-the same operations injects the same faults. ``set_rates(...)`` changes the rates at run time and
-``with db.paused():`` turns injection off for a block (setting up fixtures, final checks).
+Replay: every draw comes from one ``random.Random(seed)`` behind a lock, so a run with the same
+seed and the same operations in the same order injects the same faults (``db.log`` is equal);
+with several threads the order of operations, and so the faults each one meets, follows the
+scheduling. ``set_rates(...)`` changes rates at run time; ``with db.paused():`` injects nothing
+inside a block.
 
 The retry step is the inner engine's own: ``FaultyTransaction.on_error`` hands the error to the
-inner transaction's ``on_error``, which backs off (``api.RetryState`` on the embedded engine,
-FoundationDB's backoff on a cluster), counts the retry against ``retry_limit``, keeps the options
-and resets the inner transaction, or raises when the error is not retryable. Injected and real
-errors therefore share one retry count and one backoff.
+inner transaction's ``on_error`` (its backoff, retry limit, options kept, reset), so injected
+and real errors share one retry count and one backoff.
 """
 
 from __future__ import annotations
@@ -35,41 +41,59 @@ import random
 import threading
 from collections.abc import Iterator
 
-from quick_queue.kv.api import (
-    Database,
-    KeyValue,
-    ReadView,
-    Transaction,
-    TransactionOptions,
-    VersionstampFuture,
-)
+from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import (
     COMMIT_UNKNOWN_RESULT,
     DESCRIPTIONS,
+    FUTURE_VERSION,
     NOT_COMMITTED,
+    TRANSACTION_TIMED_OUT,
     TRANSACTION_TOO_OLD,
     KVError,
 )
 
 __all__ = [
+    "COMMIT_KINDS",
+    "DEFAULT_RATES",
     "FAULT_KINDS",
     "READ_FAULT_SHARE",
+    "READ_KINDS",
     "FaultyDatabase",
     "FaultyTransaction",
     "InjectedFault",
 ]
 
-#: The keys of ``FaultyDatabase.injected``: the three commit faults and the read fault.
-FAULT_KINDS = ("not_committed", "unknown_result", "too_old", "read_too_old")
+#: Commit faults, in draw order, with their codes.
+COMMIT_KINDS: dict[str, int] = {
+    "not_committed": NOT_COMMITTED,
+    "unknown_result": COMMIT_UNKNOWN_RESULT,
+    "unknown_not_committed": COMMIT_UNKNOWN_RESULT,
+    "too_old": TRANSACTION_TOO_OLD,
+    "timed_out": TRANSACTION_TIMED_OUT,
+}
+#: Read faults, in draw order, with their codes.
+READ_KINDS: dict[str, int] = {
+    "read_too_old": TRANSACTION_TOO_OLD,
+    "read_future_version": FUTURE_VERSION,
+    "read_timed_out": TRANSACTION_TIMED_OUT,
+}
+#: The keys of ``FaultyDatabase.injected``.
+FAULT_KINDS = (*COMMIT_KINDS, *READ_KINDS)
 
 #: ``read_too_old`` defaults to this share of ``too_old``.
 READ_FAULT_SHARE = 0.25
 
-_CODES = {
-    "not_committed": NOT_COMMITTED,
-    "unknown_result": COMMIT_UNKNOWN_RESULT,
-    "too_old": TRANSACTION_TOO_OLD,
-    "read_too_old": TRANSACTION_TOO_OLD,
+#: ``fdb_like``'s rates: a quarter of commits and of reads fail, mostly as conflicts, as with
+#: FoundationDB's client-side fault injection (which fires about a quarter of the time).
+DEFAULT_RATES: dict[str, float] = {
+    "not_committed": 0.12,
+    "unknown_result": 0.04,
+    "unknown_not_committed": 0.04,
+    "too_old": 0.03,
+    "timed_out": 0.02,
+    "read_too_old": 0.10,
+    "read_future_version": 0.12,
+    "read_timed_out": 0.03,
 }
 
 
@@ -91,8 +115,8 @@ def _check_rate(name: str, value: float) -> float:
 
 
 class FaultyDatabase(Database):
-    """A ``Database`` that injects FoundationDB's commit failures into ``inner``'s
-    transactions (see the module docstring)."""
+    """A ``Database`` that injects FoundationDB's failures into ``inner``'s transactions (see
+    the module docstring)."""
 
     def __init__(
         self,
@@ -101,8 +125,12 @@ class FaultyDatabase(Database):
         seed: int = 0,
         not_committed: float = 0.0,
         unknown_result: float = 0.0,
+        unknown_not_committed: float = 0.0,
         too_old: float = 0.0,
+        timed_out: float = 0.0,
         read_too_old: float | None = None,
+        read_future_version: float = 0.0,
+        read_timed_out: float = 0.0,
     ) -> None:
         if not isinstance(inner, Database):
             raise TypeError(f"inner must be a Database, not {type(inner).__name__}")
@@ -112,54 +140,69 @@ class FaultyDatabase(Database):
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._paused = 0
-        self.not_committed = 0.0
-        self.unknown_result = 0.0
-        self.too_old = 0.0
-        self.read_too_old = 0.0
+        self.rates: dict[str, float] = dict.fromkeys(FAULT_KINDS, 0.0)
         self.set_rates(
             not_committed=not_committed,
             unknown_result=unknown_result,
+            unknown_not_committed=unknown_not_committed,
             too_old=too_old,
+            timed_out=timed_out,
             read_too_old=read_too_old if read_too_old is not None else too_old * READ_FAULT_SHARE,
+            read_future_version=read_future_version,
+            read_timed_out=read_timed_out,
         )
         #: Faults injected so far, per kind (``FAULT_KINDS``).
         self.injected: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
+        #: Every fault injected, in order: (kind, whether the inner transaction committed).
+        self.log: list[tuple[str, bool]] = []
         #: Commits that drew a number (commits of transactions that wrote something).
         self.commits_drawn = 0
+
+    @classmethod
+    def fdb_like(cls, inner: Database, *, seed: int = 0, scale: float = 1.0) -> FaultyDatabase:
+        """``inner`` with ``DEFAULT_RATES`` (each multiplied by ``scale``)."""
+        return cls(inner, seed=seed, **{k: v * scale for k, v in DEFAULT_RATES.items()})
 
     # -- configuration ----------------------------------------------------------------------
     @property
     def inner(self) -> Database:
         return self._inner
 
-    def set_rates(
-        self,
-        *,
-        not_committed: float | None = None,
-        unknown_result: float | None = None,
-        too_old: float | None = None,
-        read_too_old: float | None = None,
-    ) -> None:
-        """Change some rates (None keeps a rate as it is). Changing ``too_old`` does not change
-        ``read_too_old``; pass both to change both."""
-        nc = self.not_committed if not_committed is None else _check_rate(
-            "not_committed", not_committed
-        )
-        ur = self.unknown_result if unknown_result is None else _check_rate(
-            "unknown_result", unknown_result
-        )
-        to = self.too_old if too_old is None else _check_rate("too_old", too_old)
-        rto = self.read_too_old if read_too_old is None else _check_rate(
-            "read_too_old", read_too_old
-        )
-        if nc + ur + to > 1.0 + 1e-9:
-            raise ValueError(
-                "not_committed + unknown_result + too_old must be at most 1 (they are the "
-                f"probabilities of exclusive outcomes of one commit), not {nc + ur + to:g}"
-            )
+    @property
+    def not_committed(self) -> float:
+        return self.rates["not_committed"]
+
+    @property
+    def unknown_result(self) -> float:
+        return self.rates["unknown_result"]
+
+    @property
+    def too_old(self) -> float:
+        return self.rates["too_old"]
+
+    @property
+    def read_too_old(self) -> float:
+        return self.rates["read_too_old"]
+
+    def set_rates(self, **rates: float | None) -> None:
+        """Change some rates by kind (None or absent keeps a rate as it is). Changing
+        ``too_old`` does not change ``read_too_old``; pass both to change both."""
+        unknown = sorted(set(rates) - set(FAULT_KINDS))
+        if unknown:
+            raise TypeError(f"unknown fault kind(s) {', '.join(unknown)}; kinds: {FAULT_KINDS}")
+        new = dict(self.rates)
+        for kind, value in rates.items():
+            if value is not None:
+                new[kind] = _check_rate(kind, value)
+        for group, kinds in (("commit", COMMIT_KINDS), ("read", READ_KINDS)):
+            total = sum(new[k] for k in kinds)
+            if total > 1.0 + 1e-9:
+                raise ValueError(
+                    f"the {group} fault rates ({' + '.join(kinds)}) must add up to at most 1 "
+                    f"(they are the probabilities of exclusive outcomes), not {total:g}"
+                )
         with self._lock:
-            self.not_committed, self.unknown_result, self.too_old = nc, ur, to
-            self.read_too_old = rto
+            self.rates = new
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -180,36 +223,38 @@ class FaultyDatabase(Database):
     def reset_counters(self) -> None:
         with self._lock:
             self.injected = dict.fromkeys(FAULT_KINDS, 0)
+            self.log = []
             self.commits_drawn = 0
 
     # -- draws --------------------------------------------------------------------------------
-    def _draw_commit(self) -> str | None:
-        """The fault this commit gets, or None."""
+    def _draw(self, kinds: dict[str, int], counting: bool) -> tuple[str | None, float]:
+        """The fault of this operation (or None), and a second number for its details."""
         with self._lock:
-            if self._paused or not (self.not_committed or self.unknown_result or self.too_old):
-                return None
-            self.commits_drawn += 1
+            rates = self.rates
+            if self._paused or not any(rates[k] for k in kinds):
+                return None, 0.0
+            if counting:
+                self.commits_drawn += 1
             r = self._random.random()
-            if r < self.not_committed:
-                return "not_committed"
-            r -= self.not_committed
-            if r < self.unknown_result:
-                return "unknown_result"
-            r -= self.unknown_result
-            if r < self.too_old:
-                return "too_old"
-            return None
+            detail = self._random.random()
+            for kind in kinds:
+                if r < rates[kind]:
+                    return kind, detail
+                r -= rates[kind]
+            return None, detail
 
-    def _draw_read(self) -> bool:
-        with self._lock:
-            if self._paused or not self.read_too_old:
-                return False
-            return self._random.random() < self.read_too_old
+    def _draw_commit(self) -> tuple[str | None, float]:
+        return self._draw(COMMIT_KINDS, counting=True)
 
-    def _injected(self, kind: str) -> InjectedFault:
+    def _draw_read(self) -> str | None:
+        return self._draw(READ_KINDS, counting=False)[0]
+
+    def _injected(self, kind: str, committed: bool = False) -> InjectedFault:
         with self._lock:
             self.injected[kind] += 1
-        return InjectedFault(_CODES[kind])
+            self.log.append((kind, committed))
+        code = COMMIT_KINDS.get(kind) or READ_KINDS[kind]
+        return InjectedFault(code)
 
     # -- Database -------------------------------------------------------------------------------
     def create_transaction(self) -> FaultyTransaction:
@@ -228,166 +273,9 @@ class FaultyDatabase(Database):
         self._inner.notify_change(tr.inner if isinstance(tr, FaultyTransaction) else tr)
 
     def __repr__(self) -> str:
-        return (
-            f"<FaultyDatabase {self._inner!r} seed={self.seed} "
-            f"not_committed={self.not_committed:g} unknown_result={self.unknown_result:g} "
-            f"too_old={self.too_old:g} read_too_old={self.read_too_old:g}>"
-        )
+        rates = " ".join(f"{k}={v:g}" for k, v in self.rates.items() if v)
+        return f"<FaultyDatabase {self._inner!r} seed={self.seed} {rates or 'no faults'}>"
 
 
-class _FaultyStamp(VersionstampFuture):
-    """The inner transaction's versionstamp future, failing with the injected commit error
-    (as FoundationDB's does with the commit's error), even after a 1021 that really
-    committed."""
-
-    def __init__(self, inner: VersionstampFuture) -> None:
-        self._inner = inner
-        self.error: KVError | None = None
-
-    def wait(self) -> bytes:
-        if self.error is not None:
-            raise self.error
-        return self._inner.wait()
-
-
-class _FaultySnapshot(ReadView):
-    __slots__ = ("_tr",)
-
-    def __init__(self, tr: FaultyTransaction) -> None:
-        self._tr = tr
-
-    def get(self, key: bytes) -> bytes | None:
-        self._tr._maybe_read_fault()
-        return self._tr._inner.snapshot.get(key)
-
-    def get_range(
-        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
-    ) -> list[KeyValue]:
-        self._tr._maybe_read_fault()
-        return self._tr._inner.snapshot.get_range(begin, end, limit=limit, reverse=reverse)
-
-
-class FaultyTransaction(Transaction):
-    """A transaction of ``inner`` (``FaultyTransaction.inner``) with faults injected."""
-
-    def __init__(self, db: FaultyDatabase, inner: Transaction) -> None:
-        self._db = db
-        self._inner = inner
-        self.snapshot = _FaultySnapshot(self)
-        self._new_attempt()
-
-    def _new_attempt(self) -> None:
-        self._wrote = False
-        self._stamps: list[_FaultyStamp] = []
-
-    @property
-    def inner(self) -> Transaction:
-        return self._inner
-
-    @property
-    def options(self) -> TransactionOptions:
-        """The inner transaction's options (an engine may replace them on ``reset``)."""
-        return self._inner.options
-
-    @options.setter
-    def options(self, value: TransactionOptions) -> None:
-        self._inner.options = value
-
-    def _maybe_read_fault(self) -> None:
-        if self._db._draw_read():
-            raise self._db._injected("read_too_old")
-
-    # -- reads ------------------------------------------------------------------------------
-    def get(self, key: bytes) -> bytes | None:
-        self._maybe_read_fault()
-        return self._inner.get(key)
-
-    def get_range(
-        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
-    ) -> list[KeyValue]:
-        self._maybe_read_fault()
-        return self._inner.get_range(begin, end, limit=limit, reverse=reverse)
-
-    # -- writes -----------------------------------------------------------------------------
-    def set(self, key: bytes, value: bytes) -> None:
-        self._inner.set(key, value)
-        self._wrote = True
-
-    def clear(self, key: bytes) -> None:
-        self._inner.clear(key)
-        self._wrote = True
-
-    def clear_range(self, begin: bytes, end: bytes) -> None:
-        self._inner.clear_range(begin, end)
-        self._wrote = True
-
-    def add(self, key: bytes, param: bytes) -> None:
-        self._inner.add(key, param)
-        self._wrote = True
-
-    def max(self, key: bytes, param: bytes) -> None:
-        self._inner.max(key, param)
-        self._wrote = True
-
-    def min(self, key: bytes, param: bytes) -> None:
-        self._inner.min(key, param)
-        self._wrote = True
-
-    def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
-        self._inner.set_versionstamped_key(key, value)
-        self._wrote = True
-
-    def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
-        self._inner.set_versionstamped_value(key, value)
-        self._wrote = True
-
-    def get_versionstamp(self) -> VersionstampFuture:
-        stamp = _FaultyStamp(self._inner.get_versionstamp())
-        self._stamps.append(stamp)
-        return stamp
-
-    # -- conflicts and versions -------------------------------------------------------------
-    def add_read_conflict_range(self, begin: bytes, end: bytes) -> None:
-        self._inner.add_read_conflict_range(begin, end)
-
-    def add_read_conflict_key(self, key: bytes) -> None:
-        self._inner.add_read_conflict_key(key)
-
-    def add_write_conflict_range(self, begin: bytes, end: bytes) -> None:
-        self._inner.add_write_conflict_range(begin, end)
-        self._wrote = True
-
-    def add_write_conflict_key(self, key: bytes) -> None:
-        self._inner.add_write_conflict_key(key)
-        self._wrote = True
-
-    def get_read_version(self) -> int:
-        return self._inner.get_read_version()
-
-    # -- life cycle -------------------------------------------------------------------------
-    def _fail(self, kind: str) -> InjectedFault:
-        error = self._db._injected(kind)
-        for stamp in self._stamps:
-            stamp.error = error
-        return error
-
-    def commit(self) -> None:
-        kind = self._db._draw_commit() if self._wrote else None
-        if kind in ("not_committed", "too_old"):
-            raise self._fail(kind)
-        self._inner.commit()  # a real error propagates as it is, and is not counted
-        if kind == "unknown_result":
-            raise self._fail(kind)
-
-    def reset(self) -> None:
-        self._inner.reset()
-        self._new_attempt()
-
-    def on_error(self, error: BaseException) -> None:
-        """The inner engine's retry step (its backoff, retry limit and reset), for injected and
-        real errors alike; raises ``error`` when it is not retryable."""
-        self._inner.on_error(error)
-        self._new_attempt()
-
-    def __repr__(self) -> str:
-        return f"<FaultyTransaction over {self._inner!r}>"
+# Imported last: the transaction module refers back to this one's types.
+from quick_queue.kv.faulty_transaction import FaultyTransaction  # noqa: E402

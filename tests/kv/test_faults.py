@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import threading
@@ -18,9 +19,18 @@ from quick_queue.kv.errors import (
     TRANSACTION_TOO_OLD,
     KVError,
     is_retryable,
+    is_transient,
     maybe_committed,
 )
-from quick_queue.kv.faults import FAULT_KINDS, FaultyDatabase, FaultyTransaction, InjectedFault
+from quick_queue.kv.faults import (
+    COMMIT_KINDS,
+    DEFAULT_RATES,
+    FAULT_KINDS,
+    READ_KINDS,
+    FaultyDatabase,
+    FaultyTransaction,
+    InjectedFault,
+)
 
 
 @pytest.fixture
@@ -65,8 +75,7 @@ def test_not_committed_does_not_commit(inner: Database) -> None:
     assert info.value.code == NOT_COMMITTED
     assert not maybe_committed(info.value) and is_retryable(info.value)
     assert _read(inner, b"k") is None
-    assert db.injected == {"not_committed": 1, "unknown_result": 0, "too_old": 0,
-                           "read_too_old": 0}
+    assert db.injected == {**dict.fromkeys(FAULT_KINDS, 0), "not_committed": 1}
 
 
 def test_too_old_does_not_commit(inner: Database) -> None:
@@ -406,3 +415,82 @@ def test_threads_share_one_generator_safely(inner: Database) -> None:
         t.join()
     assert db.injected["unknown_result"] > 0
     assert _counter(inner) == 4 * calls + db.injected["unknown_result"]
+
+
+# -- the faults FoundationDB has and the first version lacked (issue 8 item 11) ---------------
+def test_unknown_result_without_a_commit(inner: Database) -> None:
+    db = FaultyDatabase(inner, unknown_not_committed=1.0)
+    tr = db.create_transaction()
+    tr.set(b"k", b"v")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == COMMIT_UNKNOWN_RESULT and maybe_committed(info.value)
+    assert _read(inner, b"k") is None  # 1021, and nothing happened
+    assert db.log == [("unknown_not_committed", False)]
+
+
+def test_reads_fail_with_future_version_and_retry(inner: Database) -> None:
+    db = FaultyDatabase(inner, read_future_version=1.0)
+    tr = db.create_transaction()
+    with pytest.raises(KVError) as info:
+        tr.get(b"k")
+    assert info.value.code == 1009 and is_retryable(info.value)
+    with pytest.raises(KVError):
+        tr.snapshot.get_many([b"a", b"b", b"c"])
+    db.set_rates(read_future_version=0.5)
+    assert db.transact(lambda tr: tr.get(b"k")) is None  # the retry loop gets through
+
+
+def test_timeouts_are_not_retried_by_on_error_but_are_transient(inner: Database) -> None:
+    db = FaultyDatabase(inner, read_timed_out=1.0)
+    with pytest.raises(KVError) as info:
+        db.transact(lambda tr: tr.get(b"k"))
+    assert info.value.code == 1031 and not is_retryable(info.value)
+    assert is_transient(info.value)
+    assert db.injected["read_timed_out"] == 1  # one attempt: FoundationDB does not retry it
+
+
+def test_a_timed_out_commit_may_or_may_not_have_committed(inner: Database) -> None:
+    db = FaultyDatabase(inner, seed=11, timed_out=1.0)
+    for i in range(40):
+        tr = db.create_transaction()
+        tr.set(b"t%02d" % i, b"v")
+        with pytest.raises(KVError) as info:
+            tr.commit()
+        assert info.value.code == 1031
+    committed = [c for kind, c in db.log if kind == "timed_out"]
+    stored = inner.transact(lambda tr: tr.get_range(b"t", b"u"))
+    assert len(stored) == sum(committed)
+    assert 0 < sum(committed) < 40  # both outcomes happen
+
+
+def test_fdb_like_rates_total_about_a_quarter(inner: Database) -> None:
+    commits = sum(DEFAULT_RATES[k] for k in COMMIT_KINDS)
+    reads = sum(DEFAULT_RATES[k] for k in READ_KINDS)
+    assert 0.2 <= commits <= 0.3 and 0.2 <= reads <= 0.3
+    db = FaultyDatabase.fdb_like(inner, seed=3)
+    for i in range(300):
+        tr = db.create_transaction()
+        tr.set(b"f%03d" % i, b"v")
+        with contextlib.suppress(KVError):
+            tr.commit()
+    assert 40 < db.total_injected < 120, db.injected
+    assert all(db.injected[k] for k in COMMIT_KINDS)
+
+
+def _run(inner: Database, seed: int) -> list[tuple[str, bool]]:
+    db = FaultyDatabase.fdb_like(inner, seed=seed)
+    for i in range(200):
+        with contextlib.suppress(KVError):
+            db.transact(lambda tr, i=i: tr.set(b"r%03d" % i, tr.get(b"r%03d" % i) or b"v"))
+    return db.log
+
+
+def test_the_same_seed_replays_the_same_faults() -> None:
+    logs = []
+    for seed in (7, 7, 8):
+        with kv.open("memory://") as fresh:
+            logs.append(_run(fresh, seed))
+    assert logs[0] == logs[1]
+    assert logs[0] != logs[2]
+    assert {kind for kind, _ in logs[0]} >= {"not_committed", "read_future_version"}
