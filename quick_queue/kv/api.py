@@ -215,6 +215,10 @@ class Database(ABC):
     """A key-value database. Use ``transact`` (or ``@transactional``) for the retry loop."""
 
     url: str = ""
+    #: True when a process forked from one that opened this database may open ``url`` again
+    #: (the embedded engine; never reuse the parent's object). False for FoundationDB, whose
+    #: client cannot run in a forked child: start such children with the "spawn" method.
+    reopen_after_fork: bool = True
 
     @abstractmethod
     def create_transaction(self) -> Transaction: ...

@@ -136,6 +136,7 @@ class FaultyDatabase(Database):
             raise TypeError(f"inner must be a Database, not {type(inner).__name__}")
         self._inner = inner
         self.url = inner.url
+        self.reopen_after_fork = inner.reopen_after_fork
         self.seed = seed
         self._random = random.Random(seed)
         self._lock = threading.Lock()

@@ -162,6 +162,10 @@ class FDBDatabase(Database):
     set on each transaction when the database-wide option was not set at open (a raw database
     the user opened keeps its own options)."""
 
+    #: The binding's network thread does not survive fork(), and ``fdb.open`` in a forked child
+    #: returns the parent's dead database: children must be spawned and open ``url`` afresh.
+    reopen_after_fork = False
+
     def __init__(
         self,
         raw: Any,
@@ -178,7 +182,7 @@ class FDBDatabase(Database):
         self._clock = clock
         self._timeout_ms = int(transaction_timeout * 1000)
         self._closed = False
-        self._version_clock = VersionClock(self)
+        self._version_clock = VersionClock(self, writable=not read_only)
         self._watch_lock = threading.Lock()
         self._watch: tuple[Any, threading.Event] | None = None
 

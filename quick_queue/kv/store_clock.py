@@ -34,6 +34,9 @@ ANCHOR_KEY = b"\x02qq.kv\x00\x02clock\x00"
 VERSIONS_PER_SECOND = 1_000_000
 #: How far versions may run ahead of the monotonic clock before it counts as a jump.
 JUMP_SLACK = 2.0
+#: A reading younger than this (seconds, monotonic) is extended locally instead of asking the
+#: cluster again: callers may ask for the time often, and each reading costs a round trip.
+REUSE_SECONDS = 0.05
 _ANCHOR = struct.Struct(">qd")
 
 
@@ -47,8 +50,12 @@ class VersionClock:
         read_version: Callable[[Transaction], int] | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        writable: bool = True,
+        reuse_seconds: float = REUSE_SECONDS,
     ) -> None:
         self._db = db
+        self._writable = writable  # False: a read-only database computes but never anchors
+        self._reuse = reuse_seconds
         self._read_version = read_version or (lambda tr: tr.get_read_version())
         self._wall = wall
         self._monotonic = monotonic
@@ -57,6 +64,10 @@ class VersionClock:
         self._last: tuple[int, float, float] | None = None
 
     def now(self) -> float:
+        with self._lock:
+            last = self._last
+        if last is not None and 0 <= self._monotonic() - last[2] < self._reuse:
+            return last[1] + (self._monotonic() - last[2])
         tr = self._db.create_transaction()
         while True:
             try:
@@ -92,8 +103,9 @@ class VersionClock:
                 return version, expected
         return version, moment
 
-    @staticmethod
-    def _write(tr: Transaction, version: int, moment: float) -> None:
+    def _write(self, tr: Transaction, version: int, moment: float) -> None:
+        if not self._writable:
+            return
         # A real read of the anchor: two processes re-anchoring at once conflict, and the one
         # that retries adopts the other's anchor.
         tr.add_read_conflict_key(ANCHOR_KEY)

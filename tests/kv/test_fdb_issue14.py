@@ -214,3 +214,13 @@ def test_store_time_of_an_fdb_database_is_the_injected_clock() -> None:
             return 1_900_000_000.0
 
     assert FDBDatabase(Database(), clock=Fixed()).store_time() == 1_900_000_000.0
+
+
+def test_a_database_says_whether_a_forked_child_may_reopen_it() -> None:
+    assert not wrap_database(Database()).reopen_after_fork  # FoundationDB: spawn children
+    with kv.open("memory://") as db:
+        assert db.reopen_after_fork
+        from quick_queue.kv.faults import FaultyDatabase
+
+        assert FaultyDatabase(db).reopen_after_fork
+    assert not FaultyDatabase(wrap_database(Database())).reopen_after_fork

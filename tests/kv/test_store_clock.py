@@ -105,3 +105,31 @@ def test_a_new_cluster_reanchors_without_going_back(db: Database) -> None:
     cluster.advance(1)
     host.advance(1)
     assert clock.now() == pytest.approx(T0 + 62, abs=1e-3)
+
+
+def test_a_recent_reading_is_extended_locally(db: Database) -> None:
+    cluster, host = Cluster(), Host(T0)
+    asked: list[int] = []
+
+    def counting(tr: Transaction) -> int:
+        asked.append(1)
+        return cluster.read_version(tr)
+
+    clock = VersionClock(db, read_version=counting, wall=lambda: host.wall,
+                         monotonic=lambda: host.mono)
+    assert clock.now() == T0
+    host.mono += 0.01  # within REUSE_SECONDS: no second round trip
+    assert clock.now() == pytest.approx(T0 + 0.01, abs=1e-6)
+    assert len(asked) == 1
+    host.mono += 1
+    cluster.advance(1.01)
+    assert clock.now() == pytest.approx(T0 + 1.01, abs=1e-3)
+    assert len(asked) == 2
+
+
+def test_a_read_only_clock_never_writes_its_anchor(db: Database) -> None:
+    cluster, host = Cluster(), Host(T0)
+    clock = VersionClock(db, read_version=cluster.read_version, wall=lambda: host.wall,
+                         monotonic=lambda: host.mono, writable=False)
+    assert clock.now() == T0
+    assert db.transact(lambda tr: tr.get(ANCHOR_KEY)) is None
