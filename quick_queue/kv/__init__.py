@@ -28,6 +28,7 @@ from quick_queue.kv.api import (
 )
 from quick_queue.kv.errors import (
     ClientLibraryMissing,
+    ConfigurationError,
     ForeignDatabase,
     KVError,
     QuickQueueError,
@@ -39,6 +40,7 @@ from quick_queue.kv.sqlite_engine import SQLiteDatabase
 
 __all__ = [
     "ClientLibraryMissing",
+    "ConfigurationError",
     "Database",
     "ForeignDatabase",
     "KVError",
@@ -66,8 +68,10 @@ ACCEPTED_FORMS = (
 )
 
 
-def _bad(url: str, why: str) -> ValueError:
-    return ValueError(f"bad database URL {url!r}: {why}. Accepted forms: {ACCEPTED_FORMS}")
+def _bad(url: str, why: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"bad database URL {url!r}: {why}. Accepted forms: {ACCEPTED_FORMS}"
+    )
 
 
 def open(  # noqa: A001 - the documented name, like fdb.open

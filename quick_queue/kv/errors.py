@@ -3,14 +3,16 @@
 Both engines raise the same type so the layers above handle one thing::
 
     QuickQueueError              root of every error quick_queue raises on purpose
+     ├── ConfigurationError      (ValueError) a database URL or option that cannot work
      └── KVError                 .code is FoundationDB's error code
           ├── StorageError       the file behind the embedded engine is unusable
           │    │                 (corrupt, read-only, disk full); .path names it
           │    └── ForeignDatabase  a SQLite file of another application (open(adopt=True))
           └── ClientLibraryMissing  fdb: URL, but the FoundationDB client is not installed
 
-``QuickQueueError`` lives here, at the bottom of the package, so the storage errors can derive
-from it; ``quick_queue.errors`` re-exports it and hangs the queue's own errors under it.
+``QuickQueueError`` and ``ConfigurationError`` live here, at the bottom of the package, so the
+storage layer can raise them; ``quick_queue.errors`` re-exports both and hangs the queue's own
+errors under them.
 
 The predicates mirror FoundationDB's ``fdb_error_predicate``: ``is_retryable`` says the retry
 loop may run the transaction again, ``maybe_committed`` says the last commit may have taken
@@ -100,6 +102,10 @@ _RETRYABLE = _MAYBE_COMMITTED | _RETRYABLE_NOT_COMMITTED
 class QuickQueueError(Exception):
     """The root of quick_queue's errors: ``except QuickQueueError`` catches every error the
     queue raises on purpose, the storage layer's included."""
+
+
+class ConfigurationError(QuickQueueError, ValueError):
+    """A setting or database URL that cannot work; the message says which and what to do."""
 
 
 class KVError(QuickQueueError):

@@ -38,6 +38,7 @@ from quick_queue.kv.errors import (
     NOT_COMMITTED,
     PERMISSION_DENIED,
     TRANSACTION_TOO_OLD,
+    ConfigurationError,
     KVError,
     StorageError,
 )
@@ -136,9 +137,9 @@ class SQLiteDatabase(Database):
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+            raise ConfigurationError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
         if ephemeral and read_only:
-            raise ValueError("an ephemeral database cannot be read-only: it starts empty")
+            raise ConfigurationError("an ephemeral database cannot be read-only: it starts empty")
         if not ephemeral:
             check_file(path, read_only=read_only, adopt=adopt)
         self.path = path

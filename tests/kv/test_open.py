@@ -202,3 +202,12 @@ def test_the_fault_injector_forwards_the_store_time() -> None:
         assert db.store_time() == 1_800_000_000.0
         clock.value += 1
         assert db.store_time() == 1_800_000_001.0
+
+
+def test_url_mistakes_are_configuration_errors_under_the_one_root() -> None:
+    from quick_queue.kv.errors import ConfigurationError, QuickQueueError
+
+    for url in ("queue.db", "sqlite:/x.db", "memory://x", "nosuch://"):
+        with pytest.raises(ConfigurationError) as info:
+            kv.open(url)
+        assert isinstance(info.value, QuickQueueError) and isinstance(info.value, ValueError)
