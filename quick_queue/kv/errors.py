@@ -127,14 +127,21 @@ class KVError(QuickQueueError):
 
 
 class StorageError(KVError):
-    """The embedded engine's file cannot be used as asked; the message names the path."""
+    """The embedded engine's file cannot be used as asked; the message names the path.
+    ``transient``: the condition may pass by itself (a full disk, a failed write), so a
+    background loop should back off and try again (``is_transient``)."""
 
-    def __init__(self, code: int, message: str | None = None, path: str = "") -> None:
+    def __init__(
+        self, code: int, message: str | None = None, path: str = "", transient: bool = False
+    ) -> None:
         super().__init__(code, message)
         self.path = path
+        self.transient = transient
 
-    def __reduce__(self) -> tuple[type[KVError], tuple[int, str, str]]:  # type: ignore[override]
-        return (type(self), (self.code, self.description, self.path))
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[KVError], tuple[int, str, str, bool]]:
+        return (type(self), (self.code, self.description, self.path, self.transient))
 
 
 class ForeignDatabase(StorageError):
@@ -213,6 +220,9 @@ def is_unreachable(error: BaseException) -> bool:
 def is_transient(error: BaseException) -> bool:
     """True when a background loop (scanner, settler, lease keeper) should back off and try
     again rather than stop: retryable, a transaction timeout (1031: FoundationDB's ``on_error``
-    does not retry it, but a loop may, once the cluster answers again), or an unreachable
-    cluster. A user's own retry loop should keep to ``is_retryable``."""
+    does not retry it, but a loop may, once the cluster answers again), an unreachable
+    cluster, or a storage error that may pass (the embedded engine's disk full). A user's own
+    retry loop should keep to ``is_retryable``."""
+    if isinstance(error, StorageError) and error.transient:
+        return True
     return is_retryable(error) or _code(error) == TRANSACTION_TIMED_OUT or is_unreachable(error)

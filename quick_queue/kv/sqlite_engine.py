@@ -100,17 +100,22 @@ class _Request:
 def _storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:
     text = str(error)
     lowered = text.lower()
+    transient = False
     if "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
         code, what = PERMISSION_DENIED, "is read-only or not writable"
     elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         code, what = IO_ERROR, "is not a quick_queue database or is corrupt"
     elif "full" in lowered:
         code, what = IO_ERROR, "cannot grow: the disk is full"
+        transient = True  # space may come back; the file is intact meanwhile
     elif "unable to open" in lowered:
         code, what = FILE_NOT_FOUND, "cannot be opened (missing folder or no permission)"
     else:
         code, what = IO_ERROR, "failed"
-    return StorageError(code, f"{path} {what} while {doing}: {text}", path=path)
+        transient = "disk i/o" in lowered or "busy" in lowered or "locked" in lowered
+    return StorageError(
+        code, f"{path} {what} while {doing}: {text}", path=path, transient=transient
+    )
 
 
 class SQLiteDatabase(Database):
