@@ -214,18 +214,29 @@ class FDBDatabase(Database):
 
     def wait_for_change(self, timeout: float) -> None:
         """Return once ``CHANGE_KEY`` changed (an enqueue committed), or after ``timeout``.
-        One watch serves every waiting thread and is renewed only after it fired; if the
-        watch cannot be set (the cluster does not answer), this just waits ``timeout``."""
-        event = self._current_watch()
-        if event is None:
+        One watch serves every waiting thread and is renewed only after it fired. A watch that
+        failed (the cluster does not answer, too many watches) is no change: this then waits
+        out ``timeout``, so an idle consumer never spins."""
+        deadline = time.monotonic() + timeout
+        watch = self._current_watch()
+        if watch is None:
             time.sleep(timeout)
             return
-        event.wait(timeout)
+        future, event = watch
+        if not event.wait(timeout) or self._closed:
+            return
+        try:
+            future.wait()  # ready: returns at once, or raises the watch's error
+        except Exception:  # noqa: BLE001 - any failure of the watch means "no news"
+            with self._watch_lock:
+                if self._watch is watch:
+                    self._watch = None
+            time.sleep(max(0.0, deadline - time.monotonic()))
 
-    def _current_watch(self) -> threading.Event | None:
+    def _current_watch(self) -> tuple[Any, threading.Event] | None:
         with self._watch_lock:
             if self._watch is not None and not self._watch[1].is_set():
-                return self._watch[1]
+                return self._watch
             if self._closed:
                 return None
             event = threading.Event()
@@ -238,7 +249,7 @@ class FDBDatabase(Database):
                 self._watch = None
                 return None
             self._watch = (future, event)  # the future is kept: dropping it cancels the watch
-            return event
+            return self._watch
 
     def close(self) -> None:
         """The binding has no close (its network thread stops at exit): this only refuses new

@@ -59,7 +59,8 @@ class WatchFuture(_Future):
         else:
             self.callbacks.append(callback)
 
-    def fire(self) -> None:
+    def fire(self, error: BaseException | None = None) -> None:
+        self._error = error
         self.ready = True
         for callback in self.callbacks:
             callback(self)
@@ -162,6 +163,9 @@ class Transaction(_Reader):
     def watch(self, key: bytes) -> WatchFuture:
         future = WatchFuture()
         assert self.db is not None
+        if self.db.failing_watches is not None:  # e.g. a cluster that does not answer
+            future.fire(self.db.failing_watches)
+            return future
         self.db.watches.append((key, future))
         return future
 
@@ -193,6 +197,7 @@ class Database:
     def __init__(self) -> None:
         self.created: list[Transaction] = []
         self.watches: list[tuple[bytes, WatchFuture]] = []
+        self.failing_watches: FDBError | None = None
         self.options = _Options()
 
     def create_transaction(self) -> Transaction:

@@ -224,3 +224,15 @@ def test_a_database_says_whether_a_forked_child_may_reopen_it() -> None:
 
         assert FaultyDatabase(db).reopen_after_fork
     assert not FaultyDatabase(wrap_database(Database())).reopen_after_fork
+
+
+def test_a_failed_watch_is_no_change_and_does_not_spin() -> None:
+    raw = Database()
+    raw.failing_watches = FDBError(1031)  # every watch fails at once: no answer from the cluster
+    db = wrap_database(raw)
+    started = time.monotonic()
+    db.wait_for_change(0.05)
+    assert time.monotonic() - started >= 0.04  # waited out its timeout: no busy loop
+    raw.failing_watches = None
+    db.wait_for_change(0.0)  # the failed watch was dropped: a new one is set
+    assert len(raw.watches) == 1
