@@ -1,364 +1,35 @@
-"""The queue's data: stored records and the public views built from them.
+"""The queue's data: the stored records (``quick_queue.stored``), the id makers
+(``quick_queue.ids``) and the public views built from them.
 
-Stored records are compact JSON; times inside them are integer microseconds since the UNIX epoch.
-The public views (``JobInfo``, ``QueueStats``) speak seconds and ``datetime``.
+The public views (``JobInfo``, ``QueueStats``) speak seconds and ``datetime``; the stored
+records speak integer microseconds since the UNIX epoch.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import os
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from quick_queue.errors import UnreadableRecord
-
-US = 1_000_000
-# Module-level coder objects skip json.dumps/loads' per-call set-up (a few us on every job).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_decode = json.JSONDecoder().decode
-
-
-_str = json.encoder.encode_basestring_ascii
-
-
-def _opt(value: str | None) -> str:
-    return "null" if value is None else str(_str(value))
-
-
-def dump(value: Any) -> bytes:
-    return _encode(value).encode()
-
-
-def load(raw: bytes) -> Any:
-    return _decode(raw.decode())
+from quick_queue.ids import IdMaker, new_job_id, new_token, seed_ids
+from quick_queue.stored import (
+    DEFAULT_MAX_RETRIES,
+    RUNTIME_ROOM,
+    US,
+    VALUE_LIMIT,
+    DeadRecord,
+    JobRecord,
+    LeasedJob,
+    PointerRecord,
+    dump,
+    load,
+    record_overhead,
+    to_datetime,
+    to_us,
+)
 
 STATE_NAMES = {"r": "ready", "s": "scheduled", "l": "leased", "d": "dead"}
-
-
-def to_us(seconds: float) -> int:
-    return round(seconds * US)
-
-
-def to_datetime(us: int) -> datetime:
-    return datetime.fromtimestamp(us / US, tz=UTC)
-
-
-_last_id_us = 0
-
-
-def new_job_id() -> str:
-    """24 hex characters: 14 of wall-clock microseconds (so ids sort by creation), 10 random."""
-    global _last_id_us
-    now = time.time_ns() // 1000
-    # strictly increasing within a process, so ids made in one burst keep their order
-    now = max(now, _last_id_us + 1)
-    _last_id_us = now
-    return f"{now:014x}{os.urandom(5).hex()}"
-
-
-def new_token() -> str:
-    return os.urandom(8).hex()
-
-
-_UNSET: Any = object()
-
-# FoundationDB's (and the embedded engine's) largest value: a job record must stay under it.
-VALUE_LIMIT = 100_000
-# Bytes a record at enqueue leaves free for what running it adds: the lease token, a trimmed
-# error, the dead-letter fields. Errors are trimmed to whatever room there is (``encode``).
-RUNTIME_ROOM = 256
-DEFAULT_MAX_RETRIES = 3  # the Settings default; a record that names none falls back to it
-_TRIMMED = " [... trimmed to fit the record]"
-_INT_FIELDS = ("pr", "at", "sq", "e", "a", "sn")
-
-
-class JobRecord:
-    """A job as stored: live at ``zones/{tenant}/items/{job_id}``, dead at ``dead/...``.
-
-    Stored as two JSON texts joined by a newline: the header, then the payload. Compact JSON
-    never contains a raw newline, so the split is exact, and the payload's text is carried
-    through lease, retry, release and burial without being parsed or re-encoded: only a handler
-    that runs it (or ``get_job``) parses it.
-
-    ``max_retries`` is the limit in force; ``retries_set`` says whether the producer fixed it
-    (stored) or left it to the worker that runs the job (stored as null, read back as
-    ``DEFAULT_MAX_RETRIES`` until the worker resolves it from its handler).
-
-    A dead letter is the same record with state ``"d"`` and the dead fields: ``died`` (us),
-    ``dead_kind`` and ``reason``. ``raw_body`` marks a dead letter of an unreadable record: its
-    body is the bytes that were stored, not JSON.
-    """
-
-    __slots__ = (
-        "_payload",
-        "_payload_raw",
-        "at",
-        "attempt",
-        "dead_kind",
-        "died",
-        "enqueued",
-        "error",
-        "job_id",
-        "key",
-        "max_retries",
-        "priority",
-        "raw_body",
-        "reason",
-        "retries_set",
-        "seq",
-        "snoozes",
-        "state",
-        "token",
-        "topic",
-    )
-
-    def __init__(
-        self,
-        job_id: str,
-        topic: str,
-        payload: Any,
-        priority: int,
-        max_retries: int | None,
-        state: str,
-        at: int,
-        seq: int,
-        enqueued: int,
-        *,
-        attempt: int = 0,
-        snoozes: int = 0,
-        token: str | None = None,
-        error: str | None = None,
-        key: str | None = None,
-        payload_raw: bytes | None = None,
-    ) -> None:
-        self.job_id = job_id
-        self.topic = topic
-        self._payload = payload if payload_raw is None else _UNSET
-        self._payload_raw = payload_raw
-        self.priority = priority
-        self.retries_set = max_retries is not None
-        self.max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
-        self.state = state  # "r" ready, "s" scheduled, "l" leased, "d" dead
-        self.at = at  # the time in the state's index: due (ready/scheduled) or lease expiry
-        self.seq = seq  # FIFO position inside a priority: when the job became due
-        self.enqueued = enqueued
-        self.attempt = attempt
-        self.snoozes = snoozes
-        self.token = token
-        self.error = error
-        self.key = key
-        self.died = 0
-        self.dead_kind: str | None = None
-        self.reason: str | None = None
-        self.raw_body = False
-
-    @property
-    def payload(self) -> Any:
-        if self._payload is _UNSET:
-            self._payload = load(self._payload_raw or b"null")
-        return self._payload
-
-    @payload.setter
-    def payload(self, value: Any) -> None:
-        self._payload, self._payload_raw = value, None
-
-    @property
-    def payload_raw(self) -> bytes:
-        if self._payload_raw is None:
-            self._payload_raw = dump(self._payload)
-        return self._payload_raw
-
-    def payload_or_raw(self) -> Any:
-        """The payload, or its stored bytes when they are not JSON (a damaged record)."""
-        if self.raw_body:
-            return self.payload_raw
-        try:
-            return self.payload
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
-            return self.payload_raw
-
-    def resolve_max_retries(self, handler_max_retries: int | None) -> int:
-        """The limit a failed attempt is judged by: the producer's, else the running
-        handler's (``@job(max_retries=...)`` or the worker's queue setting), else the default."""
-        if self.retries_set or handler_max_retries is None:
-            return self.max_retries
-        return handler_max_retries
-
-    def bury(self, died: int, kind: str, reason: str) -> None:
-        """Make this record a dead letter (its last error lives on in ``reason``)."""
-        self.state, self.at, self.token, self.error = "d", died, None, None
-        self.died, self.dead_kind, self.reason = died, kind, reason
-
-    def _header(self) -> str:
-        # Formatted directly (what json.dumps would write, at a fraction of the cost on the
-        # hot path): strings through json's own escaper, numbers are ints.
-        retries = int(self.max_retries) if self.retries_set else "null"
-        head = (
-            f'{{"t":{_str(self.topic)},"pr":{int(self.priority)},"m":{retries},'
-            f'"st":{_str(self.state)},"at":{int(self.at)},"sq":{int(self.seq)},'
-            f'"e":{int(self.enqueued)},"a":{int(self.attempt)},"sn":{int(self.snoozes)},'
-            f'"tk":{_opt(self.token)},"er":{_opt(self.error)},"k":{_opt(self.key)}'
-        )
-        if self.state == "d":
-            head += (
-                f',"dd":{int(self.died)},"kd":{_opt(self.dead_kind)},"r":{_opt(self.reason)}'
-                f',"raw":{"true" if self.raw_body else "false"}'
-            )
-        return head + "}"
-
-    def encode(self) -> bytes:
-        """The stored value. An error or dead reason too long for the value limit is trimmed
-        (the rest of the record is never cut), so saving a result cannot fail on size."""
-        out = self._header().encode() + b"\n" + self.payload_raw
-        if len(out) > VALUE_LIMIT:
-            out = self._encode_trimmed(out)
-        return out
-
-    def _encode_trimmed(self, out: bytes) -> bytes:
-        for name in ("error", "reason"):
-            text = getattr(self, name)
-            while text and len(out) > VALUE_LIMIT:
-                # each character costs at least one byte: cutting the excess (and room for
-                # the note) in characters frees at least that many bytes; loop for escapes
-                keep = max(0, len(text) - (len(out) - VALUE_LIMIT) - len(_TRIMMED))
-                text = text[:keep] + _TRIMMED if keep else ""
-                setattr(self, name, text)
-                out = self._header().encode() + b"\n" + self.payload_raw
-        return out
-
-    @classmethod
-    def decode(cls, job_id: str, raw: bytes) -> JobRecord:
-        """The record stored as ``raw``; ``UnreadableRecord`` when it is not one."""
-        head, newline, body = raw.partition(b"\n")
-        try:
-            d = load(head)
-            if not newline:
-                return _decode_old_dead(job_id, d)
-            if not isinstance(d["t"], str) or d["st"] not in _STATES or not all(
-                type(d[name]) is int for name in _INT_FIELDS
-            ):
-                raise ValueError("a field of the header has the wrong type")
-            record = cls(
-                job_id, d["t"], _UNSET, d["pr"], d["m"], d["st"], d["at"], d["sq"], d["e"],
-                attempt=d["a"], snoozes=d["sn"], token=d["tk"], error=d["er"], key=d["k"],
-                payload_raw=body,
-            )
-            if record.state == "d":
-                record.died, record.dead_kind, record.reason = d["dd"], d["kd"], d["r"]
-                record.raw_body = bool(d.get("raw"))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise UnreadableRecord(
-                f"the record of job {job_id!r}", raw, f"{type(error).__name__}: {error}"
-            ) from None
-        return record
-
-    @classmethod
-    def unreadable(
-        cls, job_id: str, raw: bytes, now: int, reason: str, priority: int
-    ) -> JobRecord:
-        """The dead letter of a record that could not be decoded: its stored bytes kept as the
-        body (cut only if they and the dead fields would not fit one value)."""
-        room = VALUE_LIMIT - RUNTIME_ROOM - len(job_id) - 200
-        body = raw if len(raw) <= room else raw[:room]
-        if len(body) < len(raw):
-            reason += f" (raw bytes cut to the first {len(body):,} of {len(raw):,})"
-        record = cls(job_id, "?", None, priority, None, "d", now, now, now, payload_raw=body)
-        record.bury(now, "unreadable", reason)
-        record.raw_body = True
-        return record
-
-
-_STATES = frozenset("rsld")
-
-
-def record_overhead(topic: str, key: str | None) -> int:
-    """Bytes of a record besides its payload, with every number at its widest."""
-    widest = JobRecord(
-        "", topic, None, 1000, 10**9, "l", 2**62, 2**62, 2**62, attempt=10**9, snoozes=10**9,
-        token="f" * 16, key=key, payload_raw=b"",
-    )
-    return len(widest.encode())
-
-
-def _decode_old_dead(job_id: str, d: Any) -> JobRecord:
-    """A dead letter in the format before dead letters were job records (one JSON object)."""
-    record = JobRecord(
-        job_id, d["t"], d["p"], d["pr"], d["m"], "d", d["d"], d["d"], d["e"],
-        attempt=d["a"], snoozes=d["sn"], key=d.get("k"),
-    )
-    record.bury(d["d"], d["kd"], d["r"])
-    return record
-
-
-class DeadRecord:
-    """A dead letter as read back: the job record it was, and why it died."""
-
-    __slots__ = ("record",)
-
-    def __init__(self, record: JobRecord) -> None:
-        if record.state != "d":
-            raise ValueError(f"job {record.job_id} is not a dead letter")
-        self.record = record
-
-    @classmethod
-    def decode(cls, job_id: str, raw: bytes) -> DeadRecord:
-        return cls(JobRecord.decode(job_id, raw))
-
-    def encode(self) -> bytes:
-        return self.record.encode()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.record, name)
-
-    @property
-    def kind(self) -> str:
-        return self.record.dead_kind or "failed"
-
-    @property
-    def payload(self) -> Any:
-        return self.record.payload_or_raw()
-
-
-class PointerRecord:
-    """``pointers/record/{tenant}``: when the zone is next due, and who leases it."""
-
-    __slots__ = ("last_active", "lease_expiry", "token", "vesting")
-
-    def __init__(
-        self, vesting: int, token: str | None = None, lease_expiry: int = 0, last_active: int = 0
-    ) -> None:
-        self.vesting = vesting
-        self.token = token
-        self.lease_expiry = lease_expiry
-        self.last_active = last_active
-
-    def leased(self, now: int) -> bool:
-        return self.token is not None and self.lease_expiry > now
-
-    def encode(self) -> bytes:
-        return dump([self.vesting, self.token, self.lease_expiry, self.last_active])
-
-    @classmethod
-    def decode(cls, raw: bytes) -> PointerRecord:
-        v, tk, le, la = load(raw)
-        return cls(v, tk, le, la)
-
-
-@dataclass(frozen=True)
-class LeasedJob:
-    """What a dequeue hands the runtime: the record as leased, with its token."""
-
-    tenant: str
-    record: JobRecord
-
-    @property
-    def token(self) -> str:
-        assert self.record.token is not None
-        return self.record.token
 
 
 @dataclass(frozen=True)
@@ -474,3 +145,28 @@ class QueueStats:
             "dead": self.dead, "zones": self.zones, "due_zones": self.due_zones,
             "topics": self.topics, "oldest_due_age_seconds": self.oldest_due_age,
         }
+
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "RUNTIME_ROOM",
+    "STATE_NAMES",
+    "US",
+    "VALUE_LIMIT",
+    "DeadRecord",
+    "IdMaker",
+    "JobInfo",
+    "JobRecord",
+    "LeasedJob",
+    "PointerRecord",
+    "QueueStats",
+    "ZoneStats",
+    "dump",
+    "load",
+    "new_job_id",
+    "new_token",
+    "record_overhead",
+    "seed_ids",
+    "to_datetime",
+    "to_us",
+]
