@@ -172,6 +172,12 @@ class Transaction(ReadView):
     @abstractmethod
     def get_read_version(self) -> int: ...
 
+    def get_approximate_size(self) -> int:
+        """About how many bytes this transaction would commit, counted as FoundationDB counts
+        toward its 10 MB limit (mutations and conflict ranges): cut batches by it. Engines
+        override this; the default knows nothing and says 0."""
+        return 0
+
     # -- life cycle -------------------------------------------------------------------------
     @abstractmethod
     def commit(self) -> None: ...

@@ -157,6 +157,9 @@ class FaultyTransaction(Transaction):
     def get_read_version(self) -> int:
         return self._inner.get_read_version()
 
+    def get_approximate_size(self) -> int:
+        return self._inner.get_approximate_size()
+
     # -- life cycle -------------------------------------------------------------------------
     def _fail(self, kind: str, committed: bool = False) -> InjectedFault:
         error = self._db._injected(kind, committed)

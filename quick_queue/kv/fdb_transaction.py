@@ -300,6 +300,10 @@ class FDBTransaction(Transaction):
         self._errors.answered = True
         return version
 
+    def get_approximate_size(self) -> int:
+        with self._errors:
+            return int(self._tr.get_approximate_size().wait())
+
     def watch(self, key: bytes) -> Any:
         """The binding's watch future for ``key`` (active once this transaction commits)."""
         with self._errors:

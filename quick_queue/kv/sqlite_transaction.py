@@ -465,6 +465,11 @@ class SQLiteTransaction(Transaction):
             self._extra_writes.append((begin, end))
             self._size += len(begin) + len(end)
 
+    def get_approximate_size(self) -> int:
+        """Writes and explicit conflict ranges (``_size``) plus the read conflict ranges."""
+        self._check_state()
+        return self._size + sum(len(begin) + len(end) for begin, end in self._reads)
+
     def get_read_version(self) -> int:
         self._check()
         self._ensure_snapshot()

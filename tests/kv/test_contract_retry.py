@@ -384,3 +384,15 @@ def test_threads_moving_money_keep_the_sum(db: Database, space: Space) -> None:
 
     run_threads(4, work)
     assert sum(int(v) for v in space.dump().values()) == 400
+
+
+def test_approximate_size_counts_what_the_commit_would_carry(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    empty = tr.get_approximate_size()
+    assert 0 <= empty < 1_000
+    for i in range(10):
+        tr.set(space.k(b"%02d" % i), b"v" * 10_000)
+    written = tr.get_approximate_size()
+    assert 100_000 <= written - empty <= 130_000
+    tr.get_range(space.begin, space.end)  # a read conflict range counts too, a little
+    assert tr.get_approximate_size() >= written
