@@ -36,11 +36,17 @@ Every message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
-from quick_queue.kv.errors import ClientLibraryMissing, KVError, QuickQueueError, StorageError
+from quick_queue.kv.errors import (
+    ClientLibraryMissing,
+    ConfigurationError,
+    KVError,
+    QuickQueueError,
+    StorageError,
+)
 
-
-class ConfigurationError(QuickQueueError, ValueError):
-    """A setting, database URL, queue name or ``@job`` option that cannot work."""
+# ConfigurationError is defined in kv.errors (the storage layer raises it for URLs and open()
+# options, and imports nothing above itself); the queue raises the same class for settings,
+# queue names and @job options.
 
 
 class UnknownSetting(ConfigurationError, TypeError):

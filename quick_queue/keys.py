@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import struct
 
+from quick_queue.errors import ArgumentTypeError, ConfigurationError, InvalidArgument
+
 Element = int | str | bytes
 
 _INT_ZERO = 0x14
@@ -43,26 +45,28 @@ def pack(items: tuple[Element, ...]) -> bytes:
         if isinstance(item, str):
             out += b"\x02" + _escape(item.encode("utf-8")) + b"\x00"
         elif isinstance(item, bool):
-            raise TypeError("bool is not a key element here")
+            raise ArgumentTypeError("bool is not a key element here")
         elif isinstance(item, int):
             if item == 0:
                 out.append(_INT_ZERO)
             elif item > 0:
                 if item >= _SIZE_LIMITS[8]:
-                    raise ValueError("integer too large for a key")
+                    raise InvalidArgument("integer too large for a key (at most 2**64 - 2)")
                 n = (item.bit_length() + 7) // 8
                 out.append(_INT_ZERO + n)
                 out += item.to_bytes(n, "big")
             else:
                 if -item >= _SIZE_LIMITS[8]:
-                    raise ValueError("integer too small for a key")
+                    raise InvalidArgument("integer too small for a key (at least -(2**64 - 2))")
                 n = ((-item).bit_length() + 7) // 8
                 out.append(_INT_ZERO - n)
                 out += (item + _SIZE_LIMITS[n]).to_bytes(n, "big")
         elif isinstance(item, bytes):
             out += b"\x01" + _escape(item) + b"\x00"
         else:
-            raise TypeError(f"cannot pack {type(item).__name__} into a key")
+            raise ArgumentTypeError(
+                f"cannot pack {type(item).__name__} into a key (int, str or bytes only)"
+            )
     return bytes(out)
 
 
@@ -113,7 +117,10 @@ def unpack(key: bytes, offset: int = 0) -> tuple[Element, ...]:
                 out.append(int.from_bytes(key[pos + 1 : pos + 1 + n], "big") - _SIZE_LIMITS[n])
                 pos += 1 + n
         else:
-            raise ValueError(f"unsupported tuple type code 0x{code:02x} in key")
+            raise InvalidArgument(
+                f"unsupported tuple type code 0x{code:02x} in key {key!r:.120}: not a key "
+                "of quick_queue's layout"
+            )
     return tuple(out)
 
 
@@ -173,7 +180,7 @@ class Layout:
 
     def __init__(self, name: str) -> None:
         if not name or not isinstance(name, str):
-            raise ValueError("a queue name must be a non-empty string")
+            raise ConfigurationError(f"a queue name must be a non-empty string, got {name!r}")
         self.name = name
         self.root = pack(("qq", name))
         self.zones_prefix = self.root + pack(("z",))

@@ -14,7 +14,9 @@ from quick_queue.errors import UnreadableRecord
 
 US = 1_000_000
 # Module-level coder objects skip json.dumps/loads' per-call set-up (a few us on every job).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+# allow_nan=False: NaN and infinities are not JSON; a payload holding one is refused at enqueue
+# (a PayloadError) instead of being stored as text no other JSON reader accepts.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _decode = json.JSONDecoder().decode
 
 

@@ -120,3 +120,11 @@ def test_bad_job_options_are_configuration_errors(options: dict[str, Any]) -> No
 def test_snooze_out_of_range_is_an_invalid_argument() -> None:
     with pytest.raises(qq.InvalidArgument, match="Snooze"):
         qq.Snooze(math.inf)
+
+
+def test_one_configuration_error_class_for_urls_and_settings() -> None:
+    with pytest.raises(qq.ConfigurationError) as from_url:
+        qq.open("nope://x")
+    with pytest.raises(qq.ConfigurationError) as from_settings:
+        Settings.build(item_lease=-1)
+    assert type(from_url.value) is type(from_settings.value) is qq.ConfigurationError

@@ -23,8 +23,8 @@ class Mail:
 
 
 @pytest.fixture
-def queue(db: qq.Database) -> Iterator[qq.JobQueue]:
-    yield qq.JobQueue(db, jobs=[Mail], clock=qq.ManualClock())
+def queue(db: qq.Database, clock: qq.ManualClock) -> Iterator[qq.JobQueue]:
+    yield qq.JobQueue(db, jobs=[Mail], clock=clock)
 
 
 @pytest.mark.parametrize(
@@ -96,8 +96,8 @@ def test_a_misspelt_topic_warns_when_the_queue_has_handlers(queue: qq.JobQueue) 
         queue.enqueue("acme", "mail", {})  # a known topic: no warning
 
 
-def test_a_queue_without_handlers_does_not_warn(db: qq.Database) -> None:
-    producer_only = qq.JobQueue(db, clock=qq.ManualClock())
+def test_a_queue_without_handlers_does_not_warn(db: qq.Database, clock: qq.ManualClock) -> None:
+    producer_only = qq.JobQueue(db, clock=clock)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         producer_only.enqueue("acme", "anything", {})
@@ -128,3 +128,15 @@ def test_the_public_methods_are_documented() -> None:
     for words in ("in_", "at", "0..1000", "lower runs first", "key", "per tenant",
                   "PayloadError", "InvalidArgument", "1021", "reference"):
         assert words in doc, words
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_a_payload_with_nan_or_infinity_is_refused(queue: qq.JobQueue, number: float) -> None:
+    with pytest.raises(qq.PayloadError, match=r"not JSON-serialisable.*finite numbers"):
+        queue.enqueue("acme", "mail", {"x": number})
+    assert queue.stats().zones == 0
+
+
+def test_a_bad_queue_name_is_a_configuration_error(db: qq.Database) -> None:
+    with pytest.raises(qq.ConfigurationError, match="queue name"):
+        qq.JobQueue(db, name="")
