@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from quick_queue.errors import UnreadableRecord
+from quick_queue.errors import InvalidArgument, UnreadableRecord
 
 US = 1_000_000
 # Module-level coder objects skip json.dumps/loads' per-call set-up (a few us on every job).
@@ -279,7 +279,7 @@ class DeadRecord:
 
     def __init__(self, record: JobRecord) -> None:
         if record.state != "d":
-            raise ValueError(f"job {record.job_id} is not a dead letter")
+            raise InvalidArgument(f"job {record.job_id} is not a dead letter")
         self.record = record
 
     @classmethod
