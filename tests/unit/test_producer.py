@@ -140,3 +140,13 @@ def test_a_payload_with_nan_or_infinity_is_refused(queue: qq.JobQueue, number: f
 def test_a_bad_queue_name_is_a_configuration_error(db: qq.Database) -> None:
     with pytest.raises(qq.ConfigurationError, match="queue name"):
         qq.JobQueue(db, name="")
+
+
+def test_the_size_limit_counts_a_long_topic_and_key(queue: qq.JobQueue) -> None:
+    topic, key = "\U0001f600" * 1000, "\U0001f600" * 1000  # 12 bytes each, escaped
+    with pytest.warns(qq.UnknownTopicWarning), pytest.raises(qq.PayloadError):
+        queue.enqueue("acme", topic, {"blob": "x" * 80_000}, key=key)
+    with pytest.warns(qq.UnknownTopicWarning):
+        job_id = queue.enqueue("acme", topic, {"blob": "x" * 70_000}, key=key)
+    job = queue.get_job("acme", job_id)
+    assert job is not None and job.topic == topic and job.key == key
