@@ -29,12 +29,10 @@ import threading
 import time
 
 from quick_queue.kv.api import Database, TimeSource
-from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
 from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet
 from quick_queue.kv.errors import (
     DATABASE_LOCKED,
     FILE_NOT_FOUND,
-    IO_ERROR,
     NOT_COMMITTED,
     PERMISSION_DENIED,
     TRANSACTION_TOO_OLD,
@@ -42,6 +40,7 @@ from quick_queue.kv.errors import (
     KVError,
     StorageError,
 )
+from quick_queue.kv.sqlite_commit import Request, add_write_ranges, apply_request, storage_error
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, read_only_uri
 from quick_queue.kv.sqlite_transaction import LIFETIME, Entry, SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
@@ -60,62 +59,6 @@ LOG_SECONDS = LIFETIME * 2
 CHECKPOINT_EVERY = 1000  # commits between background checkpoints under load
 CHECKPOINT_SECONDS = 1.0  # ... and at most this long between them otherwise
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
-
-
-class _Request:
-    __slots__ = (
-        "cleared",
-        "done",
-        "error",
-        "extra_writes",
-        "read_version",
-        "reads",
-        "relaxed",
-        "stamp",
-        "stamped",
-        "writes",
-    )
-
-    def __init__(
-        self,
-        read_version: int | None,
-        reads: list[Range],
-        writes: dict[bytes, Entry],
-        cleared: list[Range],
-        stamped: list[tuple[bytes, bytes]],
-        extra_writes: list[Range],
-    ) -> None:
-        self.read_version = read_version
-        self.reads = reads
-        self.writes = writes
-        self.cleared = cleared
-        self.stamped = stamped
-        self.extra_writes = extra_writes
-        self.stamp: bytes | None = None
-        self.error: KVError | None = None
-        self.done = False
-        self.relaxed = False
-
-
-def _storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:
-    text = str(error)
-    lowered = text.lower()
-    transient = False
-    if "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
-        code, what = PERMISSION_DENIED, "is read-only or not writable"
-    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-        code, what = IO_ERROR, "is not a quick_queue database or is corrupt"
-    elif "full" in lowered:
-        code, what = IO_ERROR, "cannot grow: the disk is full"
-        transient = True  # space may come back; the file is intact meanwhile
-    elif "unable to open" in lowered:
-        code, what = FILE_NOT_FOUND, "cannot be opened (missing folder or no permission)"
-    else:
-        code, what = IO_ERROR, "failed"
-        transient = "disk i/o" in lowered or "busy" in lowered or "locked" in lowered
-    return StorageError(
-        code, f"{path} {what} while {doing}: {text}", path=path, transient=transient
-    )
 
 
 class SQLiteDatabase(Database):
@@ -164,7 +107,7 @@ class SQLiteDatabase(Database):
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._all_connections: list[sqlite3.Connection] = []
-        self._pending: list[_Request] = []
+        self._pending: list[Request] = []
         self._commit_cond = threading.Condition(threading.Lock())
         self._leading = False
         self._signal = CommitSignal(self.path)
@@ -189,7 +132,7 @@ class SQLiteDatabase(Database):
             version = self._current_version(self._writer)
         except sqlite3.Error as error:
             self.close()
-            raise _storage_error(self.path, error, "creating its tables") from error
+            raise storage_error(self.path, error, "creating its tables") from error
         self._start_history(version)
 
     def _start_history(self, version: int) -> None:
@@ -212,7 +155,7 @@ class SQLiteDatabase(Database):
             version = self._current_version(self._writer)
         except sqlite3.Error as error:
             self.close()
-            raise _storage_error(self.path, error, "opening it read-only") from error
+            raise storage_error(self.path, error, "opening it read-only") from error
         self._start_history(version)
 
     def store_time(self) -> float:
@@ -244,7 +187,7 @@ class SQLiteDatabase(Database):
                 conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as error:
-            raise _storage_error(self.path, error, "opening") from error
+            raise storage_error(self.path, error, "opening") from error
         self._all_connections.append(conn)
         return conn
 
@@ -266,7 +209,7 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise _storage_error(self.path, error, "reading") from error
+            raise storage_error(self.path, error, "reading") from error
         return conn, version
 
     def _end_read(self, conn: sqlite3.Connection) -> None:
@@ -280,7 +223,7 @@ class SQLiteDatabase(Database):
             self._pool.append(conn)
 
     def _reading_failed(self, error: sqlite3.Error) -> StorageError:
-        return _storage_error(self.path, error, "reading")
+        return storage_error(self.path, error, "reading")
 
     def create_transaction(self) -> SQLiteTransaction:
         if self._closed:
@@ -305,7 +248,7 @@ class SQLiteDatabase(Database):
                 "committed (open it without read_only to write)",
                 path=self.path,
             )
-        request = _Request(read_version, reads, writes, cleared, stamped, extra_writes)
+        request = Request(read_version, reads, writes, cleared, stamped, extra_writes)
         request.relaxed = relaxed
         cond = self._commit_cond
         with cond:
@@ -355,7 +298,7 @@ class SQLiteDatabase(Database):
         self._seen = current
         return current
 
-    def _run_batch(self, batch: list[_Request]) -> None:
+    def _run_batch(self, batch: list[Request]) -> None:
         conn = self._writer
         try:
             if self._closed:
@@ -373,7 +316,7 @@ class SQLiteDatabase(Database):
                     raise KVError(
                         DATABASE_LOCKED, f"{self.path} stayed locked by another process"
                     ) from error
-                raise _storage_error(self.path, error, "committing") from error
+                raise storage_error(self.path, error, "committing") from error
             try:
                 self._resolve_and_apply(conn, batch)
             except BaseException:
@@ -386,7 +329,7 @@ class SQLiteDatabase(Database):
                     request.error = error
                     request.done = True
         except sqlite3.Error as error:
-            failure = _storage_error(self.path, error, "committing")
+            failure = storage_error(self.path, error, "committing")
             for request in batch:
                 if not request.done:
                     request.error = failure
@@ -397,10 +340,10 @@ class SQLiteDatabase(Database):
                     request.error = KVError(4000, "commit aborted by an internal error")
                     request.done = True
 
-    def _resolve_and_apply(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _resolve_and_apply(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         current = self._sync_history(conn)
         version = current + 1
-        accepted: list[_Request] = []
+        accepted: list[Request] = []
         batch_writes = WriteSet()
         history = self._history
         for request in batch:
@@ -414,7 +357,7 @@ class SQLiteDatabase(Database):
                 request.error = KVError(NOT_COMMITTED)
             else:
                 accepted.append(request)
-                self._add_write_ranges(batch_writes, request)
+                add_write_ranges(batch_writes, request)
                 continue
             request.done = True
         if not accepted:
@@ -425,7 +368,7 @@ class SQLiteDatabase(Database):
         for order, request in enumerate(accepted):
             stamp = version.to_bytes(8, "big") + order.to_bytes(2, "big")
             stamps.append(stamp)
-            self._apply(conn, request, stamp, batch_writes)
+            apply_request(conn, request, stamp, batch_writes)
         conn.execute(
             "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
             (version, now, marshal.dumps(batch_writes.as_list())),
@@ -448,48 +391,6 @@ class SQLiteDatabase(Database):
             request.stamp = stamp
             request.done = True
         self._signal.notify()
-
-    @staticmethod
-    def _add_write_ranges(writes: WriteSet, request: _Request) -> None:
-        for key in request.writes:
-            writes.points.add(key)
-        writes.add_all(request.cleared)
-        writes.add_all(request.extra_writes)
-        # A versionstamped key is known only at apply time, but later requests of this batch are
-        # resolved before that: like FoundationDB, write-conflict every key its stamp could make.
-        for template, _value in request.stamped:
-            writes.add(*versionstamp_key_range(template))
-        writes._sorted = None
-
-    def _apply(
-        self, conn: sqlite3.Connection, request: _Request, stamp: bytes, writes: WriteSet
-    ) -> None:
-        for begin, end in request.cleared:
-            conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
-        sets: list[tuple[bytes, bytes]] = []
-        clears: list[tuple[bytes]] = []
-        for key, (kind, data) in request.writes.items():
-            if kind == "s":
-                sets.append((key, data))  # type: ignore[arg-type]
-            elif kind == "c":
-                clears.append((key,))
-            elif kind == "a":
-                row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
-                value = apply_ops(row[0] if row else None, data)  # type: ignore[arg-type]
-                if value is None:
-                    clears.append((key,))
-                else:
-                    sets.append((key, value))
-            else:  # "v": versionstamped value
-                sets.append((key, place_versionstamp(data, stamp)))  # type: ignore[arg-type]
-        for template, value in request.stamped:
-            key = place_versionstamp(template, stamp)
-            sets.append((key, value))
-            writes.add(key, key + b"\x00")
-        if clears:
-            conn.executemany("DELETE FROM kv WHERE k = ?", clears)
-        if sets:
-            conn.executemany("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", sets)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _start_checkpointer(self) -> None:
