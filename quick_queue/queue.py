@@ -264,7 +264,8 @@ class JobQueue:
         as the payload, instead of an error."""
         now = to_us(self.clock.now())
         return self.db.transact(
-            lambda tr: admin.lookup(tr.snapshot, self.layout, tenant, job_id, now)
+            lambda tr: admin.lookup(tr.snapshot, self.layout, tenant, job_id, now,
+                                    self._retries_of)
         )
 
     def cancel(self, tenant: str, job_id: str) -> bool:
@@ -279,8 +280,18 @@ class JobQueue:
         ``max_retries + 1`` times, were discarded, snoozed too often, or could not run (unknown
         topic, bad payload, an unreadable record). ``dead_kind`` says which and ``reason``
         why."""
-        rows = self.db.transact(admin.dead_page, self.layout, tenant, None, limit)
+        rows = self.db.transact(
+            admin.dead_page, self.layout, tenant, None, limit, self._retries_of
+        )
         return [info for _, info in rows]
+
+    def _retries_of(self, topic: str) -> int:
+        """The ``max_retries`` this queue's handler for ``topic`` (else its setting) applies
+        to a job whose producer fixed none: what ``get_job`` and ``dead_letters`` show."""
+        spec = self.registry.get(topic)
+        if spec is not None and spec.max_retries is not None:
+            return spec.max_retries
+        return self.settings.max_retries
 
     def retry_dead(self, tenant: str, job_id: str) -> bool:
         """Bring dead letter ``job_id`` back as a ready job with a fresh retry budget; False

@@ -3,6 +3,8 @@ the read-only counts behind ``stats()`` and ``quick-queue inspect``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from quick_queue.core.pointers import read_pointer, touch_pointer
 from quick_queue.core.records import UNREADABLE_TOPIC, clear_index, stat_add
 from quick_queue.errors import InvalidArgument, UnreadableRecord
@@ -10,12 +12,21 @@ from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import DeadRecord, JobInfo, JobRecord, ZoneStats, to_datetime
 
+# topic -> the max_retries the reader's handler would apply (see core.dequeue.RetriesOf)
+RetriesOf = Callable[[str], int | None]
 
-def _decoded(job_id: str, raw: bytes, dead: bool, now: int) -> JobRecord:
+
+def _decoded(
+    job_id: str, raw: bytes, dead: bool, now: int, retries_of: RetriesOf | None = None
+) -> JobRecord:
     """``raw`` decoded; what cannot be decoded comes back as an "unreadable" record holding
-    the stored bytes (a dead letter when it was read from the dead letters)."""
+    the stored bytes (a dead letter when it was read from the dead letters). A record whose
+    producer fixed no ``max_retries`` shows the limit ``retries_of`` gives for its topic."""
     try:
-        return JobRecord.decode(job_id, raw)
+        record = JobRecord.decode(job_id, raw)
+        if retries_of is not None and not record.retries_set:
+            record.max_retries = record.resolve_max_retries(retries_of(record.topic))
+        return record
     except UnreadableRecord as error:
         record = JobRecord.unreadable(job_id, raw, now, error.reason, 0)
         if not dead:
@@ -24,19 +35,20 @@ def _decoded(job_id: str, raw: bytes, dead: bool, now: int) -> JobRecord:
 
 
 def lookup(
-    tr: ReadView, layout: Layout, tenant: str, job_id: str, now: int = 0
+    tr: ReadView, layout: Layout, tenant: str, job_id: str, now: int = 0,
+    retries_of: RetriesOf | None = None,
 ) -> JobInfo | None:
     """The job ``job_id`` of ``tenant``, live or dead; None if there is none. A record that
     cannot be decoded is shown with state "unreadable" (live) or dead_kind "unreadable"."""
     zone = layout.zone(tenant)
     raw, dead = tr.get_many([zone.item(job_id), zone.dead_key(job_id)])
     if raw is not None:
-        record = _decoded(job_id, raw, False, now)
+        record = _decoded(job_id, raw, False, now, retries_of)
         if record.state == "u":
             return JobInfo.unreadable(tenant, record)
         return JobInfo.of_record(tenant, record)
     if dead is not None:
-        return JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now)))
+        return JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now, retries_of)))
     return None
 
 
@@ -87,7 +99,8 @@ def retry_dead(
 
 
 def dead_page(
-    tr: ReadView, layout: Layout, tenant: str | None, after: bytes | None, limit: int
+    tr: ReadView, layout: Layout, tenant: str | None, after: bytes | None, limit: int,
+    retries_of: RetriesOf | None = None,
 ) -> list[tuple[bytes, JobInfo]]:
     """Dead letters in key order (one tenant or all), ``limit`` of them after key ``after``."""
     prefix = layout.zone(tenant).dead if tenant is not None else layout.dead_prefix
@@ -97,7 +110,8 @@ def dead_page(
     for key, value in rows:
         parts = unpack(key, len(layout.dead_prefix))
         owner, job_id = str(parts[0]), str(parts[1])
-        out.append((key, JobInfo.of_dead(owner, DeadRecord(_decoded(job_id, value, True, 0)))))
+        record = _decoded(job_id, value, True, 0, retries_of)
+        out.append((key, JobInfo.of_dead(owner, DeadRecord(record))))
     return out
 
 

@@ -150,3 +150,21 @@ def test_the_size_limit_counts_a_long_topic_and_key(queue: qq.JobQueue) -> None:
         job_id = queue.enqueue("acme", topic, {"blob": "x" * 70_000}, key=key)
     job = queue.get_job("acme", job_id)
     assert job is not None and job.topic == topic and job.key == key
+
+
+def test_get_job_shows_the_limit_of_the_handler_that_will_judge_the_job(
+    db: qq.Database, clock: qq.ManualClock
+) -> None:
+    producer = qq.JobQueue(db, clock=clock, max_retries=5)  # knows no handler
+    job_id = producer.enqueue("acme", "strict", {})
+    assert producer.get_job("acme", job_id).max_retries == 5  # type: ignore[union-attr]
+
+    @qq.job(topic="strict", max_retries=1)
+    class Strict:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            pass
+
+    worker = qq.JobQueue(db, jobs=[Strict], clock=clock)
+    assert worker.get_job("acme", job_id).max_retries == 1  # type: ignore[union-attr]
+    explicit = producer.enqueue("acme", "strict", {}, max_retries=7)
+    assert worker.get_job("acme", explicit).max_retries == 7  # type: ignore[union-attr]
