@@ -2,11 +2,12 @@
 
 Layout under one root per queue name (integers are microseconds since the UNIX epoch)::
 
-    zones/{tenant}/items/{job_id}                   job record (JSON)
+    zones/{tenant}/items/{job_id}                   job record (JSON header, newline, payload)
     zones/{tenant}/ready/{priority}/{seq}/{job_id}  ''  visible now: priority, then FIFO
     zones/{tenant}/scheduled/{at}/{job_id}          ''  delayed, backoff, snoozed
     zones/{tenant}/leased/{expiry}/{job_id}         ''  in flight
-    dead/{tenant}/{job_id}                          dead record (JSON, with reason)
+    dead/{tenant}/{job_id}                          dead letter: the job record, state "d",
+                                                    with when, why (kind) and reason
     pointers/marker/{tenant}                        the zone's promise (see core.pointers)
     pointers/record/{tenant}                        pointer record (JSON)
     pointers/due/{vesting}/{tenant}                 ''  what scanners read
