@@ -44,20 +44,34 @@ def fdb_cluster_file() -> str | None:
     return None
 
 
+_CLUSTER: dict[str, str | None] = {}
+
+
+def fdb_unavailable() -> str | None:
+    """Why the FoundationDB legs cannot run here (None: they can). Asked once per session: with
+    a cluster file, one bounded attempt to open it."""
+    if "why" not in _CLUSTER:
+        cluster_file = fdb_cluster_file()
+        why: str | None = None
+        if cluster_file is None:
+            why = FDB_SKIP
+        else:
+            try:
+                kv.open("fdb://" + cluster_file).close()
+            except Exception as error:  # noqa: BLE001 - any failure to open: no cluster here
+                why = f"{FDB_SKIP} ({cluster_file} did not open: {error})"
+        _CLUSTER["why"] = why
+    return _CLUSTER["why"]
+
+
 @pytest.fixture(scope="session")
 def fdb_url() -> str:
-    """The URL of a FoundationDB cluster that opened once; skips (once, cached by pytest for the
-    session) when there is none."""
-    cluster_file = fdb_cluster_file()
-    if cluster_file is None:
-        pytest.skip(FDB_SKIP)
-    url = "fdb://" + cluster_file
-    try:
-        probe = kv.open(url)
-    except Exception as error:  # noqa: BLE001 - any failure to open means "no cluster here"
-        pytest.skip(f"{FDB_SKIP} ({cluster_file} did not open: {error})")
-    probe.close()
-    return url
+    """The URL of the FoundationDB cluster that opened (tests asking for it are left out at
+    collection when none did)."""
+    why = fdb_unavailable()
+    if why is not None:
+        pytest.skip(why)
+    return "fdb://" + str(fdb_cluster_file())
 
 
 @pytest.fixture(
@@ -70,14 +84,22 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 _NOT_RUN: list[int] = []
+_WHY: list[str] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without a cluster file, the FoundationDB legs of this folder are left out at collection
-    and reported in one line (``pytest_terminal_summary``), not as one skip per test."""
-    if fdb_cluster_file() is not None:
-        return  # a cluster file: the legs run (or skip once, naming why, if it does not open)
+    """Without a reachable cluster, the FoundationDB legs of this folder are left out at
+    collection and reported in one line (``pytest_terminal_summary``), not one skip per test."""
     here = Path(__file__).parent
+    if not any(
+        item.get_closest_marker("fdb") is not None and here in Path(str(item.path)).parents
+        for item in items
+    ):
+        return
+    why = fdb_unavailable()
+    if why is None:
+        return
+    _WHY.append(why)
     dropped = [
         item for item in items
         if item.get_closest_marker("fdb") is not None and here in Path(str(item.path)).parents
@@ -92,7 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _NOT_RUN:
         terminalreporter.write_line(
-            f"FoundationDB: {sum(_NOT_RUN)} kv contract tests not run ({FDB_SKIP})"
+            f"FoundationDB: {sum(_NOT_RUN)} kv contract tests not run: {_WHY[-1]}"
         )
 
 
