@@ -41,7 +41,7 @@ from quick_queue.kv.errors import (
     StorageError,
 )
 from quick_queue.kv.sqlite_commit import Request, add_write_ranges, apply_request, storage_error
-from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, read_only_uri
+from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
 from quick_queue.kv.sqlite_transaction import LIFETIME, Entry, SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
 
@@ -173,14 +173,18 @@ class SQLiteDatabase(Database):
                     FILE_NOT_FOUND, f"{self.path}: folder {folder} does not exist", path=self.path
                 )
         try:
-            conn = sqlite3.connect(
-                read_only_uri(self.path) if self.read_only else self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=64,
-                uri=self.read_only,
-            )
+            if self.read_only:
+                conn = connect_read_only(
+                    self.path, timeout=self._busy_timeout, check_same_thread=False
+                )
+            else:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=64,
+                )
             if self.read_only:
                 conn.execute("PRAGMA query_only=ON")  # a second guard: SQLite refuses writes
             else:

@@ -24,20 +24,52 @@ from quick_queue.kv.errors import (
 STORE_TABLES = frozenset({"kv", "qq_meta", "qq_log"})
 
 
-def read_only_uri(path: str) -> str:
+def read_only_uri(path: str, *, immutable: bool = False) -> str:
     """The SQLite URI that opens ``path`` without ever writing to it (``mode=ro``)."""
-    return "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
+    uri = "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
+
+
+def connect_read_only(
+    path: str, *, timeout: float = 5.0, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """A connection that reads ``path`` and never writes anything.
+
+    Reading a WAL-mode file takes its ``-shm`` index, which SQLite creates beside the file when
+    missing; in a folder we may not write (a read-only mount, a backup, another user's folder)
+    that fails. Then, if neither ``-wal`` nor ``-shm`` exists, no process has the store open
+    for writing (a writer always has both) and none can start there, so the file is read as
+    immutable: without the index and without locks."""
+    def connect(uri: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None,
+            check_same_thread=check_same_thread, cached_statements=64,
+        )
+
+    conn = connect(read_only_uri(path))
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as error:
+        conn.close()
+        if "unable to open" not in str(error) or any(
+            os.path.exists(path + suffix) for suffix in ("-wal", "-shm")
+        ):
+            raise
+    return connect(read_only_uri(path, immutable=True))
 
 
 def _tables(path: str) -> set[str]:
     try:
-        conn = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None)
-    except sqlite3.Error as error:
+        conn = connect_read_only(path)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as error:
         raise StorageError(
             FILE_NOT_FOUND, f"{path} cannot be opened for reading: {error}", path=path
         ) from error
-    try:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as error:
         raise StorageError(
             IO_ERROR,
@@ -45,8 +77,6 @@ def _tables(path: str) -> set[str]:
             f"({error}). Give the path of a quick_queue database, or of a new file to create",
             path=path,
         ) from error
-    finally:
-        conn.close()
     return {str(row[0]) for row in rows}
 
 
