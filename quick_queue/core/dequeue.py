@@ -103,6 +103,32 @@ def next_due(tr: Transaction, zone: Zone) -> int | None:
     return min(times) if times else None
 
 
+def _lease_ready(
+    tr: Transaction, zone: Zone, entries: list[tuple[bytes, bytes]], expiry: int, now: int,
+    new_token: Callable[[], str], max_retries_of: RetriesOf | None, stats: Stats,
+) -> list[LeasedJob]:
+    """Lease the jobs of these ready ``entries`` until ``expiry``, each with a fresh token."""
+    offset = len(zone.ready)
+    ids = [str(unpack(key, offset)[2]) for key, _ in entries]
+    raws = tr.get_many([zone.item(job_id) for job_id in ids])
+    taken: list[LeasedJob] = []
+    for (key, _), job_id, raw in zip(entries, ids, raws, strict=True):
+        tr.clear(key)
+        record = _readable(tr, zone, job_id, now, stats, raw, read=False)
+        if record is None or record.state != "r":
+            continue
+        record.state, record.at = "l", expiry
+        record.attempt += 1
+        record.token = new_token()
+        tr.set(zone.leased_key(expiry, job_id), record.token.encode())
+        tr.set(zone.item(job_id), record.encode())
+        if max_retries_of is not None and not record.retries_set:
+            # in memory only: the stored record keeps "none fixed" for the next worker
+            record.max_retries = record.resolve_max_retries(max_retries_of(record.topic))
+        taken.append(LeasedJob(zone.tenant, record))
+    return taken
+
+
 def dequeue(
     tr: Transaction,
     layout: Layout,
@@ -137,28 +163,12 @@ def dequeue(
     elif pointer is None or pointer.token != zone_token:
         raise ZoneLeaseLost(tenant)
     zone = layout.zone(tenant)
-    stats: dict[tuple[str, str], int] = {}
+    stats: Stats = {}
     promote_due(tr, zone, now, promote_max, stats, max_retries_of)
     ready = tr.get_range(zone.ready, zone.ready + b"\xff", limit=count + 1 if count else 1)
-    offset = len(zone.ready)
-    taken: list[LeasedJob] = []
-    expiry = now + item_lease
-    entries = ready[:count]
-    ids = [str(unpack(key, offset)[2]) for key, _ in entries]
-    raws = tr.get_many([zone.item(job_id) for job_id in ids])
-    for (key, _), job_id, raw in zip(entries, ids, raws, strict=True):
-        tr.clear(key)
-        record = _readable(tr, zone, job_id, now, stats, raw, read=False)
-        if record is None or record.state != "r":
-            continue
-        record.state, record.at = "l", expiry
-        record.attempt += 1
-        record.token = new_token()
-        tr.set(zone.leased_key(expiry, job_id), record.token.encode())
-        tr.set(zone.item(job_id), record.encode())
-        if max_retries_of is not None and not record.retries_set:
-            record.max_retries = record.resolve_max_retries(max_retries_of(record.topic))
-        taken.append(LeasedJob(tenant, record))
+    taken = _lease_ready(
+        tr, zone, ready[:count], now + item_lease, now, new_token, max_retries_of, stats
+    )
     if len(ready) > count:
         due: int | None = now
     else:

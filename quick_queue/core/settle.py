@@ -17,7 +17,7 @@ from quick_queue.core.records import (
     load_record,
 )
 from quick_queue.errors import InvalidArgument, UnreadableRecord
-from quick_queue.keys import Layout
+from quick_queue.keys import Layout, Zone
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord
 from quick_queue.outcomes import Outcome
@@ -50,11 +50,21 @@ def settle(
         return False
     zone = layout.zone(outcome.tenant)
     clear_index(tr, zone, record)
-    topic = record.topic
+    if not _ends(tr, zone, record, outcome, now, max_snoozes, stats):
+        _reschedule(tr, layout, zone, record, outcome, now, slack)
+    return True
+
+
+def _ends(
+    tr: Transaction, zone: Zone, record: JobRecord, outcome: Outcome, now: int,
+    max_snoozes: int, stats: Stats,
+) -> bool:
+    """Count the outcome and apply it if it ends the record (deleted or buried): True then;
+    False when the record goes back to ready or scheduled (``_reschedule``)."""
     kind = outcome.kind
 
     def count(name: str) -> None:
-        stats[(topic, name)] = stats.get((topic, name), 0) + 1
+        stats[(record.topic, name)] = stats.get((record.topic, name), 0) + 1
 
     if kind == "done":
         tr.clear(zone.item(record.job_id))
@@ -74,7 +84,8 @@ def settle(
                  f"failed {record.attempt} times; last error: {outcome.reason}", stats)
             return True
         count("retried")
-    elif kind == "snooze":
+        return False
+    if kind == "snooze":
         count("snoozed")
         record.attempt -= 1  # a snooze spends no retry
         record.snoozes += 1
@@ -82,15 +93,24 @@ def settle(
             bury(tr, zone, record, now, "snoozed_out",
                  f"snoozed more than {max_snoozes} times", stats)
             return True
-    elif kind == "release":
+        return False
+    if kind == "release":
         record.attempt -= 1  # never ran to an end: no attempt spent
-    else:
-        raise InvalidArgument(f"unknown outcome kind {kind!r}; see quick_queue.outcomes")
+        return False
+    raise InvalidArgument(f"unknown outcome kind {kind!r}; see quick_queue.outcomes")
+
+
+def _reschedule(
+    tr: Transaction, layout: Layout, zone: Zone, record: JobRecord, outcome: Outcome, now: int,
+    slack: int,
+) -> None:
+    """Back to ready (due now; a released job keeps its FIFO place) or scheduled."""
+    release = outcome.kind == "release"
     record.token = None
-    due = outcome.at if kind != "release" else now
+    due = now if release else outcome.at
     if due <= now:
-        record.state, record.at = "r", record.seq if kind == "release" else due
-        if kind != "release":
+        record.state, record.at = "r", record.seq if release else due
+        if not release:
             record.seq = due
     else:
         record.state, record.at, record.seq = "s", due, due
@@ -98,7 +118,6 @@ def settle(
     tr.set(zone.item(record.job_id), record.encode())
     touch_pointer(tr, layout, outcome.tenant, record.at if record.state == "s" else now, now,
                   slack)
-    return True
 
 
 def settle_many(

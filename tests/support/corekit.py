@@ -264,6 +264,13 @@ def check_invariants(store: Store, now: int, slack: int = 0) -> None:
       exception is a leased pointer (``pointers.py``): its vesting is its lease expiry, and the
       holder re-vests it on release (a holder that died delays the zone by one zone lease).
     """
+    _check_entries(store)
+    _check_pointers(store)
+    _check_vesting(store, now, slack)
+
+
+def _check_entries(store: Store) -> None:
+    """Each live record has exactly its one index entry; no entry lacks its record."""
     entries: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
     for tenant, prio, seq, job_id in store.ready:
         entries.setdefault((tenant, job_id), []).append(("r", prio, seq))
@@ -293,6 +300,9 @@ def check_invariants(store: Store, now: int, slack: int = 0) -> None:
             assert record.token is None, f"{ident}: {state!r} record keeps token {record.token}"
         assert ident not in store.dead, f"{ident} is both live and dead"
 
+
+def _check_pointers(store: Store) -> None:
+    """Pointers are whole: marker iff record, exactly one due entry per record, at its vesting."""
     due_by_tenant: dict[str, list[int]] = {}
     for vesting, tenant in store.due:
         due_by_tenant.setdefault(tenant, []).append(vesting)
@@ -312,6 +322,9 @@ def check_invariants(store: Store, now: int, slack: int = 0) -> None:
                 f"lease expires {pointer.lease_expiry}"
             )
 
+
+def _check_vesting(store: Store, now: int, slack: int) -> None:
+    """No orphans, and every zone's pointer is due no later than its jobs need it."""
     for tenant in store.tenants_with_jobs():
         assert tenant in store.pointers, f"orphan: zone {tenant!r} has jobs and no pointer"
         promise = store.markers[tenant]
