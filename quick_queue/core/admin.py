@@ -34,6 +34,16 @@ def _decoded(
         return record
 
 
+def live_info(tenant: str, job_id: str, raw: bytes, now: int = 0,
+              retries_of: RetriesOf | None = None) -> JobInfo:
+    """The ``JobInfo`` of a live record's stored bytes; never raises on undecodable bytes (state
+    "unreadable", the bytes as payload). For views that read records themselves."""
+    record = _decoded(job_id, raw, False, now, retries_of)
+    if record.state == "u":
+        return JobInfo.unreadable(tenant, record)
+    return JobInfo.of_record(tenant, record)
+
+
 def lookup(
     tr: ReadView, layout: Layout, tenant: str, job_id: str, now: int = 0,
     retries_of: RetriesOf | None = None,
@@ -43,10 +53,7 @@ def lookup(
     zone = layout.zone(tenant)
     raw, dead = tr.get_many([zone.item(job_id), zone.dead_key(job_id)])
     if raw is not None:
-        record = _decoded(job_id, raw, False, now, retries_of)
-        if record.state == "u":
-            return JobInfo.unreadable(tenant, record)
-        return JobInfo.of_record(tenant, record)
+        return live_info(tenant, job_id, raw, now, retries_of)
     if dead is not None:
         return JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now, retries_of)))
     return None

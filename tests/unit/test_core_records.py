@@ -193,3 +193,11 @@ def test_dequeue_resolves_max_retries_for_the_runtime_and_lease_expiry(db: Datab
     # the worker dies; at the lease's expiry the handler's limit (0 retries) buries it
     assert take(job.record.at) == []
     assert core.store().dead[("t", job_id)].kind == "lease_expired"
+
+
+def test_live_info_never_raises_for_a_view(core: Core) -> None:
+    info = admin.live_info("t", "j1", GARBAGE, T0)
+    assert (info.state, info.payload) == ("unreadable", GARBAGE)
+    job_id = core.enqueue("t", T0, payload={"a": 1})
+    raw = _raw(core, core.layout.zone("t").item(job_id))
+    assert admin.live_info("t", job_id, raw).payload == {"a": 1}
