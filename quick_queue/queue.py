@@ -149,7 +149,7 @@ class JobQueue:
 
         ``payload``: JSON data (dicts, lists, strings, finite numbers, booleans, None) or a
         pydantic model; validated by the topic's ``Payload`` model when this queue has the
-        handler. A job is one stored value: the payload may be at most about 99.7 kB as JSON
+        handler. A job is one stored value: the payload may be at most about 99.5 kB as JSON
         (``PayloadError`` names the exact limit); store large data elsewhere and pass a
         reference.
 

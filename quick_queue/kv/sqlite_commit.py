@@ -14,7 +14,7 @@ from quick_queue.kv.errors import (
     KVError,
     StorageError,
 )
-from quick_queue.kv.sqlite_transaction import Entry
+from quick_queue.kv.sqlite_reads import Entry
 
 
 class Request:

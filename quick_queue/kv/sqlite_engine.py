@@ -42,7 +42,8 @@ from quick_queue.kv.errors import (
 )
 from quick_queue.kv.sqlite_commit import Request, add_write_ranges, apply_request, storage_error
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
-from quick_queue.kv.sqlite_transaction import LIFETIME, Entry, SQLiteTransaction
+from quick_queue.kv.sqlite_reads import Entry
+from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
 
 SCHEMA = (

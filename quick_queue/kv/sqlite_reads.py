@@ -1,0 +1,259 @@
+"""The reads of the embedded engine's transactions: point, batched and range reads at the
+transaction's SQLite snapshot, merged with its own buffered writes (read-your-writes), adding
+read-conflict ranges as FoundationDB does (none for what the write buffer answers, none for
+snapshot reads; a limited range read conflicts only up to its last key).
+
+``SQLiteReads`` is the base of ``sqlite_transaction.SQLiteTransaction``, which keeps the state
+these methods read (declared here) and the writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from quick_queue.kv.api import KeyValue, ReadView, Transaction, TransactionOptions
+from quick_queue.kv.atomic import apply_ops
+from quick_queue.kv.conflicts import Range
+from quick_queue.kv.errors import CLIENT_INVALID_OPERATION, KEY_OUTSIDE_LEGAL_RANGE, KVError
+
+if TYPE_CHECKING:
+    from quick_queue.kv.sqlite_engine import SQLiteDatabase
+
+ACCESSED_UNREADABLE = 1036
+
+# A write buffer entry: ("s", value) set, ("c", None) cleared, ("a", [(op, param)]) pending atomic
+# operations on whatever the database holds, ("v", template) a versionstamped value.
+Entry = tuple[str, object]
+
+
+class SnapshotView(ReadView):
+    """``tr.snapshot``: the same reads, adding no read conflicts."""
+
+    __slots__ = ("_tr",)
+
+    def __init__(self, tr: SQLiteReads) -> None:
+        self._tr = tr
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._tr._get(key, conflict=False)
+
+    def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[KeyValue]:
+        return self._tr._get_range(begin, end, limit, reverse, conflict=False)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._tr._get_many(keys, conflict=False)
+
+
+class SQLiteReads(Transaction):
+    """The read half of ``SQLiteTransaction`` (see the module docstring)."""
+
+    _db: SQLiteDatabase
+    _writes: dict[bytes, Entry]
+    _cleared: list[Range]
+    _reads: list[Range]
+    options: TransactionOptions
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def _ensure_snapshot(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _check_read_key(self, key: bytes) -> None:
+        # FoundationDB refuses reads at and past \xff (its system keys) unless asked.
+        limit = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        if key >= limit:
+            raise KVError(KEY_OUTSIDE_LEGAL_RANGE, f"read of {key[:16]!r}... at or past {limit!r}")
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._get(key, conflict=True)
+
+    def get_range(
+        self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
+    ) -> list[KeyValue]:
+        return self._get_range(begin, end, limit, reverse, conflict=True)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._get_many(keys, conflict=True)
+
+    def _get_many(self, keys: list[bytes], *, conflict: bool) -> list[bytes | None]:
+        if len(keys) < 3:
+            return [self._get(key, conflict=conflict) for key in keys]
+        self._check()
+        for key in keys:
+            self._check_read_key(key)
+        # Keys the write buffer answers completely are served from it; the rest in one query.
+        wanted = [
+            key for key in keys
+            if (entry := self._writes.get(key)) is None
+            or entry[0] == "a"
+        ]
+        wanted = [k for k in wanted if not (k not in self._writes and self._in_cleared(k))]
+        stored: dict[bytes, bytes] = {}
+        if wanted:
+            conn = self._ensure_snapshot()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                stored.update(
+                    conn.execute(f"SELECT k, v FROM kv WHERE k IN ({marks})", chunk).fetchall()
+                )
+            if conflict:
+                self._reads.extend((key, key + b"\x00") for key in wanted)
+        out: list[bytes | None] = []
+        for key in keys:
+            entry = self._writes.get(key)
+            if entry is None:
+                out.append(stored.get(key))
+            elif entry[0] == "s":
+                out.append(entry[1])  # type: ignore[arg-type]
+            elif entry[0] == "c":
+                out.append(None)
+            elif entry[0] == "a":
+                out.append(apply_ops(stored.get(key), entry[1]))  # type: ignore[arg-type]
+            else:
+                raise KVError(ACCESSED_UNREADABLE, "read of a versionstamped value before commit")
+        return out
+
+    def _in_cleared(self, key: bytes) -> bool:
+        for begin, end in self._cleared:
+            if begin <= key < end:
+                return True
+        return False
+
+    def _get(self, key: bytes, *, conflict: bool) -> bytes | None:
+        try:
+            return self._get_inner(key, conflict)
+        except sqlite3.Error as error:  # a corrupt page shows up on the read that meets it
+            raise self._db._reading_failed(error) from error
+
+    def _get_inner(self, key: bytes, conflict: bool) -> bytes | None:
+        self._check()
+        self._check_read_key(key)
+        entry = self._writes.get(key)
+        if entry is not None:
+            kind, data = entry
+            if kind == "s":
+                return data  # type: ignore[return-value]
+            if kind == "c":
+                return None
+            if kind == "v":
+                raise KVError(ACCESSED_UNREADABLE, "read of a versionstamped value before commit")
+        elif self._cleared and self._in_cleared(key):
+            return None
+        conn = self._ensure_snapshot()
+        row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        if conflict:
+            self._reads.append((key, key + b"\x00"))
+        value: bytes | None = row[0] if row is not None else None
+        if entry is not None:  # pending atomic operations over the stored value
+            return apply_ops(value, entry[1])  # type: ignore[arg-type]
+        return value
+
+    def _db_rows(
+        self, conn: sqlite3.Connection, begin: bytes, end: bytes, reverse: bool, page: int
+    ) -> Iterator[KeyValue]:
+        if reverse:
+            sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT ?"
+        else:
+            sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
+        lo, hi = begin, end
+        while True:
+            rows = conn.execute(sql, (lo, hi, page)).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+            if reverse:
+                hi = last
+            else:
+                lo = last + b"\x00"
+            page = min(page * 4, 4096)
+
+    def _get_range(
+        self, begin: bytes, end: bytes, limit: int, reverse: bool, *, conflict: bool
+    ) -> list[KeyValue]:
+        try:
+            return self._get_range_inner(begin, end, limit, reverse, conflict)
+        except sqlite3.Error as error:
+            raise self._db._reading_failed(error) from error
+
+    def _get_range_inner(
+        self, begin: bytes, end: bytes, limit: int, reverse: bool, conflict: bool
+    ) -> list[KeyValue]:
+        self._check()
+        if limit < 0:
+            raise KVError(CLIENT_INVALID_OPERATION, "limit must be >= 0")
+        limit_key = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        if begin > limit_key or end > limit_key:
+            raise KVError(KEY_OUTSIDE_LEGAL_RANGE, f"range read past {limit_key!r}")
+        if begin >= end:
+            return []
+        conn = self._ensure_snapshot()
+        local = (
+            sorted(
+                (k for k in self._writes if begin <= k < end),
+                reverse=reverse,
+            )
+            if self._writes
+            else []
+        )
+        cleared = [(b, e) for b, e in self._cleared if b < end and begin < e]
+        page = (limit + len(local) + 1) if limit else 256
+        out: list[KeyValue] = []
+        li = 0
+        for key, value in self._db_rows(conn, begin, end, reverse, page):
+            # local keys that sort before this row come first
+            while li < len(local) and (local[li] > key if reverse else local[li] < key):
+                self._emit_local(local[li], out, conn)
+                li += 1
+                if limit and len(out) >= limit:
+                    break
+            if limit and len(out) >= limit:
+                break
+            if li < len(local) and local[li] == key:
+                self._emit_local(key, out, conn, stored=value)
+                li += 1
+            elif not (cleared and any(b <= key < e for b, e in cleared)):
+                out.append((key, value))
+            if limit and len(out) >= limit:
+                break
+        else:
+            while li < len(local) and not (limit and len(out) >= limit):
+                self._emit_local(local[li], out, conn)
+                li += 1
+        if conflict:
+            if limit and len(out) >= limit:
+                if reverse:
+                    self._reads.append((out[-1][0], end))
+                else:
+                    self._reads.append((begin, out[-1][0] + b"\x00"))
+            else:
+                self._reads.append((begin, end))
+        return out
+
+    def _emit_local(
+        self,
+        key: bytes,
+        out: list[KeyValue],
+        conn: sqlite3.Connection,
+        stored: bytes | None = None,
+    ) -> None:
+        kind, data = self._writes[key]
+        if kind == "s":
+            out.append((key, data))  # type: ignore[arg-type]
+        elif kind == "a":
+            if stored is None and not (self._cleared and self._in_cleared(key)):
+                row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+                stored = row[0] if row else None
+            value = apply_ops(stored, data)  # type: ignore[arg-type]
+            if value is not None:
+                out.append((key, value))
+        elif kind == "v":
+            raise KVError(ACCESSED_UNREADABLE, "range read over a versionstamped value")
+
+    # -- writes -----------------------------------------------------------------------------
