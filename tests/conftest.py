@@ -20,9 +20,10 @@ def clock() -> qq.ManualClock:
 
 
 @pytest.fixture
-def db() -> Iterator[qq.Database]:
-    """An ephemeral embedded database (one process)."""
-    database = qq.open("memory://")
+def db(clock: qq.ManualClock) -> Iterator[qq.Database]:
+    """An ephemeral embedded database (one process) whose time is the ``clock`` fixture:
+    leases follow the store's time, so moving the clock moves them too."""
+    database = qq.open("memory://", clock=clock)
     try:
         yield database
     finally:

@@ -81,8 +81,12 @@ def to_outcome(
                    reason=_text(verdict.reason)[:2000])
 
 
-def call_handler(running: Running) -> object:
-    """Call ``perform``; an exception is returned (with its traceback summarised), not raised."""
+def call_handler(
+    running: Running, passthrough: tuple[type[BaseException], ...] = ()
+) -> object:
+    """Call ``perform``; an exception is returned (with its traceback summarised), not raised,
+    except one of ``passthrough`` (a transactional handler's store errors: its retry loop
+    decides what they mean)."""
     spec = running.spec
     assert spec is not None
     try:
@@ -92,6 +96,8 @@ def call_handler(running: Running) -> object:
     try:
         handler = spec.handler()
         return handler.perform(payload, running.meta)
+    except passthrough:
+        raise
     except BaseException as error:  # noqa: BLE001 - the worker survives whatever a job raises
         # (SystemExit and KeyboardInterrupt included: raised by a job in a worker thread they
         # would only kill that thread and strand its job)

@@ -35,6 +35,11 @@ class Running:
     abandoned: bool = False  # timed out or released: a later outcome is ignored
     settled: bool = False
     outcome_kind: OutcomeKind | None = None  # the first outcome submitted (it wins)
+    # A transactional handler's transaction may be open until this monotonic time: the keeper
+    # leaves its lease alone meanwhile (an extension would conflict with the transaction; see
+    # consumer/transactional.py, which stretches the lease over it instead).
+    tx_until: float = 0.0
+    extending: bool = False  # the keeper's extension of this lease is being committed
 
     @property
     def key(self) -> JobKey:

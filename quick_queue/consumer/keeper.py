@@ -5,12 +5,23 @@ A handler learns that its lease is gone (it timed out, the job was cancelled, or
 consumer took it after the lease expired) through ``meta.lease_lost``, which the keeper sets:
 at the timeout itself, or at the first extension round after the cancel, so within
 ``extend_interval`` seconds (``item_lease / 3`` by default).
+
+Time: a lease's expiry is the store's time (``Database.store_time()``, one clock every worker
+shares, DESIGN.md §8), never this host's wall clock, so a skewed or stepped clock can neither
+let a lease lapse nor make it look lapsed. Rounds are paced on the monotonic clock, and also
+whenever the store's time has moved ``extend_interval`` since the last round: either clock
+can only make rounds come sooner, never later (and a test's injected store clock drives them).
+
+A transactional handler's lease is left alone while its transaction may be open (see
+``consumer/transactional.py``): extending it would rewrite the job record that transaction
+read, and refuse its commit (1020).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from quick_queue.consumer.executor import timeout_outcome
@@ -23,6 +34,46 @@ from quick_queue.models import to_us
 
 log = logging.getLogger("quick_queue.worker")
 EXTEND_CHUNK = 500  # leases per extension transaction
+
+
+class RoundPacer:
+    """When the next extension round is due: ``interval`` seconds after the last one on the
+    monotonic clock, or on the store's clock, whichever comes first. The store's time is read
+    at most every ``STORE_CHECK`` seconds (on FoundationDB each reading is a read version)."""
+
+    STORE_CHECK = 0.5
+
+    def __init__(self, store_time: Callable[[], float], interval: float) -> None:
+        self.store_time = store_time
+        self.interval = interval
+        self.next_mono = time.monotonic() + interval
+        self.next_store = self._store() or 0.0
+        self.next_store += interval
+        self.checked = time.monotonic()
+
+    def _store(self) -> float | None:
+        try:
+            return self.store_time()
+        except Exception:  # noqa: BLE001 - the monotonic clock alone still paces the rounds
+            return None
+
+    def due(self) -> bool:
+        mono = time.monotonic()
+        if mono >= self.next_mono:
+            return self._start(mono)
+        if mono - self.checked >= min(self.STORE_CHECK, self.interval / 2):
+            self.checked = mono
+            store = self._store()
+            if store is not None and store >= self.next_store:
+                return self._start(mono, store)
+        return False
+
+    def _start(self, mono: float, store: float | None = None) -> bool:
+        self.next_mono = mono + self.interval
+        store = store if store is not None else self._store()
+        if store is not None:
+            self.next_store = store + self.interval
+        return True
 
 
 class Keeper:
@@ -44,8 +95,7 @@ class Keeper:
 
     def loop(self) -> None:
         settings = self.context.settings
-        clock = self.context.clock
-        next_extend = clock.now() + settings.extend_interval
+        pacer = RoundPacer(self.context.db.store_time, settings.extend_interval)
         while not self.closed:
             # Tick fast only while some running job has a timeout to enforce; an idle
             # consumer then costs next to no CPU (and never slower than extend_interval: a
@@ -56,9 +106,7 @@ class Keeper:
             if not self.closed:
                 self.wake.clear()
             self._enforce_timeouts()
-            now = clock.now()
-            if now >= next_extend:
-                next_extend = now + settings.extend_interval
+            if pacer.due():
                 self.extend_all()
 
     def _enforce_timeouts(self) -> None:
@@ -88,14 +136,34 @@ class Keeper:
         with self.inflight.cond:
             entries = self.inflight.unsettled()
         for start in range(0, len(entries), EXTEND_CHUNK):
-            self._extend(entries[start : start + EXTEND_CHUNK])
+            chunk = self._claim(entries[start : start + EXTEND_CHUNK])
+            if not chunk:
+                continue
+            try:
+                self._extend(chunk)
+            finally:
+                with self.inflight.cond:
+                    for running in chunk:
+                        running.extending = False
+                    self.inflight.cond.notify_all()  # a transactional handler may wait
+
+    def _claim(self, chunk: list[Running]) -> list[Running]:
+        """The leases of ``chunk`` this round may extend, marked as being extended: not those
+        whose transactional handler's transaction may be open (``Running.tx_until``), which
+        in turn waits for a marked extension to commit before its transaction starts."""
+        mono = time.monotonic()
+        with self.inflight.cond:
+            claimed = [r for r in chunk if not r.settled and r.tx_until <= mono]
+            for running in claimed:
+                running.extending = True
+        return claimed
 
     def _extend(self, chunk: list[Running]) -> None:
         context = self.context
         lease = to_us(context.settings.item_lease)
         leases = [(r.job.tenant, r.job.record.job_id, r.job.token) for r in chunk]
-        now = to_us(context.clock.now())
         try:
+            now = to_us(context.db.store_time())  # leases are in the store's time
             kept = context.db.transact(extend_leases, context.layout, leases, now, lease)
         except Exception:
             log.exception("lease extension failed")

@@ -87,7 +87,7 @@ class Scanner:
     def scan_once(self) -> tuple[int, bool, float]:
         """One scan: (jobs leased, whether any zone was due, how long to wait if idle)."""
         context, settings = self.context, self.context.settings
-        now = to_us(context.clock.now())
+        now = to_us(context.db.store_time())  # leases and due times: the store's clock
         due, next_vesting = context.db.transact(scan_due, context.layout, now, settings.peek_max)
         got = 0
         if due:

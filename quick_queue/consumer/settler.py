@@ -86,7 +86,7 @@ class Settler:
     def _settle(self, outcomes: list[Outcome]) -> list[bool]:
         settings = self.context.settings
         return self.context.db.transact(
-            settle_many, self.context.layout, outcomes, to_us(self.context.clock.now()),
+            settle_many, self.context.layout, outcomes, to_us(self.context.db.store_time()),
             to_us(settings.pointer_slack), settings.max_snoozes,
         )
 

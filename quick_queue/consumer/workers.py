@@ -143,6 +143,6 @@ class WorkerPool:
             return
         result = call_handler(running)
         outcome = bad_payload_outcome(running, result) or to_outcome(
-            running, result, context.clock.now(), context.settings, context.rng
+            running, result, context.db.store_time(), context.settings, context.rng
         )
         self.settler.submit(running, outcome)

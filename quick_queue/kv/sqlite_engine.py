@@ -40,6 +40,7 @@ from quick_queue.kv.errors import (
     KVError,
     StorageError,
 )
+from quick_queue.kv.host_clock import HostClock
 from quick_queue.kv.sqlite_commit import Request, add_write_ranges, apply_request, storage_error
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
 from quick_queue.kv.sqlite_reads import Entry
@@ -160,10 +161,13 @@ class SQLiteDatabase(Database):
         self._start_history(version)
 
     def store_time(self) -> float:
-        """The injected clock's time, else the host's clock: every process using the file runs
-        on this host, so they all read the same clock."""
+        """The injected clock's time, else the host's boot clock anchored once per boot in
+        this file (``kv/host_clock.py``): every process using the file runs on this host and
+        reads that one clock, which no wall-clock step or skewed process clock moves."""
         clock = self._clock
-        return clock.now() if clock is not None else time.time()
+        if clock is None:
+            clock = self._clock = HostClock(self._connect, read_only=self.read_only)
+        return clock.now()
 
     # -- connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -25,7 +25,7 @@ def test_with_db_is_the_same_queue_on_another_connection(
     tmp_path: Path, clock: qq.ManualClock
 ) -> None:
     url = f"sqlite:///{tmp_path}/q.db"
-    first, second = qq.open(url), qq.open(url)
+    first, second = qq.open(url, clock=clock), qq.open(url, clock=clock)
     try:
         queue = qq.JobQueue(first, name="shop", jobs=[Ok], clock=clock, max_retries=7, seed=3)
         other = queue.with_db(second)
@@ -51,10 +51,12 @@ def _retry_due(make_queue: QueueFactory, db: qq.Database, seed: int | None) -> f
     return info.due_at.timestamp()
 
 
-def test_a_seed_replays_the_backoff_jitter(make_queue: QueueFactory) -> None:
+def test_a_seed_replays_the_backoff_jitter(
+    make_queue: QueueFactory, clock: qq.ManualClock
+) -> None:
     dues = []
     for seed in (11, 11, 12):
-        database = qq.open("memory://")
+        database = qq.open("memory://", clock=clock)  # the consumer's time: the store's
         try:
             dues.append(_retry_due(make_queue, database, seed))
         finally:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 import quick_queue as qq
 
@@ -20,12 +23,26 @@ def _leased_info(queue: qq.JobQueue, tenant: str, job_id: str) -> qq.JobInfo:
     return info
 
 
-def test_stalled_worker_loses_the_job_and_its_completion_is_stale(
-    db: qq.Database, background: Any
-) -> None:
-    # Two consumers with their own clocks: A's time stands still (the process stalls: no
-    # lease extension), B's moves past A's lease.
+@pytest.fixture
+def two_clocks(tmp_path: Path) -> Iterator[tuple[qq.Database, qq.Database, qq.ManualClock,
+                                                 qq.ManualClock]]:
+    """Two connections to one store, each reading the store's time from its own clock: A's
+    time stands still (its process stalls: no lease extension), B's moves past A's lease.
+    (Leases follow the store's time, which every real connection shares.)"""
     clock_a, clock_b = qq.ManualClock(), qq.ManualClock()
+    url = f"sqlite:///{tmp_path}/q.db"
+    db_a, db_b = qq.open(url, clock=clock_a), qq.open(url, clock=clock_b)
+    try:
+        yield db_a, db_b, clock_a, clock_b
+    finally:
+        db_a.close()
+        db_b.close()
+
+
+def test_stalled_worker_loses_the_job_and_its_completion_is_stale(
+    two_clocks: Any, background: Any
+) -> None:
+    db_a, db_b, clock_a, clock_b = two_clocks
     started = threading.Event()
     runs: list[tuple[str, int]] = []
     lost_seen: list[bool] = []
@@ -38,8 +55,8 @@ def test_stalled_worker_loses_the_job_and_its_completion_is_stale(
                 started.set()
                 lost_seen.append(meta.lease_lost.wait(10))
 
-    queue_a = qq.JobQueue(db, jobs=[Stall], clock=clock_a)
-    queue_b = qq.JobQueue(db, jobs=[Stall], clock=clock_b)
+    queue_a = qq.JobQueue(db_a, jobs=[Stall], clock=clock_a)
+    queue_b = qq.JobQueue(db_b, jobs=[Stall], clock=clock_b)
     job_id = queue_a.enqueue("t", "stall", {})
     drain_a = background(queue_a.drain)
     assert started.wait(5)
@@ -69,9 +86,9 @@ def test_stalled_worker_loses_the_job_and_its_completion_is_stale(
 
 
 def test_stale_failure_of_a_stalled_worker_changes_nothing(
-    db: qq.Database, background: Any
+    two_clocks: Any, background: Any
 ) -> None:
-    clock_a, clock_b = qq.ManualClock(), qq.ManualClock()
+    db_a, db_b, clock_a, clock_b = two_clocks
     started, b_running, b_release = threading.Event(), threading.Event(), threading.Event()
 
     @qq.job(topic="fail-late")
@@ -85,8 +102,8 @@ def test_stale_failure_of_a_stalled_worker_changes_nothing(
             b_release.wait(10)
             return None
 
-    queue_a = qq.JobQueue(db, jobs=[FailLate], clock=clock_a)
-    queue_b = qq.JobQueue(db, jobs=[FailLate], clock=clock_b)
+    queue_a = qq.JobQueue(db_a, jobs=[FailLate], clock=clock_a)
+    queue_b = qq.JobQueue(db_b, jobs=[FailLate], clock=clock_b)
     job_id = queue_a.enqueue("t", "fail-late", {})
     drain_a = background(queue_a.drain)
     assert started.wait(5)
@@ -169,9 +186,20 @@ def test_cancelling_a_running_job_tells_the_handler_and_its_completion_is_stale(
     assert counters["cancelled"] == 1 and counters.get("completed", 0) == 0
 
 
-def test_short_item_lease_is_extended_in_time(db: qq.Database, background: Any) -> None:
+@pytest.fixture
+def real_db() -> Iterator[qq.Database]:
+    """A store on its own time (no test clock)."""
+    database = qq.open("memory://")
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def test_short_item_lease_is_extended_in_time(real_db: qq.Database, background: Any) -> None:
     # Real time: with item_lease=0.15 s the keeper must extend every 0.05 s, faster than its
     # idle tick, or a second consumer takes the job while it still runs.
+    db = real_db
     runs: list[int] = []
     started = threading.Event()
 
