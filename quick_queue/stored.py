@@ -51,7 +51,6 @@ VALUE_LIMIT = 100_000
 RUNTIME_ROOM = 256
 DEFAULT_MAX_RETRIES = 3  # the Settings default; a record that names none falls back to it
 _TRIMMED = " [... trimmed to fit the record]"
-_INT_FIELDS = ("pr", "at", "sq", "e", "a", "sn")
 
 
 class JobRecord:
@@ -216,8 +215,12 @@ class JobRecord:
             d = load(head)
             if not newline:
                 return _decode_old_dead(job_id, d)
-            if not isinstance(d["t"], str) or d["st"] not in _STATES or not all(
-                type(d[name]) is int for name in _INT_FIELDS
+            # what later steps rely on; a foreign writer's JSON fails here, not mid-settle
+            if (
+                type(d["t"]) is not str or d["st"] not in _STATES or type(d["pr"]) is not int
+                or type(d["at"]) is not int or type(d["sq"]) is not int
+                or type(d["a"]) is not int or type(d["sn"]) is not int
+                or type(d["e"]) is not int
             ):
                 raise ValueError("a field of the header has the wrong type")
             record = cls(
