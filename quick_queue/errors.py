@@ -8,6 +8,8 @@ wrong type), the built-in stays a base, so that code keeps working::
      └── QuickQueueError                root: every error the package raises on purpose
           ├── KVError                   the storage layer; .code is FoundationDB's error code
           │    ├── StorageError         the embedded engine's file is unusable; .path names it
+          │    │    └── ForeignDatabase an SQLite file that is not a queue store (pass
+          │    │                        adopt=True to open() to take it over)
           │    └── ClientLibraryMissing fdb: URL without the FoundationDB client library
           ├── ConfigurationError        (ValueError) a setting, URL, queue name or @job option
           │    │                        that cannot work: fix the value the message names
@@ -39,6 +41,7 @@ from __future__ import annotations
 from quick_queue.kv.errors import (
     ClientLibraryMissing,
     ConfigurationError,
+    ForeignDatabase,
     KVError,
     QuickQueueError,
     StorageError,
@@ -97,6 +100,7 @@ __all__ = [
     "ArgumentTypeError",
     "ClientLibraryMissing",
     "ConfigurationError",
+    "ForeignDatabase",
     "HandlerError",
     "InvalidArgument",
     "KVError",

@@ -18,6 +18,7 @@ EXPECTED_ALL = [
     "Database",
     "Discard",
     "Error",
+    "ForeignDatabase",
     "HandlerError",
     "InvalidArgument",
     "JobInfo",
