@@ -97,6 +97,8 @@ _RETRYABLE_NOT_COMMITTED = frozenset(
     }
 )
 _RETRYABLE = _MAYBE_COMMITTED | _RETRYABLE_NOT_COMMITTED
+#: The embedded engine's table, public for tests and tools.
+RETRYABLE_CODES, MAYBE_COMMITTED_CODES = _RETRYABLE, _MAYBE_COMMITTED
 
 
 class QuickQueueError(Exception):
