@@ -37,7 +37,8 @@ def test_our_table_is_the_client_librarys(fdb_db: FDBDatabase) -> None:
         assert (code in RETRYABLE_CODES) == bool(fdb.predicates.is_retryable(error)) or code in (
             1223, 1235, 1242, 2131,  # known to some client releases only
         ), code
-        assert (code in MAYBE_COMMITTED_CODES) == bool(fdb.predicates.is_maybe_committed(error)), code
+        said = bool(fdb.predicates.is_maybe_committed(error))
+        assert (code in MAYBE_COMMITTED_CODES) == said, code
         mapped = kv_error_from_fdb(error)
         assert is_retryable(mapped) == bool(fdb.predicates.is_retryable(error))
         assert maybe_committed(mapped) == bool(fdb.predicates.is_maybe_committed(error))
