@@ -66,6 +66,20 @@ DEFAULT_TRANSACTION_TIMEOUT = 10.0
 #: ``fdb.tuple.pack(("qq.kv", "change"))``: bumped by enqueues, watched by idle consumers.
 CHANGE_KEY = b"\x02qq.kv\x00\x02change\x00"
 _ONE = (1).to_bytes(8, "little")
+#: The process that started the binding's client (its network thread), once one did.
+_CLIENT_PID: list[int] = []
+
+FORKED = (
+    "this process was forked from one that had opened FoundationDB: the client's network "
+    "thread does not survive fork(), so nothing would ever answer (fdb.open returns the parent's "
+    "dead database). Start worker processes with the 'spawn' method "
+    "(multiprocessing.get_context('spawn')) and open the database in the child from its URL"
+)
+
+
+def _check_not_forked() -> None:
+    if _CLIENT_PID and _CLIENT_PID[0] != os.getpid():
+        raise KVError(CLIENT_INVALID_OPERATION, FORKED)
 
 
 def _describe_cluster_file(cluster_file: str | None) -> str:
@@ -88,10 +102,13 @@ def open_fdb(
     """Open the FoundationDB cluster ``cluster_file`` describes (None: the default cluster file),
     check it answers within ``connect_timeout`` seconds (0 skips the check), and bound every
     transaction of this database to ``transaction_timeout`` seconds (0: no bound)."""
+    _check_not_forked()
     fdb = load_fdb()
     where = _describe_cluster_file(cluster_file)
     try:
         raw = fdb.open(cluster_file)
+        if not _CLIENT_PID:
+            _CLIENT_PID.append(os.getpid())
         if transaction_timeout > 0:
             raw.options.set_transaction_timeout(max(1, int(transaction_timeout * 1000)))
     except Exception as error:
@@ -182,6 +199,7 @@ class FDBDatabase(Database):
         self._clock = clock
         self._timeout_ms = int(transaction_timeout * 1000)
         self._closed = False
+        self._pid = os.getpid()
         self._version_clock = VersionClock(self, writable=not read_only)
         self._watch_lock = threading.Lock()
         self._watch: tuple[Any, threading.Event] | None = None
@@ -194,6 +212,8 @@ class FDBDatabase(Database):
     def create_transaction(self) -> FDBTransaction:
         if self._closed:
             raise KVError(CLIENT_INVALID_OPERATION, f"database {self.url} is closed")
+        if self._pid != os.getpid():  # a forked child would wait forever for an answer
+            raise KVError(CLIENT_INVALID_OPERATION, FORKED)
         tr = FDBTransaction(self._db.create_transaction(), read_only=self.read_only)
         if self._timeout_ms > 0:
             tr.options.set_timeout(self._timeout_ms)

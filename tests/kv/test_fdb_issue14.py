@@ -147,6 +147,7 @@ def test_open_sets_a_database_wide_transaction_timeout(monkeypatch: pytest.Monke
     raw = Database()
     binding = types.SimpleNamespace(open=lambda cluster_file: raw)
     monkeypatch.setattr(fdb_adapter, "load_fdb", lambda: binding)
+    monkeypatch.setattr(fdb_adapter, "_CLIENT_PID", [])
     db = open_fdb("/etc/foundationdb/fdb.cluster", connect_timeout=0)
     assert raw.options.calls == [("set_transaction_timeout", (10_000,))]
     assert db.url == "fdb:///etc/foundationdb/fdb.cluster"
@@ -236,3 +237,41 @@ def test_a_failed_watch_is_no_change_and_does_not_spin() -> None:
     raw.failing_watches = None
     db.wait_for_change(0.0)  # the failed watch was dropped: a new one is set
     assert len(raw.watches) == 1
+
+
+def test_a_forked_child_gets_a_clear_error_instead_of_hanging() -> None:
+    import os
+
+    db = wrap_database(Database())
+    db.create_transaction()  # fine in the process that opened it
+    pid = os.fork()
+    if pid == 0:  # the child: FoundationDB's client does not survive fork()
+        code = 1
+        try:
+            db.create_transaction()
+        except KVError as error:
+            code = 7 if "spawn" in str(error) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+
+
+def test_opening_fdb_in_a_forked_child_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    binding = types.SimpleNamespace(open=lambda cluster_file: Database())
+    monkeypatch.setattr(fdb_adapter, "load_fdb", lambda: binding)
+    monkeypatch.setattr(fdb_adapter, "_CLIENT_PID", [])
+    open_fdb(None, connect_timeout=0)  # this process starts the client
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            open_fdb(None, connect_timeout=0)
+        except KVError as error:
+            code = 7 if "spawn" in str(error) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
