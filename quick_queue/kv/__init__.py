@@ -6,7 +6,15 @@
   durable SQLite file several processes may share; ``?synchronous=NORMAL`` trades the last
   commits on power loss for speed (``FULL`` is the default).
 * ``memory://``: the same engine on a temporary file removed at ``close()``, for tests and demos.
-* ``fdb://`` (the default cluster file) or ``fdb:///etc/foundationdb/fdb.cluster``: FoundationDB.
+* ``fdb://`` (the default cluster file) or ``fdb:///etc/foundationdb/fdb.cluster``: FoundationDB
+  (``pip install "quick-queue[fdb]"``, the binding pinned to the server's release: see
+  ``kv.fdb_load``).
+
+``open(url, read_only=True)`` reads an existing store without writing to it; an existing SQLite
+file of another application is refused unless ``adopt=True``; ``clock=`` replaces the engine's
+time (``Database.store_time()``, the one time every process compares leases against) in tests.
+Errors: ``kv.errors`` (``is_retryable`` and ``maybe_committed`` as FoundationDB classifies,
+``is_transient`` for background loops that should back off rather than stop).
 """
 
 from __future__ import annotations
