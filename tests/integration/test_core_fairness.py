@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import pytest
 
-import quick_queue.kv as kv
 from quick_queue.clock import ManualClock
 from quick_queue.kv.api import Database
 from quick_queue.models import to_us
@@ -20,21 +18,13 @@ BACKLOG = 10_000
 SMALL = 100
 
 
-@pytest.fixture
-def db() -> Iterator[Database]:
-    database = kv.open("memory://")
-    try:
-        yield database
-    finally:
-        database.close()
-
-
 @pytest.mark.parametrize("mode", ["two-step", "one-step"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_one_job_tenants_start_before_the_backlog(db: Database, seed: int, mode: str) -> None:
+def test_one_job_tenants_start_before_the_backlog(
+    db: Database, clock: ManualClock, seed: int, mode: str
+) -> None:
     """Each zone visit is lease_zone then dequeue (DESIGN.md), or the runtime's one step."""
-    clock = ManualClock()
-    queue = JobQueue(db, name="fair", clock=clock)
+    queue = JobQueue(db, name="fair", clock=clock)  # the db's clock too (conftest)
     for start in range(0, BACKLOG, 2_000):
         queue.enqueue_many([("busy", "work", {"n": n}) for n in range(start, start + 2_000)])
     clock.advance(0.001)  # the one-job tenants come after the whole backlog

@@ -5,11 +5,10 @@ idempotency when a commit's result is unknown (1021)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-import quick_queue.kv as kv
 from quick_queue.core.enqueue import NewJob, enqueue
 from quick_queue.core.pointers import EMPTY
 from quick_queue.keys import Layout
@@ -17,16 +16,6 @@ from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import KVError
 from quick_queue.kv.faults import FaultyDatabase
 from tests.support.corekit import ITEM_LEASE, MIN_INACTIVE, T0, US, Core, check_invariants
-
-
-@pytest.fixture
-def db() -> Iterator[Database]:
-    database = kv.open("memory://")
-    try:
-        yield database
-    finally:
-        database.close()
-
 
 Step = Callable[[Transaction], object]
 
