@@ -184,7 +184,14 @@ class JobQueue:
         now = self.clock.now()
         new = self._new_job(tenant, topic, payload, now, in_, at, priority, max_retries, key)
         slack = to_us(self.settings.pointer_slack)
-        return self._in_transaction(tr, lambda t: enqueue(t, self.layout, new, to_us(now), slack))
+        now_us = to_us(now)
+
+        def write(t: Transaction) -> str:
+            job_id = enqueue(t, self.layout, new, now_us, slack)
+            self.db.notify_change(t)  # wakes idle consumers where the engine needs telling
+            return job_id
+
+        return self._in_transaction(tr, write)
 
     def enqueue_many(
         self,
@@ -201,9 +208,12 @@ class JobQueue:
         news = self._producer().new_jobs(jobs, now)
         slack = to_us(self.settings.pointer_slack)
         now_us = to_us(now)
-        return self._in_transaction(
-            tr, lambda t: enqueue_many(t, self.layout, news, now_us, slack)
-        )
+        def write(t: Transaction) -> list[str]:
+            ids = enqueue_many(t, self.layout, news, now_us, slack)
+            self.db.notify_change(t)
+            return ids
+
+        return self._in_transaction(tr, write)
 
     def _in_transaction(
         self, tr: Transaction | RawTransaction | None, fn: Callable[[Transaction], T]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import quick_queue as qq
+from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import VALUE_LIMIT
 
 
@@ -168,3 +169,22 @@ def test_get_job_shows_the_limit_of_the_handler_that_will_judge_the_job(
     assert worker.get_job("acme", job_id).max_retries == 1  # type: ignore[union-attr]
     explicit = producer.enqueue("acme", "strict", {}, max_retries=7)
     assert worker.get_job("acme", explicit).max_retries == 7  # type: ignore[union-attr]
+
+
+class _Noting(FaultyDatabase):
+    """The real engine (no faults injected), counting the enqueue's change notices."""
+
+    notices = 0
+
+    def notify_change(self, tr: qq.Transaction) -> None:
+        _Noting.notices += 1
+        super().notify_change(tr)
+
+
+def test_every_enqueue_tells_the_engine_of_new_work(db: qq.Database, clock: qq.ManualClock) -> None:
+    queue = qq.JobQueue(_Noting(db), jobs=[Mail], clock=clock)
+    queue.enqueue("acme", "mail", {})
+    queue.enqueue_many([("acme", "mail", {}), ("b", "mail", {})])
+    queue.db.transact(lambda tr: queue.enqueue("c", "mail", {}, tr=tr))
+    assert _Noting.notices == 3
+    assert queue.stats().ready == 4
