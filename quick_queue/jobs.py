@@ -239,6 +239,14 @@ def job(
       queue's setting). An explicit ``enqueue(max_retries=...)`` wins.
     * ``timeout``, ``transactional`` and the backoff options are read by the worker at run
       time.
+    * ``transactional=True``: ``perform`` gets ``meta.tr``, and its writes commit in the same
+      transaction as the job's completion: exactly once, or not at all (any other outcome
+      rolls them back). It may read and write through ``meta.tr`` (and enqueue with
+      ``tr=meta.tr``); work outside the store is not undone and may repeat. It must return
+      within 5 seconds (a transaction's lifetime on FoundationDB, enforced alike on the
+      embedded engine): a longer run fails the attempt ("ran longer than the 5 s transaction
+      limit"); use ``transactional=False`` for long work. A conflict with another writer of
+      what it read reruns ``perform`` in the same attempt (up to 5 times).
     """
     _check_options(topic, priority, max_retries, timeout)
 
