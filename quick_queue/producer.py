@@ -29,6 +29,9 @@ MAX_KEY = 1000
 # Latest due time a job may have: far enough for any schedule, near enough that the time in
 # microseconds stays a key element (in_=float("inf") is refused, not an OverflowError).
 MAX_DELAY = 100 * 366 * 86400.0  # seconds, a century
+# One enqueue_many is one transaction, and a transaction holds at most 10 MB (FoundationDB's
+# limit, which the embedded engine keeps too); keys, indexes and pointers need some of it.
+BATCH_LIMIT = 9_000_000  # bytes of payload
 FIELDS = frozenset({"tenant", "topic", "payload", "in_", "at", "priority", "max_retries", "key"})
 
 
@@ -109,6 +112,13 @@ class Producer:
                     "enqueue_many takes dicts of enqueue's arguments or (tenant, topic, "
                     f"payload) tuples, not {item!r:.80}"
                 )
+        total = sum(len(new.payload) for new in news)
+        if total > BATCH_LIMIT:
+            raise InvalidArgument(
+                f"enqueue_many of {len(news)} jobs carries {total:,} bytes of payload; one call "
+                f"is one transaction, which holds at most {BATCH_LIMIT:,}: split the jobs over "
+                "several enqueue_many calls (each is all-or-nothing on its own)"
+            )
         return news
 
     def _warn_unknown(self, topic: str) -> None:

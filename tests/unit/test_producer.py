@@ -188,3 +188,13 @@ def test_every_enqueue_tells_the_engine_of_new_work(db: qq.Database, clock: qq.M
     queue.db.transact(lambda tr: queue.enqueue("c", "mail", {}, tr=tr))
     assert _Noting.notices == 3
     assert queue.stats().ready == 4
+
+
+def test_an_enqueue_many_too_large_for_one_transaction_is_refused_clearly(
+    queue: qq.JobQueue,
+) -> None:
+    jobs = [("acme", "mail", {"blob": "x" * 95_000}) for _ in range(100)]  # 9.5 MB
+    with pytest.raises(qq.InvalidArgument, match="split the jobs over"):
+        queue.enqueue_many(jobs)
+    assert queue.stats().zones == 0
+    assert len(queue.enqueue_many(jobs[:50])) == 50
