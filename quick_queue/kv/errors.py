@@ -118,6 +118,9 @@ class KVError(QuickQueueError):
     fdb_maybe_committed: bool | None = None
     #: True when the error means the FoundationDB cluster did not answer at all.
     unreachable: bool = False
+    #: True when the error ended a commit that was already sent (a timeout then leaves the
+    #: outcome unknown, see ``outcome_unknown``).
+    at_commit: bool = False
 
     def __init__(self, code: int, message: str | None = None) -> None:
         self.code = code
@@ -210,6 +213,16 @@ def maybe_committed(error: BaseException) -> bool:
         if said is not None:
             return said
     return code in _MAYBE_COMMITTED
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """True when a failed commit may have taken effect: ``maybe_committed`` (1021, 1039), or a
+    timeout (1031) that fired while the commit was in flight. FoundationDB's predicates leave
+    the timeout out (``on_error`` does not retry it), but the commit may have landed all the
+    same: whoever retries it at a higher level must do so idempotently."""
+    if maybe_committed(error):
+        return True
+    return isinstance(error, KVError) and error.at_commit and error.code == TRANSACTION_TIMED_OUT
 
 
 def is_unreachable(error: BaseException) -> bool:

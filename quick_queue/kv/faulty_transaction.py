@@ -163,6 +163,7 @@ class FaultyTransaction(Transaction):
     # -- life cycle -------------------------------------------------------------------------
     def _fail(self, kind: str, committed: bool = False) -> InjectedFault:
         error = self._db._injected(kind, committed)
+        error.at_commit = True  # every commit fault ends a commit (a timed-out one is unknown)
         for stamp in self._stamps:
             stamp.error = error
         return error

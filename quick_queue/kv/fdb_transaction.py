@@ -312,8 +312,12 @@ class FDBTransaction(Transaction):
     # -- life cycle -------------------------------------------------------------------------
     def commit(self) -> None:
         self._commit_issued = True
-        with self._errors:
-            self._tr.commit().wait()
+        try:
+            with self._errors:
+                self._tr.commit().wait()
+        except KVError as error:
+            error.at_commit = True
+            raise
 
     def reset(self) -> None:
         with self._errors:

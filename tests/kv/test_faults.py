@@ -494,3 +494,18 @@ def test_the_same_seed_replays_the_same_faults() -> None:
     assert logs[0] == logs[1]
     assert logs[0] != logs[2]
     assert {kind for kind, _ in logs[0]} >= {"not_committed", "read_future_version"}
+
+
+def test_injected_commit_timeouts_leave_the_outcome_unknown(inner: Database) -> None:
+    from quick_queue.kv.errors import outcome_unknown
+
+    db = FaultyDatabase(inner, timed_out=1.0)
+    tr = db.create_transaction()
+    tr.set(b"k", b"v")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert outcome_unknown(info.value)
+    db = FaultyDatabase(inner, read_timed_out=1.0)
+    with pytest.raises(KVError) as info:
+        db.create_transaction().get(b"k")
+    assert not outcome_unknown(info.value)

@@ -275,3 +275,20 @@ def test_opening_fdb_in_a_forked_child_is_a_clear_error(monkeypatch: pytest.Monk
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 7
+
+
+def test_a_timeout_at_commit_leaves_the_outcome_unknown_one_at_a_read_does_not() -> None:
+    from quick_queue.kv.errors import outcome_unknown
+
+    tr = FDBTransaction(Transaction())
+    tr.raw.read_errors = [FDBError(1031)]
+    with pytest.raises(KVError) as read_info:
+        tr.get(b"k")
+    assert not outcome_unknown(read_info.value)
+    tr = FDBTransaction(Transaction())
+    tr.set(b"k", b"v")
+    tr.raw.commit_error = FDBError(1031)
+    with pytest.raises(KVError) as commit_info:
+        tr.commit()
+    assert outcome_unknown(commit_info.value) and not maybe_committed(commit_info.value)
+    assert outcome_unknown(KVError(1021)) and not outcome_unknown(KVError(1020))
