@@ -164,8 +164,9 @@ class SQLiteTransaction(SQLiteReads):
         if begin > end:
             self._defer(KVError(INVERTED_RANGE))
             return
-        if end > b"\xff" and end != b"\xff":
-            end = b"\xff"
+        if begin > b"\xff" or end > b"\xff":  # as FoundationDB: past \xff is not ours to clear
+            self._defer(KVError(KEY_OUTSIDE_LEGAL_RANGE, "clear_range past b'\\xff'"))
+            return
         if begin >= end:
             return
         for key in [k for k in self._writes if begin <= k < end]:

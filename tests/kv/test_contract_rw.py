@@ -340,3 +340,18 @@ def test_waiting_on_a_versionstamp_before_commit_raises(db: Database, space: Spa
         stamp.wait()
     tr.commit()
     assert len(stamp.wait()) == 10
+
+
+def test_clearing_past_the_system_keys_is_refused_at_commit(db: Database, space: Space) -> None:
+    space.write(space.k("a"), b"1")
+    tr = db.create_transaction()
+    tr.clear_range(space.begin, b"\xff\x00")  # no error here: reported by the commit
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == 2004
+    assert space.read(space.k("a")) == b"1"  # nothing was cleared
+    tr = db.create_transaction()
+    # Up to \xff itself is legal (from a key past every test's space: the cluster may be shared).
+    tr.clear_range(b"\xfe\xff\xff\xff", b"\xff")
+    tr.commit()
+    assert space.read(space.k("a")) == b"1"
