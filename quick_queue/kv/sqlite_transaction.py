@@ -207,7 +207,8 @@ class SQLiteTransaction(SQLiteReads):
     def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
         self._check_state()
         if not check_versionstamp_template(key):
-            raise KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the key")
+            self._defer(KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the key"))
+            return
         if not self._valid(key[:-4], value):
             return
         self._stamped_keys.append((key, value))
@@ -216,7 +217,10 @@ class SQLiteTransaction(SQLiteReads):
     def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
         self._check_state()
         if not check_versionstamp_template(value):
-            raise KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the value")
+            self._defer(
+                KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the value")
+            )
+            return
         if not self._valid(key, value[:-4]):
             return
         self._writes[key] = ("v", value)
