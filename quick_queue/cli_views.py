@@ -7,6 +7,7 @@ rich renderables; nothing here reads the store.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
@@ -81,6 +82,11 @@ def _titled(title: str, table: Table) -> Group:
     return Group(Text(), Text(title, style="bold"), table)
 
 
+def shell_word(text: str) -> str:
+    """``text`` as one shell word, for the commands the views suggest."""
+    return shown(text) if re.fullmatch(r"[\w@%+=:,./-]+", text) else repr(shown(text))
+
+
 def _state(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
@@ -98,7 +104,37 @@ def attempts(job: JobInfo) -> str:
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False)
+    """Indented JSON; characters that steer a terminal are escaped even where JSON allows them
+    raw (DEL, C1 controls, bidi overrides), so ``--json`` output is as safe to print as the
+    tables."""
+    text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(text: str | None) -> str:
+    """``text`` safe for a terminal or a log line: control and format characters (ANSI escape
+    sequences, NUL, newlines, bidi overrides) appear escaped (``\\x1b``, ``\\n``) instead of
+    acting. Tenant names, topics, errors and payloads come from whoever enqueued the job."""
+    if text is None:
+        return "-"
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return _ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def cell(text: str | None, style: str = "") -> Text:
+    """A table cell of user data: escaped, and a ``Text`` so rich never reads ``[...]`` in it
+    as markup."""
+    return Text(shown(text), style=style)
 
 
 # -- inspect (overview) ------------------------------------------------------------------------
@@ -108,7 +144,7 @@ def overview(view: Overview, url: str) -> RenderableType:
     busy = view.zones  # the deepest zones with jobs, deepest first
     idle = stats.zones - view.zones_with_jobs
     header = Text.assemble(
-        ("queue ", "dim"), (view.queue, "bold"), (" on ", "dim"), url,
+        ("queue ", "dim"), (shown(view.queue), "bold"), (" on ", "dim"), shown(url),
         (f"  at {clock_time(now)}", "dim"),
     )
     oldest = f"{span(stats.oldest_due_age)}" if stats.oldest_due_age is not None else "-"
@@ -139,7 +175,7 @@ def overview(view: Overview, url: str) -> RenderableType:
         for job in view.expiring:
             expired = job.lease_expires_at is not None and job.lease_expires_at <= now
             ends = relative(job.lease_expires_at, now)
-            table.add_row(job.tenant, job.job_id, job.topic, attempts(job),
+            table.add_row(cell(job.tenant), cell(job.job_id), cell(job.topic), attempts(job),
                           Text(ends + (" (worker gone? it runs again)" if expired else ""),
                                style="red" if expired else ""))
         parts.append(_titled(f"Leases ending within {span(view.lease_window)}", table))
@@ -149,12 +185,12 @@ def overview(view: Overview, url: str) -> RenderableType:
     return Group(*parts)
 
 
-def zone_row(zone: ZoneView, now: datetime) -> list[str]:
+def zone_row(zone: ZoneView, now: datetime) -> list[RenderableType]:
     lease = relative(zone.next_lease_expiry, now)
     if zone.expired:
         lease += f" ({zone.expired} expired)"
     return [
-        zone.tenant, str(zone.ready), str(zone.scheduled), str(zone.leased),
+        cell(zone.tenant), str(zone.ready), str(zone.scheduled), str(zone.leased),
         waited(zone.due_since(now), now),
         relative(zone.next_scheduled, now), lease,
     ]
@@ -163,17 +199,17 @@ def zone_row(zone: ZoneView, now: datetime) -> list[str]:
 def topics_table(topics: dict[str, dict[str, int]]) -> Table:
     names = {name for counters in topics.values() for name in counters}
     columns = [c for c in TOPIC_COLUMNS if c in names] + sorted(names - set(TOPIC_COLUMNS))
-    table = _table("topic", *columns, right=columns)
+    table = _table("topic", *(shown(c) for c in columns), right=columns)
     for topic in sorted(topics):
         counters = topics[topic]
-        table.add_row(topic, *(str(counters.get(c, 0)) for c in columns))
+        table.add_row(cell(topic), *(str(counters.get(c, 0)) for c in columns))
     return table
 
 
 # -- inspect zone / job / dead -----------------------------------------------------------------
 def zone_detail(zone: ZoneView, jobs: dict[str, list[JobInfo]], dead: int,
                 now: datetime, limit: int) -> RenderableType:
-    header = Text.assemble(("zone ", "dim"), (zone.tenant, "bold"))
+    header = Text.assemble(("zone ", "dim"), (shown(zone.tenant), "bold"))
     totals = Text.assemble(
         ("ready ", "dim"), (str(zone.ready), "green bold"), ("   scheduled ", "dim"),
         (str(zone.scheduled), "cyan bold"), ("   leased ", "dim"),
@@ -195,30 +231,31 @@ def zone_detail(zone: ZoneView, jobs: dict[str, list[JobInfo]], dead: int,
     table = _table("job", "state", "topic", "prio", "attempt", "when",
                    right=("prio",), wide={"job": 24, "state": 9})
     errors: list[Text] = []
-    shown = 0
+    listed = 0
     for state in ("ready", "scheduled", "leased"):
         for job in jobs.get(state, []):
-            shown += 1
+            listed += 1
             if state == "leased":
                 when = "lease ends " + relative(job.lease_expires_at, now)
             elif state == "ready":
                 when = "due " + relative(job.due_at, now)
             else:
                 when = relative(job.due_at, now)
-            table.add_row(job.job_id, _state(state), job.topic, str(job.priority), attempts(job),
-                          when)
+            table.add_row(cell(job.job_id), _state(state), cell(job.topic), str(job.priority),
+                          attempts(job), when)
             if job.last_error:
-                errors.append(Text.assemble(job.job_id + "  ", (job.last_error, "red")))
-    if shown:
+                errors.append(Text.assemble(shown(job.job_id) + "  ",
+                                            (shown(job.last_error), "red")))
+    if listed:
         total = zone.jobs
-        more = f" (up to {limit} per state; {total} in all)" if shown < total else ""
+        more = f" (up to {limit} per state; {total} in all)" if listed < total else ""
         parts.append(_titled("Jobs: ready in run order, then scheduled, then leased" + more,
                              table))
     if errors:
         parts += [Text(), Text("Last errors", style="bold"), *errors]
     if dead:
         parts.append(Text(f"\n{dead} dead letter(s): quick-queue inspect dead --tenant "
-                          f"{zone.tenant}", style="dim"))
+                          f"{shell_word(zone.tenant)}", style="dim"))
     return Group(*parts)
 
 
@@ -230,9 +267,9 @@ def job_detail(job: JobInfo, now: datetime) -> RenderableType:
     def when(value: datetime | None) -> str:
         return "-" if value is None else f"{relative(value, now)}  ({value.isoformat()})"
 
-    grid.add_row("job", Text(job.job_id, style="bold"))
-    grid.add_row("tenant", job.tenant)
-    grid.add_row("topic", job.topic)
+    grid.add_row("job", cell(job.job_id, "bold"))
+    grid.add_row("tenant", cell(job.tenant))
+    grid.add_row("topic", cell(job.topic))
     grid.add_row("state", _state(job.state))
     grid.add_row("attempt", f"{attempts(job)} (max_retries {job.max_retries})")
     grid.add_row("priority", str(job.priority))
@@ -243,12 +280,12 @@ def job_detail(job: JobInfo, now: datetime) -> RenderableType:
     grid.add_row("enqueued", when(job.enqueued_at))
     grid.add_row("snoozes", str(job.snoozes))
     if job.key:
-        grid.add_row("key", job.key)
+        grid.add_row("key", cell(job.key))
     if job.state == "dead":
-        grid.add_row("dead because", Text(f"{job.dead_kind}: {job.reason}", style="red"))
+        grid.add_row("dead because", cell(f"{job.dead_kind}: {job.reason}", "red"))
     elif job.last_error:
-        grid.add_row("last error", Text(job.last_error, style="red"))
-    grid.add_row("payload", json.dumps(job.payload, ensure_ascii=False))
+        grid.add_row("last error", cell(job.last_error, "red"))
+    grid.add_row("payload", cell(json.dumps(job.payload, ensure_ascii=False)))
     return grid
 
 
@@ -259,19 +296,19 @@ def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType
     title = f"Dead letters ({len(jobs)} of {total})" if total > len(jobs) else (
         f"Dead letters ({total})"
     )
-    tenant_w = max(len(j.tenant) for j in jobs)
-    topic_w = max(len(j.topic) for j in jobs)
-    kind_w = max(len(j.dead_kind or "-") for j in jobs)
+    tenant_w = max(len(shown(j.tenant)) for j in jobs)
+    topic_w = max(len(shown(j.topic)) for j in jobs)
+    kind_w = max(len(shown(j.dead_kind)) for j in jobs)
     lines: list[RenderableType] = [Text(title, style="bold")]
     for job in jobs:
         lines.append(Text.assemble(
-            (job.tenant.ljust(tenant_w), "bold"), "  ", job.job_id, "  ",
-            job.topic.ljust(topic_w), "  ", ((job.dead_kind or "-").ljust(kind_w), "red"),
+            (shown(job.tenant).ljust(tenant_w), "bold"), "  ", shown(job.job_id), "  ",
+            shown(job.topic).ljust(topic_w), "  ", (shown(job.dead_kind).ljust(kind_w), "red"),
             (f"  {job.attempt} attempt(s), enqueued {relative(job.enqueued_at, now)}", "dim"),
         ))
-        lines.append(Padding(Text(" ".join((job.reason or "-").split())), (0, 0, 0, 4)))
+        lines.append(Padding(cell(" ".join((job.reason or "-").split())), (0, 0, 0, 4)))
     hint = ("retry one: quick-queue retry TENANT JOB_ID   all: quick-queue retry --all   "
-            "delete: quick-queue purge")
+            "delete one: quick-queue purge TENANT JOB_ID   all: quick-queue purge")
     lines += [Text(), Text(hint, style="dim")]
     return Group(*lines)
 

@@ -384,8 +384,8 @@ def test_unknown_tenant_and_job(url: str) -> None:
 def test_bad_output_format_and_watch_placement(url: str) -> None:
     enqueue(url, "acme")
     assert "--output must be table or json" in bad(2, "inspect", "-o", "yaml", "--db", url)
-    assert "--watch works with the overview only" in bad(2, "inspect", "--watch", "zone",
-                                                          "acme", "--db", url)
+    assert "not with inspect job" in bad(2, "inspect", "--watch", "job", "acme", "x",
+                                         "--db", url)
 
 
 def test_retry_needs_a_job_or_all(url: str) -> None:
@@ -395,7 +395,7 @@ def test_retry_needs_a_job_or_all(url: str) -> None:
 
 
 def test_missing_foundationdb_client_or_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(url: str) -> qq.Database:
+    def missing(url: str, **options: Any) -> qq.Database:
         raise qq.ClientLibraryMissing("The FoundationDB client library (libfdb_c) is not "
                                       "installed.\nInstall it from GitHub.")
 
@@ -403,7 +403,7 @@ def test_missing_foundationdb_client_or_cluster(monkeypatch: pytest.MonkeyPatch)
     line = bad(1, "inspect", "--db", "fdb://")
     assert "libfdb_c" in line and "Install it" in line  # newlines folded into the one line
 
-    def unreachable(url: str) -> qq.Database:
+    def unreachable(url: str, **options: Any) -> qq.Database:
         raise qq.KVError(1031, "cannot reach the FoundationDB cluster described by "
                                "/etc/foundationdb/fdb.cluster (no answer within 5 s)")
 

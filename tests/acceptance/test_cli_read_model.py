@@ -36,7 +36,7 @@ def url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def queue(url: str, clock: qq.ManualClock) -> Iterator[qq.JobQueue]:
-    db = qq.open(url)
+    db = qq.open(url, clock=clock)  # the store's time too: leases and due times agree
     yield qq.JobQueue(db, clock=clock, max_retries=0, item_lease=ITEM_LEASE)
     db.close()
 
@@ -63,10 +63,15 @@ def build_store(queue: qq.JobQueue, clock: qq.ManualClock) -> None:
     """Zones in every state: dead letters, ready jobs, scheduled ones (one overdue), leases
     running and expired."""
 
-    @queue.job(topic="boom")
+    @queue.job(topic="boom", max_retries=0)
     class Boom:
         def perform(self, payload: Any, meta: qq.JobMeta) -> None:
             raise RuntimeError("no")
+
+    @queue.job(topic="work")
+    class Work:  # registered, never run here: its jobs stay where the test puts them
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            return None
 
     queue.enqueue("doomed", "boom", {})
     queue.enqueue("doomed", "boom", {})
