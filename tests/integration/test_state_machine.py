@@ -65,7 +65,7 @@ class MJob:
     """The model of a live job."""
 
     priority: int
-    max_retries: int
+    max_retries: int | None  # None: none fixed; the settling worker's handler decides
     state: str
     at: int
     seq: int
@@ -87,7 +87,7 @@ class MDead:
     kind: str
     attempt: int
     priority: int
-    max_retries: int
+    max_retries: int | None
 
 
 @dataclass
@@ -132,6 +132,14 @@ class CoreMachine(RuleBasedStateMachine):
         job.at = job.seq = due
         job.state = "r" if due <= self.now else "s"
 
+    @staticmethod
+    def _limit(job: MJob, handler: int | None) -> int:
+        """The retries a failed attempt is judged by: the producer's, else the handler's,
+        else the default (3)."""
+        if job.max_retries is not None:
+            return job.max_retries
+        return handler if handler is not None else 3
+
     def _bury(self, ident: Ident, kind: str) -> None:
         job = self.live.pop(ident)
         self.dead[ident] = MDead(kind, job.attempt, job.priority, job.max_retries)
@@ -145,7 +153,7 @@ class CoreMachine(RuleBasedStateMachine):
                 job.state, job.seq, job.since = "r", job.at, now
             elif job.state == "l" and job.at <= now:
                 job.token, job.since = None, now
-                if job.attempt > job.max_retries:
+                if job.attempt > self._limit(job, None):
                     self._bury(ident, "lease_expired")
                 else:
                     job.state, job.at = "r", job.seq
@@ -192,7 +200,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- rules: producing -------------------------------------------------------------------
     def _enqueue_model(self, tenant: str, job_id: str, keyed: bool, priority: int,
-                       max_retries: int, due: int) -> None:
+                       max_retries: int | None, due: int) -> None:
         ident = (tenant, job_id)
         if keyed and (ident in self.live or ident in self.dead):
             return  # idempotent: the keyed job is still there
@@ -205,11 +213,11 @@ class CoreMachine(RuleBasedStateMachine):
         tenant=st.sampled_from(TENANTS),
         priority=st.sampled_from([0, 5, 100]),
         delay=st.sampled_from(DELAYS),
-        max_retries=st.sampled_from([0, 1, 2]),
+        max_retries=st.sampled_from([0, 1, 2, None]),
         key=st.sampled_from([None, None, None, "k1", "k2"]),
     )
     def enqueue(
-        self, tenant: str, priority: int, delay: int, max_retries: int, key: str | None
+        self, tenant: str, priority: int, delay: int, max_retries: int | None, key: str | None
     ) -> None:
         job_id = self.core.enqueue(
             tenant, self.now, delay=delay, priority=priority, max_retries=max_retries, key=key
@@ -292,12 +300,13 @@ class CoreMachine(RuleBasedStateMachine):
         self._accept(tenant, expected, taken)
 
     # -- rules: settling --------------------------------------------------------------------
-    def _outcome(self, held: Held, kind: str, delay: int, fast: bool, forged: bool) -> Outcome:
+    def _outcome(self, held: Held, kind: str, delay: int, fast: bool, forged: bool,
+                 handler: int | None = None) -> Outcome:
         token = "forged" if forged else held.token
         return Outcome(
             held.tenant, held.job_id, token, kind, at=self.now + delay, reason=f"{kind}!",
             dead_kind="bad_payload" if kind == "dead" else "", topic="topic",
-            lease_at=held.expiry if fast else 0,
+            lease_at=held.expiry if fast else 0, max_retries=handler,
         )
 
     def _settle_model(self, outcome: Outcome) -> bool:
@@ -314,7 +323,7 @@ class CoreMachine(RuleBasedStateMachine):
         elif kind == "dead":
             self._bury(ident, outcome.dead_kind)
         elif kind == "retry":
-            if job.attempt > job.max_retries:
+            if job.attempt > self._limit(job, outcome.max_retries):
                 self._bury(ident, "failed")
             else:
                 self._place(job, outcome.at)
@@ -344,13 +353,14 @@ class CoreMachine(RuleBasedStateMachine):
         fast=st.booleans(),
         current=st.sampled_from([True, True, True, False]),
         forged=st.sampled_from([False, False, False, False, True]),
+        handler=st.sampled_from([None, 0, 2]),
     )
     def settle(
         self, picks: list[int], kinds: list[str], delay: int, fast: bool, current: bool,
-        forged: bool,
+        forged: bool, handler: int | None,
     ) -> None:
         outcomes = [
-            self._outcome(held, kind, delay, fast, forged)
+            self._outcome(held, kind, delay, fast, forged, handler)
             for held, kind in zip(self._choose(picks, current), kinds, strict=False)
         ]
         before = self.core.dump(stats=False)
@@ -422,7 +432,7 @@ class CoreMachine(RuleBasedStateMachine):
         for ident, job in self.live.items():
             r = store.items[ident]
             got = (r.state, r.at, r.seq, r.attempt, r.snoozes, r.token, r.priority,
-                   r.max_retries)
+                   r.max_retries if r.retries_set else None)
             want = (job.state, job.at, job.seq, job.attempt, job.snoozes, job.token,
                     job.priority, job.max_retries)
             assert got == want, f"{ident}: store {got}, model {want}"
