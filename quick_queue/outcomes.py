@@ -49,6 +49,17 @@ class OutcomeKind(StrEnum):
     RELEASE = "release"  # handed back unrun or unfinished (shutdown): no attempt spent
 
 
+class LeaseLoss(StrEnum):
+    """Why a worker's lease on a job is gone (``core.settle.lease_loss``): what its log and
+    events should say instead of a bare "stale"."""
+
+    CANCELLED = "cancelled"  # no record any more: cancelled (or finished by another worker)
+    DEAD = "dead"  # moved to the dead letters (purged, expired, or buried by another worker)
+    TAKEN = "taken"  # the lease expired and another worker leased the job (or it waits again)
+    UNREADABLE = "unreadable"  # the stored record cannot be decoded
+    HELD = "held"  # not lost: the lease is still this token's
+
+
 class RecordEffect(StrEnum):
     """What an outcome does to the job's record in the store."""
 

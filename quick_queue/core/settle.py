@@ -18,9 +18,9 @@ from quick_queue.core.records import (
 )
 from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, Zone
-from quick_queue.kv.api import Transaction
+from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord
-from quick_queue.outcomes import Outcome
+from quick_queue.outcomes import LeaseLoss, Outcome
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -201,6 +201,25 @@ def extend_leases(
             tr.set(zone.item(job_id), record.encode())
         kept.append(True)
     return kept
+
+
+def lease_loss(
+    tr: ReadView, layout: Layout, tenant: str, job_id: str, token: str
+) -> LeaseLoss:
+    """Why ``token``'s lease on the job is gone (``HELD`` if it is not): a keeper whose
+    extension failed, or a settler whose outcome was stale, reports this reason (a cancelled
+    job says "cancelled", not "lease lost")."""
+    zone = layout.zone(tenant)
+    raw, dead = tr.get_many([zone.item(job_id), zone.dead_key(job_id)])
+    if raw is None:
+        return LeaseLoss.DEAD if dead is not None else LeaseLoss.CANCELLED
+    try:
+        record = JobRecord.decode(job_id, raw)
+    except UnreadableRecord:
+        return LeaseLoss.UNREADABLE
+    if record.state == "l" and record.token == token:
+        return LeaseLoss.HELD
+    return LeaseLoss.TAKEN
 
 
 def still_leased(tr: Transaction, layout: Layout, tenant: str, job_id: str, token: str) -> bool:

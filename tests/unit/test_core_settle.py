@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from quick_queue.core.settle import still_leased
+from quick_queue.core.settle import lease_loss, still_leased
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.models import LeasedJob
-from quick_queue.outcomes import Outcome
+from quick_queue.outcomes import LeaseLoss, Outcome
 from tests.support.corekit import ITEM_LEASE, T0, US, Core, check_invariants
 
 
@@ -257,3 +257,23 @@ def test_extend_with_a_stale_token_changes_nothing(core: Core) -> None:
     # only the good lease's record and leased entry moved
     assert all(other.record.job_id.encode() in k for k in changed)
     assert core.store().items[("t", job.record.job_id)].at == job.record.at
+
+
+def test_lease_loss_names_why_a_lease_is_gone(core: Core) -> None:
+    def why(job: LeasedJob) -> LeaseLoss:
+        return core.db.transact(
+            lambda tr: lease_loss(tr, core.layout, "t", job.record.job_id, job.token))
+
+    held = _take(core)
+    assert why(held) == LeaseLoss.HELD
+    assert core.cancel("t", held.record.job_id)
+    assert why(held) == LeaseLoss.CANCELLED
+    dead = _take(core)
+    assert core.settle([_out(dead, "discard", reason="no")], T0) == [True]
+    assert why(dead) == LeaseLoss.DEAD
+    taken = _take(core, max_retries=5)
+    [again] = core.visit("t", taken.record.at)  # expired, leased again by someone else
+    assert again.record.job_id == taken.record.job_id and why(taken) == LeaseLoss.TAKEN
+    key = core.layout.zone("t").item(again.record.job_id)
+    core.db.transact(lambda tr: tr.set(key, b"\xff"))
+    assert why(again) == LeaseLoss.UNREADABLE
