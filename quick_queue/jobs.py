@@ -117,7 +117,9 @@ class JobMeta:
     (1-based), ``max_retries``, ``priority``, ``snoozes``, ``enqueued_at`` and
     ``lease_deadline`` (aware datetimes). ``lease_lost`` is set when the consumer learns its
     lease is gone (expired, or the job timed out or was cancelled): the handler should stop,
-    since its completion will be rejected. ``tr`` is the transaction of a transactional job."""
+    since its completion will be rejected. The worker learns of a ``cancel()`` at its next lease
+    extension (every ``extend_every`` seconds, a third of ``item_lease`` by default), not at
+    once. ``tr`` is the transaction of a transactional job."""
 
     __slots__ = (
         "_enqueued_us", "_lease_deadline_us", "attempt", "job_id", "lease_lost",
