@@ -203,7 +203,9 @@ class JobQueue:
         dict with the keyword arguments of ``enqueue`` (``tenant``, ``topic``, ``payload``,
         ``in_``, ``at``, ``priority``, ``max_retries``, ``key``) or a ``(tenant, topic,
         payload)`` tuple. Every job is checked before anything is written: one bad item raises
-        (as ``enqueue`` would) and nothing is enqueued."""
+        (as ``enqueue`` would) and nothing is enqueued. One call is one transaction (at most
+        9 MB of payload; split larger batches). With ``tr``, the 1021 caveat of ``enqueue``
+        applies: give each job a ``key`` to make a retried transaction find its jobs."""
         now = self.clock.now()
         news = self._producer().new_jobs(jobs, now)
         slack = to_us(self.settings.pointer_slack)
