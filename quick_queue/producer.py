@@ -71,8 +71,6 @@ class Producer:
         _check_name("tenant", tenant, MAX_TENANT)
         _check_name("topic", topic, MAX_TOPIC)
         spec = self.registry.get(topic)
-        if spec is None:
-            self._warn_unknown(topic)
         if key is not None:
             _check_name("key", key, MAX_KEY)
         payload_raw = _encode_payload(topic, payload, spec)
@@ -87,6 +85,8 @@ class Producer:
         if max_retries is not None:
             _check_max_retries(max_retries)
         _check_size(topic, key, payload_raw)
+        if spec is None:
+            self._warn_unknown(topic)  # only once the job is known to be valid
         job_id = job_id_for_key(key) if key is not None else self.new_job_id()
         return NewJob(tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key)
 

@@ -97,6 +97,13 @@ def test_a_misspelt_topic_warns_when_the_queue_has_handlers(queue: qq.JobQueue) 
         queue.enqueue("acme", "mail", {})  # a known topic: no warning
 
 
+def test_a_refused_job_does_not_also_warn(queue: qq.JobQueue) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(qq.InvalidArgument, match="priority"):
+            queue.enqueue("acme", "mial", {}, priority=-1)
+
+
 def test_a_queue_without_handlers_does_not_warn(db: qq.Database, clock: qq.ManualClock) -> None:
     producer_only = qq.JobQueue(db, clock=clock)
     with warnings.catch_warnings():
@@ -145,7 +152,7 @@ def test_a_bad_queue_name_is_a_configuration_error(db: qq.Database) -> None:
 
 def test_the_size_limit_counts_a_long_topic_and_key(queue: qq.JobQueue) -> None:
     topic, key = "\U0001f600" * 1000, "\U0001f600" * 1000  # 12 bytes each, escaped
-    with pytest.warns(qq.UnknownTopicWarning), pytest.raises(qq.PayloadError):
+    with pytest.raises(qq.PayloadError):
         queue.enqueue("acme", topic, {"blob": "x" * 80_000}, key=key)
     with pytest.warns(qq.UnknownTopicWarning):
         job_id = queue.enqueue("acme", topic, {"blob": "x" * 70_000}, key=key)
