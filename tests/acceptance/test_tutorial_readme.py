@@ -122,3 +122,23 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert worker.returncode == 0, worker.stderr
     assert "drained: 0 completed" in worker.stderr and "Thanks!" not in worker.stdout
     assert counts() == (0, 1, 2)
+
+
+def test_readme_is_for_users_and_links_the_docs() -> None:
+    """Benchmarks, peer figures and design notes live in docs/; the README needs nothing
+    outside the repository."""
+    text = README.read_text()
+    assert "../shared" not in text and "missed" not in text
+    for doc in ("docs/design.md", "docs/benchmarks.md"):
+        assert doc in text and (ROOT / doc).exists(), doc
+    assert "../shared" not in (ROOT / "docs" / "design.md").read_text()
+
+
+def test_readme_layout_names_every_module() -> None:
+    layout = README.read_text().split("## Layout", 1)[1]
+    package = ROOT / "quick_queue"
+    names = {p.stem for p in package.glob("*.py")} | {
+        p.stem for p in (package / "consumer").glob("*.py")}
+    missing = sorted(n for n in names - {"__init__"} if f"`{n}" not in layout
+                     and f"{n}.py`" not in layout and f"/{n}.py" not in layout)
+    assert not missing, f"README.md's layout table does not mention {missing}"
