@@ -220,7 +220,9 @@ class JobRecord:
                 type(d["t"]) is not str or d["st"] not in _STATES or type(d["pr"]) is not int
                 or type(d["at"]) is not int or type(d["sq"]) is not int
                 or type(d["a"]) is not int or type(d["sn"]) is not int
-                or type(d["e"]) is not int
+                or type(d["e"]) is not int or not _optional(d["m"], int)
+                or not _optional(d["tk"], str) or not _optional(d["er"], str)
+                or not _optional(d["k"], str)
             ):
                 raise ValueError("a field of the header has the wrong type")
             record = cls(
@@ -254,6 +256,10 @@ class JobRecord:
 
 
 _STATES = frozenset("rsld")
+
+
+def _optional(value: object, kind: type) -> bool:
+    return value is None or type(value) is kind
 
 
 def record_overhead(topic: str, key: str | None) -> int:

@@ -201,3 +201,15 @@ def test_live_info_never_raises_for_a_view(core: Core) -> None:
     job_id = core.enqueue("t", T0, payload={"a": 1})
     raw = _raw(core, core.layout.zone("t").item(job_id))
     assert admin.live_info("t", job_id, raw).payload == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b'{"t":"x"}', b"[1,2]", b"7", b'{"t":"x","pr":1,"m":"3","st":"r","at":1,"sq":1,"e":1,'
+     b'"a":0,"sn":0,"tk":null,"er":null,"k":null}',
+     b'{"t":"x","pr":1,"m":null,"st":"r","at":1,"sq":1,"e":1,"a":0,"sn":0,"tk":5,"er":null,'
+     b'"k":null}'],
+)
+def test_a_header_of_the_wrong_shape_is_unreadable_not_a_later_crash(header: bytes) -> None:
+    with pytest.raises(errors.UnreadableRecord):
+        JobRecord.decode("j", header + b"\n{}")
