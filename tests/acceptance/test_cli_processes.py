@@ -49,10 +49,11 @@ def cli(url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedPr
 class Process:
     """A CLI process whose stderr is collected by a thread, so tests can wait for a line."""
 
-    def __init__(self, url: str, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, url: str, *args: str, cwd: Path | None = None,
+                 stdin: int | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "quick_queue.cli", *args], env=env_for(url), cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.err: list[str] = []
         self.out: list[str] = []
@@ -78,14 +79,21 @@ class Process:
     def stop(self, sig: int, timeout: float = 30.0) -> int:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
-        for thread in self._threads:
-            thread.join(5)
+        self._close()
         return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture
@@ -201,3 +209,18 @@ def test_console_script_is_installed_when_the_project_is() -> None:
     exe = str(script) if script.exists() else str(shutil.which("quick-queue"))
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "inspect" in result.stdout
+
+
+def test_ctrl_c_interrupts_a_command_with_130(url: str, processes: list[Process]) -> None:
+    """A command other than the worker (here: enqueue waiting for its payload on stdin) ends on
+    Ctrl-C with status 130 and one line, as the README says."""
+    waiting = Process(url, "enqueue", "hello", "--tenant", "acme", "--payload", "-",
+                      stdin=subprocess.PIPE)
+    processes.append(waiting)
+    wchan = Path(f"/proc/{waiting.proc.pid}/wchan")
+    deadline = time.monotonic() + 20
+    while "pipe_read" not in (wchan.read_text() if wchan.exists() else "pipe_read"):
+        assert time.monotonic() < deadline, "enqueue never started reading stdin"
+        time.sleep(0.02)  # until the process blocks reading stdin (Linux; elsewhere at once)
+    assert waiting.stop(signal.SIGINT) == 130
+    assert "".join(waiting.err).strip() == "interrupted"
