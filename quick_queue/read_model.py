@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from quick_queue.clock import Clock
 from quick_queue.core import admin
 from quick_queue.core.pointers import read_pointer
-from quick_queue.keys import Layout, pack, unpack
+from quick_queue.keys import Layout, pack, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction, strinc
 from quick_queue.models import JobInfo, JobRecord, QueueStats, to_datetime, to_us
 
@@ -203,9 +203,25 @@ def count_dead(ctx: ReadContext, tenant: str | None = None) -> int:
     return sum(1 for _ in _each_key(ctx, prefix))
 
 
+def _rows_page(tr: Transaction, begin: bytes, end: bytes, limit: int
+               ) -> list[tuple[bytes, bytes]]:
+    return list(tr.snapshot.get_range(begin, end, limit=limit))
+
+
 def topic_counters(ctx: ReadContext) -> dict[str, dict[str, int]]:
-    """Per-topic counters since the queue began (one small range: a few keys per topic)."""
-    return ctx.db.transact(lambda tr: admin.topic_counters(tr.snapshot, ctx.layout))
+    """Per-topic counters since the queue began (a few keys per topic, a chunk of them per
+    transaction)."""
+    out: dict[str, dict[str, int]] = {}
+    prefix = ctx.layout.stats_prefix
+    begin, end = prefix, strinc(prefix)
+    while True:
+        rows = ctx.db.transact(_rows_page, begin, end, CHUNK)
+        for key, value in rows:
+            topic, name = unpack(key, len(prefix))
+            out.setdefault(str(topic), {})[str(name)] = read_counter(value)
+        if len(rows) < CHUNK:
+            return out
+        begin = rows[-1][0] + b"\x00"
 
 
 # -- zones -------------------------------------------------------------------------------------

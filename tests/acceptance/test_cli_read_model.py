@@ -125,3 +125,11 @@ def test_the_overview_keeps_only_the_deepest_zones(queue: qq.JobQueue, url: str)
     data = inspect_json(url, "--zones", "2")
     assert [z["tenant"] for z in data["zone_list"]] == ["t06", "t13"]
     assert data["zones_with_jobs"] == 30 and data["ready"] == sum(n % 7 + 1 for n in range(30))
+
+
+def test_counters_are_read_in_chunks_and_all_of_them(queue: qq.JobQueue, url: str) -> None:
+    topics = [f"topic-{n:04d}" for n in range(read_model.CHUNK + 200)]  # more keys than a chunk
+    queue.enqueue_many([("acme", topic, {}) for topic in topics])
+    counters = queue.stats().topics
+    assert counters == {topic: {"enqueued": 1} for topic in topics}
+    assert inspect_json(url)["topics"] == counters
