@@ -52,7 +52,8 @@ class JobEvent:
     """One event. ``attempt`` is the attempt that ran (1-based). ``duration``: seconds the
     handler had run when the event was emitted (None when it never started). ``outcome``: the
     outcome the runtime settled or tried to (None for ``started`` and ``lease_lost``).
-    ``reason``: the error, discard or dead-letter reason, if any."""
+    ``reason``: the error, discard or dead-letter reason, if any. ``waited``: on ``started``,
+    seconds from when the job became due to when its handler started (pick-up latency)."""
 
     kind: EventKind
     tenant: str
@@ -63,6 +64,7 @@ class JobEvent:
     outcome: OutcomeKind | None = None
     reason: str = ""
     counters: tuple[str, ...] = ()
+    waited: float | None = None
 
 
 def outcome_counters(effect: Effect) -> tuple[str, ...]:

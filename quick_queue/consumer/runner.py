@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 
+from quick_queue.consumer.heartbeat import Heartbeat
 from quick_queue.consumer.inflight import InFlight
 from quick_queue.consumer.keeper import Keeper
 from quick_queue.consumer.scanner import Scanner
@@ -57,6 +58,7 @@ class Consumer:
         self.scanner = Scanner(context, self.inflight, self.counters, self._stopping,
                                run=self.pool.accept, settle=self.settler.submit)
         self._threads: list[threading.Thread] = []
+        self.heartbeat: Heartbeat | None = None  # live-worker record (run() only)
 
     # -- public -----------------------------------------------------------------------------
     def run(self, timeout: float | None = None) -> Summary:
@@ -84,6 +86,9 @@ class Consumer:
     # -- threads ----------------------------------------------------------------------------
     def _start_threads(self) -> None:
         self.pool.start()
+        if not self.until_idle:
+            self.heartbeat = Heartbeat(self)
+            self.heartbeat.start()
         for target, name in ((self.settler.loop, "settler"), (self.keeper.loop, "keeper")):
             thread = threading.Thread(target=target, name=f"quick_queue-{name}", daemon=True)
             thread.start()
@@ -111,6 +116,8 @@ class Consumer:
         self.settler.close()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def _wait_for_handlers(self) -> None:
         """Running handlers get ``shutdown_grace`` seconds (``drain()``: until its timeout)."""

@@ -118,7 +118,8 @@ class WorkerPool:
                 self.keeper_wake.set()  # the keeper now watches at its fast tick
         record = running.job.record
         self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
-                                  record.job_id, record.attempt))
+                                  record.job_id, record.attempt,
+                                  waited=max(0.0, running.started - record.seq / 1e6)))
         return True
 
     def _end(self, running: Running) -> None:

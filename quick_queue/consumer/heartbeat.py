@@ -1,0 +1,103 @@
+"""A running consumer's heartbeat: its live-worker record in the store (``core.workers``), and
+its entry in this process's table of live consumers (read by ``quick_queue.metrics`` for the
+in-flight gauge and the scanner's lease races).
+
+The heartbeat registers the worker when it starts, rewrites the record every ``interval``
+seconds (host, pid, concurrency, the jobs it holds) and clears it when the consumer stops. A
+worker killed outright leaves its record behind until it lapses (``LAPSE_BEATS`` missed beats);
+readers ignore it from then on. A failing heartbeat is logged once and never disturbs the
+consumer: it costs visibility, not jobs.
+
+Only ``run()`` consumers beat: ``drain()`` is a batch, not a worker an operator watches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import weakref
+from typing import Protocol
+
+from quick_queue.consumer.inflight import InFlight
+from quick_queue.context import QueueContext
+from quick_queue.core.workers import MAX_LISTED_JOBS, WorkerInfo, beat, unregister
+from quick_queue.telemetry import Counters
+
+log = logging.getLogger("quick_queue.worker")
+
+HEARTBEAT_INTERVAL = 5.0  # seconds between beats
+LAPSE_BEATS = 3  # a record lapses after this many intervals without a beat
+
+
+class Beating(Protocol):
+    """What the heartbeat reads of a consumer."""
+
+    context: QueueContext
+    inflight: InFlight
+    counters: Counters
+
+
+#: Consumers running in this process (metrics read them at scrape time; weak so a consumer
+#: that was never stopped does not live forever).
+LIVE: weakref.WeakSet[Beating] = weakref.WeakSet()
+
+
+class Heartbeat:
+    def __init__(self, consumer: Beating, *, interval: float = HEARTBEAT_INTERVAL,
+                 host: str | None = None, pid: int | None = None) -> None:
+        self.consumer = consumer
+        self.interval = interval
+        self.host = host if host is not None else socket.gethostname()
+        self.pid = pid if pid is not None else os.getpid()
+        self.worker_id = f"{self.host}-{self.pid}-{consumer.context.new_token()[:8]}"
+        self.started: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def info(self, now: float) -> WorkerInfo:
+        inflight = self.consumer.inflight
+        with inflight.cond:
+            keys = list(inflight.entries)
+        return WorkerInfo(
+            self.worker_id, self.host, self.pid, self.started or now, now,
+            now + self.interval * LAPSE_BEATS, inflight.concurrency, len(keys),
+            [(tenant, job_id) for tenant, job_id in keys[:MAX_LISTED_JOBS]],
+        )
+
+    def beat(self) -> None:
+        """Write the record now (also the first registration)."""
+        context = self.consumer.context
+        try:
+            now = context.db.store_time()
+            if self.started is None:
+                self.started = now
+            context.db.transact(beat, context.name, self.info(now), now)
+        except Exception as error:  # noqa: BLE001 - visibility only: never stop the consumer
+            if not self._warned:
+                self._warned = True
+                log.warning("worker heartbeat failed (shown once): %s", error)
+
+    def start(self) -> None:
+        LIVE.add(self.consumer)
+        self.beat()
+        self._thread = threading.Thread(target=self._loop, name="quick_queue-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        LIVE.discard(self.consumer)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        context = self.consumer.context
+        try:
+            context.db.transact(unregister, context.name, self.worker_id)
+        except Exception as error:  # noqa: BLE001 - the record lapses by itself
+            log.warning("could not clear the worker record %s: %s", self.worker_id, error)
