@@ -18,6 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from quick_queue.events import safe
 from quick_queue.models import JobInfo
 from quick_queue.read_model import Overview, ZoneView
 
@@ -112,23 +113,12 @@ def to_json(data: Any) -> str:
 
 
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
 def shown(text: str | None) -> str:
-    """``text`` safe for a terminal or a log line: control and format characters (ANSI escape
-    sequences, NUL, newlines, bidi overrides) appear escaped (``\\x1b``, ``\\n``) instead of
-    acting. Tenant names, topics, errors and payloads come from whoever enqueued the job."""
-    if text is None:
-        return "-"
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() or ch == " " else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    return _ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    """``text`` safe for a terminal: control and format characters (ANSI escape sequences,
+    NUL, newlines, bidi overrides) appear escaped (``\\x1b``, ``\\n``) instead of acting, as in
+    the worker's log lines (``events.safe``). Tenant names, topics, errors and payloads come
+    from whoever enqueued the job."""
+    return "-" if text is None else safe(text)
 
 
 def cell(text: str | None, style: str = "") -> Text:
