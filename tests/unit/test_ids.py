@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -43,10 +44,15 @@ def test_ids_keep_their_shape_and_order() -> None:
         assert len(maker.token()) == 16
 
 
+_RUNS = itertools.count()
+
+
 def _run(db: Database, seed: int) -> tuple[list[str], list[str]]:
     """Enqueue through the facade and lease through the core, with makers seeded ``seed``."""
     maker = IdMaker(seed)
-    queue = qq.JobQueue(db, name=f"seeded{seed}-{id(maker)}", clock=qq.ManualClock(T0 / 1e6))
+    # a queue of its own per run: the same seed makes the same ids, which one queue would
+    # take for the jobs it already holds
+    queue = qq.JobQueue(db, name=f"seeded{next(_RUNS)}", clock=qq.ManualClock(T0 / 1e6))
     queue.context.new_job_id = maker.job_id
     ids = [queue.enqueue("t", "topic", {"n": n}) for n in range(3)]
     core = Core(db, Layout(queue.name))
