@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from quick_queue import models
 from quick_queue.clock import Clock, SystemClock
 from quick_queue.events import EventStream
+from quick_queue.ids import IdMaker
 from quick_queue.jobs import Registry
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
@@ -78,15 +79,28 @@ class QueueContext:
     def __post_init__(self) -> None:
         self.layout = Layout(self.name)
         self.rng = random.Random(self.seed)
+        if self.seed is not None:
+            # Replayable ids and tokens too, unless the caller brought makers of its own. (Two
+            # live workers must never share a seed: they would make the same lease tokens.)
+            ids = IdMaker(self.seed)
+            if self.new_token is models.new_token:
+                self.new_token = self._seeded_token = ids.token
+            if self.new_job_id is models.new_job_id:
+                self.new_job_id = self._seeded_job_id = ids.job_id
 
     def with_db(self, db: Database, *, seed: int | None = None) -> QueueContext:
         """The same queue (name, settings, clock, handlers, id makers) on the connection
         ``db``, with claims and a random source of its own: a forked process must not share
         a lock another thread may have held at the fork. ``seed`` overrides the seed (a
         supervisor gives each child its own, derived from the queue's)."""
+        # Makers this context seeded itself are seeded afresh from the new seed (a child
+        # process must not repeat its siblings' tokens); makers given by the caller are kept.
+        seeded = getattr(self, "_seeded_token", None), getattr(self, "_seeded_job_id", None)
         other = QueueContext(
             db, self.name, self.settings, self.clock, Registry(self.registry.handlers()),
-            self.seed if seed is None else seed, self.new_token, self.new_job_id,
+            self.seed if seed is None else seed,
+            models.new_token if self.new_token == seeded[0] else self.new_token,
+            models.new_job_id if self.new_job_id == seeded[1] else self.new_job_id,
         )
         other.events = self.events  # subscribers see the queue's events on any connection
         return other

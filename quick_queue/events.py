@@ -181,7 +181,9 @@ def log_event(event: JobEvent) -> None:
     """Log one line per state change on the ``quick_queue.worker`` logger (INFO; WARNING for a
     job that died without running, a dropped result and a lost lease)."""
     kind = event.kind
-    level = logging.WARNING if kind in (EventKind.STALE, EventKind.LEASE_LOST) or (
+    # a cancel is an operator's act, not a fault: INFO
+    lost = kind is EventKind.LEASE_LOST and event.reason != "cancelled"
+    level = logging.WARNING if kind is EventKind.STALE or lost or (
         kind is EventKind.DEAD and event.outcome is OutcomeKind.DEAD
     ) else logging.INFO
     if not log.isEnabledFor(level):
@@ -196,8 +198,8 @@ def log_event(event: JobEvent) -> None:
         log.info("cancelled %s %s while it ran; its result (%s) was dropped",
                  safe(event.topic), where, event.outcome or "?")
     elif kind is EventKind.LEASE_LOST:
-        log.warning("lease lost %s %s: another consumer may run it; the handler is told "
-                    "through meta.lease_lost", safe(event.topic), where)
+        log.log(level, "lease lost %s %s (%s); the handler is told through meta.lease_lost",
+                safe(event.topic), where, event.reason or "?")
     else:
         detail = f": {safe(event.reason)}" if event.reason else ""
         log.log(level, "%s %s %s%s", _VERBS[kind], safe(event.topic), where, detail)

@@ -52,7 +52,9 @@ class JobQueue:
     ) -> None:
         database = as_database(db)
         if database is None:
-            raise TypeError(f"JobQueue needs a database from quick_queue.open(), not {db!r}")
+            raise ArgumentTypeError(
+                f"JobQueue needs a database from quick_queue.open(), not {db!r}"
+            )
         self.context = QueueContext(
             database, name, Settings.build(**settings), clock or SystemClock(),
             Registry(list(jobs or [])), seed,
@@ -71,7 +73,9 @@ class JobQueue:
         for a process of its own, or a worker pointed at another URL."""
         database = as_database(db)
         if database is None:
-            raise TypeError(f"with_db needs a database from quick_queue.open(), not {db!r}")
+            raise ArgumentTypeError(
+                f"with_db needs a database from quick_queue.open(), not {db!r}"
+            )
         return JobQueue._of(self.context.with_db(database))
 
     @property
@@ -239,7 +243,7 @@ class JobQueue:
 
     def run(
         self, concurrency: int = 16, processes: int = 1, *, log: bool | None = None
-    ) -> Summary | None:
+    ) -> Summary:
         """Consume until SIGINT/SIGTERM (or ``stop()``), then shut down gracefully: no new
         leases, running jobs get ``shutdown_grace`` seconds, unfinished leases are released.
 
@@ -248,13 +252,13 @@ class JobQueue:
         handler on the root or ``quick_queue`` loggers); True always, False never. The lines
         come from the ``quick_queue.worker`` logger, so an application's own setup decides
         where they go. A second SIGINT/SIGTERM exits at once (the leases of running jobs
-        then expire and the jobs run again elsewhere)."""
+        then expire and the jobs run again elsewhere). With ``processes > 1`` the summary is
+        the sum of the processes' own."""
         if processes < 1 or concurrency < 1:
-            raise ValueError("processes and concurrency must be >= 1")
+            raise InvalidArgument("run(): processes and concurrency must be >= 1")
         with worker_logging(log, processes):
             if processes > 1:
-                run_processes(self.context, concurrency, processes)
-                return None
+                return run_processes(self.context, concurrency, processes)
             consumer = self._consumer = Consumer(self.context, concurrency)
             restore = install_stop_handlers(consumer.stop)
             try:

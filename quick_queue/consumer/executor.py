@@ -77,8 +77,10 @@ def to_outcome(
                        reason=_text(verdict.reason)[:2000])
     assert isinstance(verdict, Error)
     delay = backoff_seconds(record.attempt, settings, spec, rng)
+    # The handler's retry limit: it decides when the producer fixed none (see Outcome).
+    limit = settings.max_retries if spec.max_retries is None else spec.max_retries
     return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.RETRY, at=to_us(now + delay),
-                   reason=_text(verdict.reason)[:2000])
+                   reason=_text(verdict.reason)[:2000], max_retries=limit)
 
 
 def call_handler(

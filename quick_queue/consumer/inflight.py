@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from quick_queue.errors import InvalidArgument
 from quick_queue.jobs import JobMeta, JobSpec
 from quick_queue.models import LeasedJob
 from quick_queue.outcomes import OutcomeKind
@@ -52,7 +53,7 @@ class InFlight:
 
     def __init__(self, concurrency: int, prefetch: int | None = None) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+            raise InvalidArgument(f"concurrency must be >= 1, not {concurrency!r}")
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.cond = threading.Condition()

@@ -24,9 +24,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from quick_queue.consumer.backoff import Outage, is_transient
 from quick_queue.consumer.executor import timeout_outcome
 from quick_queue.consumer.inflight import InFlight, Running
-from quick_queue.consumer.settler import Settler, job_is_gone
+from quick_queue.consumer.settler import Settler, why_lost
 from quick_queue.context import QueueContext
 from quick_queue.core.settle import extend_leases
 from quick_queue.events import OTHER_COUNTERS, EventKind, EventStream, JobEvent
@@ -87,6 +88,7 @@ class Keeper:
         self.events = events
         self.on_overrun = on_overrun  # called when a handler outlives its timeout
         self.wake = threading.Event()
+        self.outage = Outage("extending leases")
         self.closed = False
 
     def close(self) -> None:
@@ -165,9 +167,16 @@ class Keeper:
         try:
             now = to_us(context.db.store_time())  # leases are in the store's time
             kept = context.db.transact(extend_leases, context.layout, leases, now, lease)
-        except Exception:
-            log.exception("lease extension failed")
+        except Exception as error:
+            # Tried again next round: a lease outlasts several rounds, one that expires
+            # meanwhile is fenced off by its token, and the handler is told at the next round
+            # that works.
+            if is_transient(error):
+                self.outage.failed(error)
+            else:
+                log.exception("lease extension failed")
             return
+        self.outage.recovered()
         lost = []
         with self.inflight.cond:
             for running, ok in zip(chunk, kept, strict=True):
@@ -178,8 +187,7 @@ class Keeper:
         for running in lost:
             running.meta.lease_lost.set()
             record = running.job.record
-            gone = job_is_gone(self.context, running)
-            reason = "cancelled" if gone else "taken by another consumer"
+            reason = str(why_lost(self.context, running))  # cancelled, taken, dead, ...
             self.events.emit(JobEvent(
                 EventKind.LEASE_LOST, running.job.tenant, record.topic, record.job_id,
                 record.attempt, reason=reason, counters=OTHER_COUNTERS[EventKind.LEASE_LOST],

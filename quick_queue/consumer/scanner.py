@@ -22,6 +22,7 @@ from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pointers import scan_due
+from quick_queue.errors import UnreadableRecord
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
 from quick_queue.models import JobRecord, LeasedJob, to_us
@@ -143,6 +144,7 @@ class Scanner:
                 tr, context.layout, tenant, None, now, count=count,
                 item_lease=to_us(settings.item_lease), promote_max=settings.promote_max,
                 min_inactive=to_us(settings.min_inactive), new_token=context.new_token,
+                max_retries_of=self._max_retries_of,
             )
             tr.commit()
         except ZoneNotDue:
@@ -165,12 +167,20 @@ class Scanner:
             self._accept(job)
         return len(jobs)
 
+    def _max_retries_of(self, topic: str) -> int | None:
+        """The retry limit of ``topic``'s handler here (the job's own, if its producer fixed
+        one, wins in ``core.dequeue``)."""
+        spec = self.context.registry.get(topic)
+        if spec is not None and spec.max_retries is not None:
+            return spec.max_retries
+        return self.context.settings.max_retries
+
     def _still_ours(self, tr: Transaction, jobs: list[LeasedJob]) -> list[LeasedJob]:
         zone_of = self.context.layout.zone
         raws = tr.snapshot.get_many([zone_of(j.tenant).item(j.record.job_id) for j in jobs])
         return [
             job for job, raw in zip(jobs, raws, strict=True)
-            if raw is not None and JobRecord.decode(job.record.job_id, raw).token == job.token
+            if raw is not None and _token_of(job.record.job_id, raw) == job.token
         ]
 
     def _accept(self, job: LeasedJob) -> None:
@@ -182,3 +192,10 @@ class Scanner:
             self._run(running)
         else:
             self._settle(running, doa)
+
+
+def _token_of(job_id: str, raw: bytes) -> str | None:
+    try:
+        return JobRecord.decode(job_id, raw).token
+    except UnreadableRecord:
+        return None  # not ours to run; the next visit buries it

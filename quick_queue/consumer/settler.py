@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 
+from quick_queue.consumer.backoff import Outage, is_transient
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
-from quick_queue.core.settle import settle_many
+from quick_queue.core.settle import lease_loss, settle_many
 from quick_queue.events import (
     OTHER_COUNTERS,
     EventKind,
@@ -24,7 +25,7 @@ from quick_queue.events import (
 )
 from quick_queue.kv.api import Transaction
 from quick_queue.models import to_us
-from quick_queue.outcomes import EFFECTS, Outcome, OutcomeKind, retry_effect
+from quick_queue.outcomes import EFFECTS, LeaseLoss, Outcome, OutcomeKind, retry_effect
 
 log = logging.getLogger("quick_queue.worker")
 
@@ -37,6 +38,7 @@ class Settler:
         self._pending: list[tuple[Running, Outcome]] = []
         self._wake = threading.Condition()
         self._closed = False
+        self.outage = Outage("settling outcomes")
 
     def submit(self, running: Running, outcome: Outcome) -> None:
         """Queue ``outcome`` for settling, unless another outcome of this run went first."""
@@ -68,20 +70,46 @@ class Settler:
                 batch = self._pending[:batch_size]
                 del self._pending[:batch_size]
             applied = self._apply(batch)
-            for (running, outcome), ok in zip(batch, applied, strict=True):
+            for (running, outcome), ok in zip(batch, applied, strict=False):
                 self.finish(running, outcome, applied=ok)
+            if len(applied) < len(batch):  # the store is failing: the rest waits for it
+                self._put_back(batch[len(applied):])
+
+    def _put_back(self, batch: list[tuple[Running, Outcome]]) -> None:
+        end = time.monotonic() + self.outage.delay()
+        with self._wake:
+            self._pending[:0] = batch
+            # new outcomes do not cut the wait short; a shutdown does (its flush gives up
+            # after FLUSH_LIMIT seconds)
+            while not self._closed and (left := end - time.monotonic()) > 0:
+                self._wake.wait(left)
 
     def _apply(self, batch: list[tuple[Running, Outcome]]) -> list[bool]:
+        """Settle the batch; returns whether each outcome was applied, for a prefix of the
+        batch: the outcomes left out met a transient store error (disk full, the store
+        unreachable) and are tried again later. If the batch fails otherwise, its outcomes
+        are settled one by one, so one bad outcome cannot lose the others."""
         try:
-            return self._settle([o for _, o in batch])
-        except Exception:
+            applied = self._settle([o for _, o in batch])
+        except Exception as error:
+            if is_transient(error):
+                self.outage.failed(error)
+                return []
             if len(batch) == 1:
-                log.exception("could not settle %s %s/%s; its lease will expire",
+                log.exception("could not settle %s for %s/%s; its lease will expire",
                               batch[0][1].kind, *batch[0][0].key)
                 return [False]
             log.warning("a batch of %d outcomes failed to settle; settling them one by one",
                         len(batch), exc_info=True)
-        return [self._apply([item])[0] for item in batch]
+            applied = []
+            for item in batch:
+                one = self._apply([item])
+                if not one:
+                    break
+                applied += one
+            return applied
+        self.outage.recovered()
+        return applied
 
     def _settle(self, outcomes: list[Outcome]) -> list[bool]:
         settings = self.context.settings
@@ -105,25 +133,24 @@ class Settler:
                       if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
             kind, counters = EventKind(effect.event), outcome_counters(effect)
         else:
-            kind = EventKind.CANCELLED if self._cancelled(running) else EventKind.STALE
-            counters = OTHER_COUNTERS[kind]
+            loss = why_lost(self.context, running)
+            kind = EventKind.CANCELLED if loss is LeaseLoss.CANCELLED else EventKind.STALE
+            return JobEvent(kind, running.job.tenant, record.topic, record.job_id,
+                            record.attempt, duration, outcome.kind, f"lease {loss}",
+                            OTHER_COUNTERS[kind])
         return JobEvent(kind, running.job.tenant, record.topic, record.job_id, record.attempt,
                         duration, outcome.kind, outcome.reason, counters)
 
-    def _cancelled(self, running: Running) -> bool:
-        """A refused outcome: cancelled if the job is gone, stale if another lease holds it.
-        (A job finished by another consumer after this lease expired looks cancelled too.)"""
-        return job_is_gone(self.context, running)
 
+def why_lost(context: QueueContext, running: Running) -> LeaseLoss:
+    """Why this consumer's lease on the job is gone (one read; ``TAKEN`` if the read fails:
+    only the wording of an event depends on it)."""
+    job = running.job
 
-def job_is_gone(context: QueueContext, running: Running) -> bool:
-    """Whether the job's record is gone from the store (cancelled, or finished elsewhere)."""
-    item = context.layout.zone(running.job.tenant).item(running.job.record.job_id)
-
-    def read(tr: Transaction) -> bool:
-        return tr.snapshot.get(item) is None
+    def read(tr: Transaction) -> LeaseLoss:
+        return lease_loss(tr.snapshot, context.layout, job.tenant, job.record.job_id, job.token)
 
     try:
         return context.db.transact(read)
-    except Exception:  # noqa: BLE001 - only the wording of an event depends on it
-        return False
+    except Exception:  # noqa: BLE001
+        return LeaseLoss.TAKEN

@@ -3,12 +3,13 @@ exactly once, never under an expired lease, and SIGTERM stops them gracefully.""
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workers.procs import Worker, events, wait_for
+from workers.procs import Worker, events, gone, wait_for
 
 import quick_queue as qq
 
@@ -59,3 +60,55 @@ def test_processes_run_every_job_exactly_once(
     stats = queue.stats()
     assert (stats.ready, stats.scheduled, stats.leased, stats.dead) == (0, 0, 0, 0)
     assert stats.topics["proc:record"]["completed"] == len(jobs)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_consumer_processes_exit_when_their_supervisor_is_killed(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    supervisor = Worker(db_url, tmp_path / "events.log", processes=2, concurrency=2)
+    workers.append(supervisor)
+    children = wait_for(lambda: len(c := _children(supervisor.pid)) == 2 and c,
+                        what="two consumer processes")
+    supervisor.kill()  # SIGKILL: it cannot tell its children anything
+    # before: both lived on as orphans, taking jobs
+    wait_for(lambda: all(gone(c) for c in children), timeout=10, what="the children to exit")
+
+
+def test_a_supervisor_reports_the_sum_of_its_processes(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    queue.enqueue_many([(f"t{n}", "proc:record", {}) for n in range(12)])
+    supervisor = Worker(db_url, log, processes=2, concurrency=2)
+    workers.append(supervisor)
+    wait_for(lambda: len(events(log, "end")) == 12, what="all jobs")
+    summary = supervisor.stop()  # before: None, a supervisor printed no summary
+    assert summary is not None and summary["completed"] == 12 and summary["stale"] == 0
+
+
+def test_a_second_sigterm_exits_at_once(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    job_id = queue.enqueue("t", "proc:record", {"block_first": True})
+    worker = Worker(db_url, log, concurrency=1, shutdown_grace=60)
+    workers.append(worker)
+    wait_for(lambda: events(log, "start", job_id), what="the job to start")
+    worker.signal(signal.SIGTERM)  # graceful: the running job would get 60 s
+    wait_for(lambda: "shutting down gracefully" in worker.stderr(), what="the first signal")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(10) == 128 + signal.SIGTERM  # before: waited out the grace

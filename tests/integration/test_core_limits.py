@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 import quick_queue as qq
 from quick_queue.models import VALUE_LIMIT
 from tests.conftest import QueueFactory
@@ -77,10 +75,6 @@ class Boom:
         raise RuntimeError("boom")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/settle honours Outcome.max_retries; consumer/executor.py (helper A) fills it",
-)
 def test_a_handlers_max_retries_applies_when_the_producer_never_imported_it(
     make_queue: QueueFactory, clock: qq.ManualClock, db: qq.Database
 ) -> None:

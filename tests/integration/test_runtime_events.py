@@ -58,7 +58,8 @@ def test_subscribers_see_every_state_change_with_attempt_and_duration(
     failing = queue.enqueue("t1", "ev:fail", {})
     nap = queue.enqueue("t2", "ev:snooze", {})
     drop = queue.enqueue("t2", "ev:discard", {})
-    ghost = queue.enqueue("t2", "ev:unknown", {})
+    with pytest.warns(qq.UnknownTopicWarning):
+        ghost = queue.enqueue("t2", "ev:unknown", {})
     first = queue.drain(concurrency=2, timeout=10)
     clock.advance(1)  # the retry is due
     second = queue.drain(concurrency=2, timeout=10)
@@ -145,3 +146,32 @@ def test_control_characters_in_tenants_are_escaped_in_log_lines(
                          for line in lines)
     assert any("evil\\x1b[31m\\nFAKE done line\\x00/" in line for line in lines)
     assert safe("plain tenant é") == "plain tenant é"
+
+
+def test_a_cancelled_running_job_is_reported_as_cancelled_not_as_a_lost_lease(
+    make_queue: QueueFactory, background: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @qq.job(topic="ev:long")
+    class Long:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            started.set()
+            release.wait(10)
+
+    queue = make_queue(Long)
+    seen = _collect(queue)
+    job_id = queue.enqueue("t", "ev:long", {})
+    with caplog.at_level("INFO", logger="quick_queue.worker"):
+        drain = background(queue.drain, concurrency=1)
+        assert started.wait(5)
+        assert queue.cancel("t", job_id)
+        release.set()
+        summary = drain.result()
+    assert summary.stale == 1 and summary.completed == 0  # its result was dropped
+    last = [e for e in seen if e.job_id == job_id][-1]
+    assert last.kind is EventKind.CANCELLED
+    lines = [r.getMessage() for r in caplog.records if r.name == "quick_queue.worker"]
+    assert any(line.startswith(f"cancelled ev:long t/{job_id}") for line in lines)
+    assert not any("lease was lost" in line for line in lines)  # before: "stale done ..."
