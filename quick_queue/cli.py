@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 
 from quick_queue import cli_views as views
 from quick_queue import read_model
+from quick_queue.cli_dashboard import dashboard, start_worker_metrics
 from quick_queue.cli_inspect import Db, QueueName, inspect_app
 from quick_queue.cli_support import (
     URL_ENV,
@@ -78,6 +79,7 @@ app = typer.Typer(
     help="A QuiCK-style job queue: inspect queues, run workers, enqueue and fix jobs.",
 )
 app.add_typer(inspect_app, name="inspect")
+app.command()(dashboard)
 
 
 def version() -> str:
@@ -285,6 +287,9 @@ def worker(
         "--db", metavar="URL", help=f"Use this database instead of the queue's own (also sets "
         f"${URL_ENV} before MODULE is imported).")] = None,
     queue: QueueName = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", metavar="PORT", min=1, max=65535,
+        help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (web extra).")] = None,
 ) -> None:
     """Run the handlers of the JobQueue at MODULE:ATTR until SIGINT/SIGTERM, which finish
     running jobs (up to shutdown_grace) and hand back the rest; then exit 0."""
@@ -299,6 +304,7 @@ def worker(
         if level <= logging.DEBUG:
             for line in describe_worker(q):
                 logging.getLogger("quick_queue.worker").debug(line)
+        start_worker_metrics(q, metrics_port, processes)
         mode = "draining" if drain else "running"
         where = views.shown(q.db.url or repr(q.db))
         typer.echo(f"worker {mode}: queue {views.shown(q.name)!r} on {where}, topics "

@@ -1,0 +1,124 @@
+"""``quick-queue dashboard`` (the web dashboard and JSON API) and the worker's
+``--metrics-port``. Both need the optional ``web`` extra; it is imported only when one of them
+runs, so the rest of the CLI works without it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Any
+
+import typer
+
+from quick_queue import cli_views as views
+from quick_queue.cli_inspect import Db, QueueName
+from quick_queue.cli_support import (
+    URL_ENV,
+    connect,
+    fail,
+    load_queue,
+    refuse_memory,
+    reporting_errors,
+)
+from quick_queue.kv import open as open_db
+from quick_queue.queue import JobQueue
+
+TOKEN_ENV = "QUICK_QUEUE_DASHBOARD_TOKEN"
+DEFAULT_PORT = 8719
+NEEDS_WEB = 'needs the web extra: pip install "quick-queue-zones[web]"'
+
+
+def _queue(db: str | None, queue: str | None, app_ref: str | None) -> JobQueue:
+    """The queue to show: the application's (``--app``: its handlers validate enqueued
+    payloads) or a bare one on ``--db``."""
+    if app_ref is None:
+        return connect(db or os.environ.get(URL_ENV), queue, must_exist=True)
+    if db:
+        refuse_memory(db)
+        os.environ[URL_ENV] = db
+    q = load_queue(app_ref)
+    if db and q.db.url != db:
+        q = q.with_db(open_db(db))
+    if queue and queue != q.name:
+        q = JobQueue(q.db, name=queue, jobs=q.registry.handlers(), clock=q.clock,
+                     **q.settings.as_dict())
+    return q
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line now rather than with the server's traceback later."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error} (pick another --port "
+             "or --host)", 1)
+
+
+def dashboard(
+    db: Db = None,
+    queue: QueueName = None,
+    app_ref: Annotated[str | None, typer.Option(
+        "--app", metavar="MODULE:ATTR", help="Your JobQueue: its handlers' payload models then "
+        "check jobs enqueued through the API, and unknown topics are refused.")] = None,
+    host: Annotated[str, typer.Option(
+        "--host", metavar="HOST", help="Address to listen on (only this machine by default; "
+        "0.0.0.0 serves every network you are on).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", metavar="PORT", min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
+    token: Annotated[str | None, typer.Option(
+        "--token", metavar="TOKEN", envvar=TOKEN_ENV, show_envvar=True,
+        help="Token that allows actions and enqueue (generated and printed when absent).")
+    ] = None,
+    refresh: Annotated[float, typer.Option(
+        "--refresh", metavar="SECONDS", min=0.2, help="Read the store at most this often.")
+    ] = 2.0,
+) -> None:
+    """Serve the web dashboard, its JSON API (/api/v1/, OpenAPI at /api/v1/openapi.json) and
+    Prometheus /metrics. Reading needs no token; actions and enqueue need the token."""
+    with reporting_errors():
+        try:
+            import uvicorn
+
+            from quick_queue.web import create_app
+        except ImportError as error:
+            fail(f"the dashboard {NEEDS_WEB} ({error})", 2)
+        q = _queue(db, queue, app_ref)
+        generated = not token
+        secret = token or _new_token()
+        _check_port(host, port)
+        shown_host = f"[{host}]" if ":" in host else host
+        typer.echo(f"dashboard: http://{shown_host}:{port}/ (queue {views.shown(q.name)!r} on "
+                   f"{views.shown(q.db.url or repr(q.db))}); Ctrl-C to stop", err=True)
+        typer.echo(f"token: {secret}" if generated else f"token: as given (--token or "
+                   f"${TOKEN_ENV})", err=True)
+        uvicorn.run(create_app(q, token=secret, refresh=refresh), host=host, port=port,
+                    log_level="warning")
+
+
+def _new_token() -> str:
+    from quick_queue.web.security import new_token
+
+    return new_token()
+
+
+def start_worker_metrics(q: JobQueue, port: int | None, processes: int) -> Any:
+    """``quick-queue worker --metrics-port N``: serve this process's metrics at
+    http://127.0.0.1:N/metrics while the worker runs (None: nothing to do)."""
+    if port is None:
+        return None
+    if processes > 1:
+        fail("--metrics-port serves one process's metrics: run one worker per port "
+             "(--processes 1), each with its own --metrics-port", 2)
+    try:
+        from quick_queue.metrics import WorkerMetrics, serve
+    except ImportError as error:
+        fail(f"--metrics-port {NEEDS_WEB} ({error})", 2)
+    _check_port("127.0.0.1", port)
+    metrics = WorkerMetrics()
+    metrics.attach(q.context)
+    server = serve(port, metrics.registry)
+    typer.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
+    return server

@@ -1,0 +1,56 @@
+"""The JSON API's request and response shapes (pydantic: the same library the queue validates
+payloads with; FastAPI draws the OpenAPI document from them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EnqueueRequest(BaseModel):
+    """``POST /api/v1/jobs``: the arguments of ``JobQueue.enqueue``. The server checks them as
+    ``enqueue`` does (and, when it was started with ``--app``, the payload against the topic's
+    ``Payload`` model)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    tenant: str = Field(description="Whose job: the tenant's queue zone.")
+    topic: str = Field(description="The handler's topic.")
+    payload: Any = Field(default=None, description="JSON data for the handler.")
+    in_: float | None = Field(default=None, alias="in",
+                              description="Run this many seconds from now.")
+    at: datetime | None = Field(default=None, description="Run at this aware time.")
+    priority: int | None = Field(default=None, description="0..1000, lower runs first.")
+    max_retries: int | None = Field(default=None, description="Retries after the first run.")
+    key: str | None = Field(default=None, description="Idempotency key (per tenant).")
+
+
+class EnqueueResponse(BaseModel):
+    job_id: str
+    tenant: str
+
+
+class DeadLetterRef(BaseModel):
+    """One dead letter, for retry and purge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    job_id: str
+
+
+class ActionResult(BaseModel):
+    ok: bool
+    message: str
+
+
+class SessionInfo(BaseModel):
+    authenticated: bool
+    csrf: str | None = None
+    queue: str
+
+
+class Problem(BaseModel):
+    detail: str
