@@ -56,3 +56,19 @@ def test_bench_help_offers_only_what_it_accepts() -> None:
     assert result.returncode == 0
     assert "--normal" not in result.stdout
     assert "--only" in result.stdout and "--quick" in result.stdout
+
+
+def test_scripts_test_keeps_pytests_count_with_a_user_q(tmp_path: Path) -> None:
+    """``./scripts/test -q`` used to run ``pytest -q -q``, which hides the final count. The
+    pytest part of the script (after its lint and type checks) runs here as written."""
+    script = (ROOT / "scripts" / "test").read_text()
+    pytest_part = script[script.index('echo "== pytest"'):]
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert True\n")
+    (tmp_path / "run").write_text(f'cd "{ROOT}"\n' + pytest_part.replace(
+        ".venv/bin/python", sys.executable))
+    result = subprocess.run(
+        ["bash", str(tmp_path / "run"), "-q", "-p", "no:cacheprovider",
+         str(tmp_path / "test_one.py")],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("1 passed")
