@@ -39,7 +39,7 @@ HEADERS = {
     "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form POSTs say Origin: null
     "X-Frame-Options": "DENY",
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
