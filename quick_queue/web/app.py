@@ -152,7 +152,7 @@ def _reads(app: FastAPI, queue: JobQueue, snapshots: Snapshots) -> None:
         out = snap.overview.stats.to_dict()
         out.update({"queue": queue.name, "now": snap.overview.now.isoformat(),
                     "zones_with_jobs": snap.overview.zones_with_jobs,
-                    "workers": len(snap.workers), "refresh_seconds": snapshots.refresh,
+                    "workers": len(snap.workers), "refresh_seconds": snapshots.interval(),
                     "throughput": snapshots.throughput()})
         return out
 
