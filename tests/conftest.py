@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,16 @@ from typing import Any
 import pytest
 
 import quick_queue as qq
+
+
+@pytest.fixture(autouse=True)
+def _quick_queue_logging() -> Iterator[None]:
+    """Each test starts and ends with the ``quick_queue`` logger as it found it: a CLI test's
+    ``setup_logging`` would otherwise leave a handler on a closed captured stream behind."""
+    logger = logging.getLogger("quick_queue")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 
 from quick_queue.errors import InvalidArgument
+from quick_queue.events import safe
 from quick_queue.jobs import JobMeta, JobSpec
 from quick_queue.models import LeasedJob
 from quick_queue.outcomes import OutcomeKind
@@ -45,6 +46,11 @@ class Running:
     @property
     def key(self) -> JobKey:
         return (self.job.tenant, self.job.record.job_id)
+
+    @property
+    def where(self) -> str:
+        """``tenant/job_id`` for a log line, control characters escaped."""
+        return f"{safe(self.job.tenant)}/{safe(self.job.record.job_id)}"
 
 
 class InFlight:

@@ -126,8 +126,8 @@ class Keeper:
         for running in timed_out:
             running.meta.lease_lost.set()
             spec = running.spec
-            log.warning("%s %s/%s timed out after %g s; its worker stays busy until the "
-                        "handler returns", spec.name if spec else "?", *running.key,
+            log.warning("%s %s timed out after %g s; its worker stays busy until the "
+                        "handler returns", spec.name if spec else "?", running.where,
                         spec.timeout if spec and spec.timeout else 0)
             self.settler.submit(running, timeout_outcome(
                 running, self.context.clock.now(), self.context.settings, self.context.rng))

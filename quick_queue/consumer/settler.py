@@ -96,8 +96,8 @@ class Settler:
                 self.outage.failed(error)
                 return []
             if len(batch) == 1:
-                log.exception("could not settle %s for %s/%s; its lease will expire",
-                              batch[0][1].kind, *batch[0][0].key)
+                log.exception("could not settle %s for %s; its lease will expire",
+                              batch[0][1].kind, batch[0][0].where)
                 return [False]
             log.warning("a batch of %d outcomes failed to settle; settling them one by one",
                         len(batch), exc_info=True)

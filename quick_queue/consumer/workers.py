@@ -129,8 +129,8 @@ class WorkerPool:
             retry = self._waiting_for.pop(running.key, None)
             self.inflight.cond.notify_all()  # a worker is back: the scanner may lease again
         if overran:
-            log.warning("%s/%s: the handler returned %.1f s after it started, past its "
-                        "timeout; its worker is free again", *running.key,
+            log.warning("%s: the handler returned %.1f s after it started, past its "
+                        "timeout; its worker is free again", running.where,
                         time.monotonic() - running.started_mono)
         if retry is not None:
             self._local.put(retry)  # its previous attempt is over: it may start now

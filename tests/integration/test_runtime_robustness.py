@@ -73,13 +73,14 @@ def test_a_full_disk_pauses_the_worker_until_space_returns(
     try:
         queue = qq.JobQueue(db, jobs=[Ok], clock=clock)
         writer = db._writer  # type: ignore[attr-defined]  # the engine's one writing connection
-        jobs = [queue.enqueue(f"t{n}", "rb:ok", {"pad": "x" * 20_000}) for n in range(20)]
+        jobs = [queue.enqueue(f"t{n}", "rb:ok", {"n": n}) for n in range(20)]
         # A real SQLITE_FULL: the file may not grow past its current size.
         pages = writer.execute("PRAGMA page_count").fetchone()[0]
         writer.execute(f"PRAGMA max_page_count={pages}")
-        with pytest.raises(qq.KVError, match="disk is full"):  # fill its free pages too
-            for _ in range(10_000):
-                queue.enqueue("filler", "rb:ok", {"pad": "f" * 2_000}, in_=10**6)
+        for size in (2_000, 200, 20):  # pack its free space, so any new key needs a page
+            with pytest.raises(qq.KVError, match="disk is full"):
+                for _ in range(100_000):
+                    queue.enqueue("filler", "rb:ok", {"pad": "f" * size}, in_=10**6)
         with caplog.at_level("WARNING", logger="quick_queue.worker"):
             run = background(queue.run, concurrency=2, log=False)
             wait_until(lambda: run.done() or any("disk is full" in r.getMessage()
