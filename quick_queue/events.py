@@ -192,8 +192,10 @@ def log_event(event: JobEvent) -> None:
     if kind is EventKind.STARTED:
         log.info("start %s %s attempt %d", safe(event.topic), where, event.attempt)
     elif kind is EventKind.STALE:
-        log.warning("stale %s for %s: the lease was lost; nothing changed",
-                    event.outcome or "?", where)
+        # reason: "lease taken" (expired, another consumer has it), "lease dead", or "lease
+        # held" when the outcome could not be written for another reason (logged before this)
+        log.warning("stale %s for %s: not applied (%s); nothing changed",
+                    event.outcome or "?", where, safe(event.reason) or "lease lost")
     elif kind is EventKind.CANCELLED:
         log.info("cancelled %s %s while it ran; its result (%s) was dropped",
                  safe(event.topic), where, event.outcome or "?")
