@@ -2,6 +2,13 @@
 
 Prints a table and writes JSON (--json, default bench-results/queue.json):
 
+* cpu: CPU (not wall clock, so a busy machine does not skew it) per no-op job of an in-process
+  ``drain(concurrency=16)``, split by stage in µs per job: scan_dequeue (the scanner: zone
+  leases, dequeue transactions), handoff (passing a job scanner -> worker -> settler and the
+  wake-ups), dispatch (a worker starting the handler, its outcome, the events), settle (the
+  settler's transactions), other (keeper, checkpoints); and CPU per ``enqueue``, one per
+  transaction (user and system: the fsync's kernel time is system time). Best of 3 rounds
+  (other load only ever adds CPU) of 2,000 jobs and 500 enqueues (``--quick``: 2 of 1,000/300);
 * drain: no-op jobs/s run by ``queue.run(concurrency=T, processes=P)`` worker processes, from
   the first completion to the last (start-up excluded), for several P x T;
 * enqueue: jobs/s one per transaction from 1 thread and from 8 threads, and enqueue_many;
@@ -12,15 +19,18 @@ Prints a table and writes JSON (--json, default bench-results/queue.json):
 * scale: drain rate and worker RSS with 1,000 queued jobs versus 1,000,000 over 100,000
   tenants (``--quick``: 100,000 over 10,000).
 
-Run: ``python scripts/bench.py [--quick] [--only drain,enqueue,latency,scheduled,races,scale]``.
+Run: ``python scripts/bench.py [--quick] [--only cpu,drain,enqueue,latency,scheduled,races,scale]
+[--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -317,7 +327,144 @@ def bench_scale(tmp: str, quick: bool) -> dict[str, Any]:
             "large_over_small": ratio}
 
 
-BENCHES = {"drain": bench_drain, "enqueue": bench_enqueue, "latency": bench_latency,
+# -- CPU per operation (not wall clock: robust on a busy machine) ----------------------------
+# Stages of a drained job, by the thread that spends the CPU and, for the hand-offs between
+# threads, by the functions that pass a job on (split out with a per-thread profile).
+HANDOFF_FUNCS = {  # (file suffix, function): CPU counted as hand-off, wherever it runs
+    ("consumer/workers.py", "accept"),  # scanner -> worker queue
+    ("~", "<method 'get' of '_queue.SimpleQueue' objects>"),  # a worker wakes with a job
+    ("consumer/settler.py", "submit"),  # worker -> settler
+    ("threading.py", "wait"),  # the settler wakes with outcomes
+}
+THREAD_STAGE = {"main": "scan_dequeue", "worker": "dispatch", "settler": "settle"}
+
+
+class ThreadCPU:
+    """CPU seconds of every thread started while installed, summed by thread name (the part
+    after ``quick_queue-``), optionally with a ``cProfile`` of each thread."""
+
+    def __init__(self, profile: bool) -> None:
+        self.cpu: dict[str, float] = {}
+        self.profiles: dict[str, list[cProfile.Profile]] = {}
+        self.profile = profile
+        self._lock = threading.Lock()
+        self._orig = threading.Thread.run
+
+    def _record(self, name: str, cpu: float, prof: cProfile.Profile | None) -> None:
+        with self._lock:
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu
+            if prof is not None:
+                self.profiles.setdefault(name, []).append(prof)
+
+    def __enter__(self) -> ThreadCPU:
+        me, orig = self, self._orig
+
+        def run(thread: threading.Thread) -> None:
+            prof = cProfile.Profile(time.thread_time) if me.profile else None
+            if prof is not None:
+                prof.enable()
+            try:
+                orig(thread)
+            finally:
+                if prof is not None:
+                    prof.disable()
+                name = thread.name.removeprefix("quick_queue-")
+                me._record(name, time.thread_time(), prof)
+
+        threading.Thread.run = run  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        threading.Thread.run = self._orig  # type: ignore[method-assign]
+
+
+def _handoff_share(profiles: list[cProfile.Profile]) -> float:
+    """The fraction of these profiles' CPU spent in HANDOFF_FUNCS (their callees included)."""
+    total = handoff = 0.0
+    for prof in profiles:
+        stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+        for (path, _line, func), (_cc, _nc, tt, ct, _callers) in stats.items():
+            total += tt
+            if any(path.endswith(f) and func == name for f, name in HANDOFF_FUNCS):
+                handoff += ct
+    return handoff / total if total else 0.0
+
+
+def cpu_drain(tmp: str, n: int, profile: bool) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Drain ``n`` no-op jobs in this process: (CPU s, CPU s by thread, hand-off share)."""
+    db, queue = open_queue(f"sqlite:///{tmp}/cpu-drain-{int(profile)}.db")
+    fill(queue, n, 1)
+    main_prof = cProfile.Profile(time.thread_time) if profile else None
+    with ThreadCPU(profile) as threads:
+        cpu0, main0 = time.process_time(), time.thread_time()
+        if main_prof is not None:
+            main_prof.enable()
+        summary = queue.drain(concurrency=16)
+        if main_prof is not None:
+            main_prof.disable()
+        cpu = time.process_time() - cpu0
+        threads.cpu["main"] = time.thread_time() - main0
+    db.close()
+    if summary.completed != n:
+        raise SystemExit(f"cpu bench: drained {summary.completed} of {n} jobs")
+    if main_prof is not None:
+        threads.profiles["main"] = [main_prof]
+    shares = {name: _handoff_share(profs) for name, profs in threads.profiles.items()}
+    return cpu, threads.cpu, shares
+
+
+def drain_stages(tmp: str, n: int) -> dict[str, float]:
+    """µs of CPU per job by stage: thread CPU from an unprofiled drain, the hand-off part of
+    each thread's CPU from a second, profiled drain (a fraction: the profiler slows code)."""
+    cpu, by_thread, _ = cpu_drain(tmp, n, profile=False)
+    _, _, shares = cpu_drain(tmp, n, profile=True)
+    print("    hand-off share of each thread's CPU: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(shares.items())), flush=True)
+    stages = {"scan_dequeue": 0.0, "handoff": 0.0, "dispatch": 0.0, "settle": 0.0, "other": 0.0}
+    for name, seconds in by_thread.items():
+        stage = THREAD_STAGE.get(name, "other")
+        share = shares.get(name, 0.0) if stage != "other" else 0.0
+        stages["handoff"] += seconds * share
+        stages[stage] += seconds * (1 - share)
+    out = {stage: round(seconds / n * 1e6, 1) for stage, seconds in stages.items()}
+    out["total"] = round(cpu / n * 1e6, 1)
+    return out
+
+
+def cpu_enqueue(tmp: str, n: int) -> dict[str, float]:
+    """µs of CPU per ``enqueue`` (one per transaction, this thread; user and system)."""
+    db, queue = open_queue(f"sqlite:///{tmp}/cpu-enqueue.db")
+    for i in range(50):  # warm: connections, statement cache, clock anchor
+        queue.enqueue("default", "noop", {"i": i})
+    t0, cpu0 = os.times(), time.process_time()
+    for i in range(n):
+        queue.enqueue("default", "noop", {"i": i})
+    cpu, t1 = time.process_time() - cpu0, os.times()
+    db.close()
+    return {"total": round(cpu / n * 1e6, 1),
+            "user": round((t1.user - t0.user) / n * 1e6, 1),
+            "system": round((t1.system - t0.system) / n * 1e6, 1)}
+
+
+def bench_cpu(tmp: str, quick: bool) -> dict[str, Any]:
+    """Worker CPU per no-op job by stage and CPU per enqueue; the best of ``rounds`` runs
+    (other processes on the machine only ever add to a figure)."""
+    n, n_enqueue, rounds = (1_000, 300, 2) if quick else (2_000, 500, 3)
+    drains = [drain_stages(tmp, n) for _ in range(rounds)]
+    enqueues = [cpu_enqueue(tmp, n_enqueue) for _ in range(rounds)]
+    drain = min(drains, key=lambda d: d["total"])
+    enqueue = min(enqueues, key=lambda e: e["total"])
+    stages = ", ".join(f"{k} {v}" for k, v in drain.items() if k != "total")
+    print(f"  worker CPU per no-op job: {drain['total']} µs ({stages})", flush=True)
+    print(f"  CPU per enqueue (1 per transaction): {enqueue['total']} µs "
+          f"(user {enqueue['user']}, system {enqueue['system']})", flush=True)
+    return {"jobs": n, "enqueues": n_enqueue, "rounds": rounds, "drain_us_per_job": drain,
+            "enqueue_us_per_op": enqueue,
+            "all_drains": drains, "all_enqueues": enqueues}
+
+
+BENCHES = {"cpu": bench_cpu, "drain": bench_drain, "enqueue": bench_enqueue,
+           "latency": bench_latency,
            "scheduled": bench_scheduled,
            "races": bench_races, "scale": bench_scale}
 

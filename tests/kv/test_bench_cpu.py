@@ -1,0 +1,49 @@
+"""``scripts/bench.py``'s CPU figures (issue 10: worker CPU per no-op job by stage, CPU per
+enqueue): the stages of a drain account for all of its CPU, on a handful of jobs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("qq_bench", ROOT / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["qq_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_drain_stages_add_up_to_the_drains_cpu(tmp_path: Path) -> None:
+    bench = load_bench()
+    stages = bench.drain_stages(str(tmp_path), 40)
+    assert set(stages) == {"scan_dequeue", "handoff", "dispatch", "settle", "other", "total"}
+    assert all(value >= 0 for value in stages.values())
+    assert stages["scan_dequeue"] > 0 and stages["settle"] > 0 and stages["dispatch"] > 0
+    parts = sum(value for key, value in stages.items() if key != "total")
+    # threads that started before the drain (none here) would make the parts exceed the total
+    assert parts <= stages["total"] * 1.05 + 1
+
+
+def test_thread_cpu_restores_thread_run_and_counts_each_thread() -> None:
+    bench = load_bench()
+    import threading
+
+    original = threading.Thread.run
+    with bench.ThreadCPU(profile=True) as threads:
+        worker = threading.Thread(target=lambda: sum(range(200_000)), name="quick_queue-x")
+        worker.start()
+        worker.join()
+    assert threading.Thread.run is original
+    assert threads.cpu["x"] > 0 and len(threads.profiles["x"]) == 1
+
+
+def test_cpu_enqueue_reports_user_and_system_time(tmp_path: Path) -> None:
+    figures = load_bench().cpu_enqueue(str(tmp_path), 20)
+    assert figures["total"] > 0 and set(figures) == {"total", "user", "system"}
