@@ -5,7 +5,9 @@ runs, so the rest of the CLI works without it."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -80,7 +82,7 @@ def dashboard(
     Prometheus /metrics. Reading needs no token; actions and enqueue need the token."""
     with reporting_errors():
         try:
-            import uvicorn
+            import uvicorn  # noqa: F401 - only checking that the web extra is there
 
             from quick_queue.web import create_app
         except ImportError as error:
@@ -90,12 +92,34 @@ def dashboard(
         secret = token or _new_token()
         _check_port(host, port)
         shown_host = f"[{host}]" if ":" in host else host
-        typer.echo(f"dashboard: http://{shown_host}:{port}/ (queue {views.shown(q.name)!r} on "
-                   f"{views.shown(q.db.url or repr(q.db))}); Ctrl-C to stop", err=True)
-        typer.echo(f"token: {secret}" if generated else f"token: as given (--token or "
-                   f"${TOKEN_ENV})", err=True)
-        uvicorn.run(create_app(q, token=secret, refresh=refresh), host=host, port=port,
-                    log_level="warning")
+        lines = [
+            f"dashboard: http://{shown_host}:{port}/ (queue {views.shown(q.name)!r} on "
+            f"{views.shown(q.db.url or repr(q.db))}); Ctrl-C to stop",
+            f"token: {secret}" if generated else f"token: as given (--token or ${TOKEN_ENV})",
+        ]
+        _serve(create_app(q, token=secret, refresh=refresh), host, port, lines)
+        typer.echo("dashboard stopped", err=True)
+
+
+def _serve(app: Any, host: str, port: int, ready: list[str]) -> None:
+    """Serve until SIGINT/SIGTERM, then return (exit status 0, as the worker's), where uvicorn
+    would raise the signal again after its graceful shutdown. ``ready`` is printed once the
+    server listens, so the URL it shows can be opened at once."""
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            for line in ready:
+                typer.echo(line, err=True)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
+            self.should_exit = True
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
 
 
 def _new_token() -> str:
