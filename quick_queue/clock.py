@@ -19,6 +19,22 @@ class SystemClock:
         return time.time()
 
 
+class _HasStoreTime(Protocol):
+    def store_time(self) -> float: ...
+
+
+class StoreClock:
+    """The store's time (``Database.store_time()``), the default clock of a ``JobQueue``: due
+    times, leases and the views' "now" then all come from the one time every worker of the
+    store shares, whatever each host's wall clock says (DESIGN.md §8)."""
+
+    def __init__(self, db: _HasStoreTime) -> None:
+        self.db = db
+
+    def now(self) -> float:
+        return self.db.store_time()
+
+
 class ManualClock:
     """A clock that moves only when told: ``advance(seconds)`` or ``set(timestamp)``."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quick_queue import models
-from quick_queue.clock import Clock, SystemClock
+from quick_queue.clock import Clock, StoreClock, SystemClock
 from quick_queue.events import EventStream
 from quick_queue.ids import IdMaker
 from quick_queue.jobs import Registry
@@ -93,11 +93,13 @@ class QueueContext:
         ``db``, with claims and a random source of its own: a forked process must not share
         a lock another thread may have held at the fork. ``seed`` overrides the seed (a
         supervisor gives each child its own, derived from the queue's)."""
+        # the store's time is read through the connection in use
+        clock = StoreClock(db) if isinstance(self.clock, StoreClock) else self.clock
         # Makers this context seeded itself are seeded afresh from the new seed (a child
         # process must not repeat its siblings' tokens); makers given by the caller are kept.
         seeded = getattr(self, "_seeded_token", None), getattr(self, "_seeded_job_id", None)
         other = QueueContext(
-            db, self.name, self.settings, self.clock, Registry(self.registry.handlers()),
+            db, self.name, self.settings, clock, Registry(self.registry.handlers()),
             self.seed if seed is None else seed,
             models.new_token if self.new_token == seeded[0] else self.new_token,
             models.new_job_id if self.new_job_id == seeded[1] else self.new_job_id,

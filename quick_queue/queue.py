@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from quick_queue import read_model
-from quick_queue.clock import Clock, SystemClock
+from quick_queue.clock import Clock, StoreClock
 from quick_queue.consumer.logsetup import worker_logging
 from quick_queue.consumer.processes import run_processes
 from quick_queue.consumer.runner import Consumer, Summary
@@ -38,6 +38,12 @@ class JobQueue:
     ``jobs`` lists the ``@job`` handler classes this process can run (producers may enqueue
     any topic). ``clock`` is any object with ``now() -> float``; settings are the keyword
     arguments of ``quick_queue.Settings``.
+
+    Time: workers lease jobs on the store's time (``db.store_time()``: the engine's clock, or
+    FoundationDB's read version), never on their host's wall clock. ``clock`` defaults to that
+    same time, so ``in_=`` and the views agree with the workers. A test that passes a
+    ``ManualClock`` here must give it to the database too (``qq.open(url, clock=clock)``),
+    or jobs come due on one clock and are leased on another.
     """
 
     def __init__(
@@ -56,7 +62,7 @@ class JobQueue:
                 f"JobQueue needs a database from quick_queue.open(), not {db!r}"
             )
         self.context = QueueContext(
-            database, name, Settings.build(**settings), clock or SystemClock(),
+            database, name, Settings.build(**settings), clock or StoreClock(database),
             Registry(list(jobs or [])), seed,
         )
         self._consumer: Consumer | None = None

@@ -83,3 +83,36 @@ def test_a_worker_whose_clock_steps_mid_run_keeps_its_job_to_itself(
     summaries = [worker.stop() for worker in workers]
     assert sum(s["completed"] for s in summaries) == 2
     assert sum(s["stale"] for s in summaries) == 0
+
+
+def test_a_store_anchored_by_a_worker_an_hour_behind_still_runs_jobs_when_due(
+    db_url: str, tmp_path: Path, workers: list[SkewedWorker]
+) -> None:
+    # The first process to read the store's time anchors it on its wall clock; here that is
+    # a worker an hour behind. Producers' due times are on the store's time too (JobQueue's
+    # default clock), so a job due now runs now (before: "due" an hour from the store's view).
+    log = tmp_path / "runs.log"
+    path = db_url.removeprefix("sqlite:///")
+    qq.open(db_url).close()
+    workers.append(SkewedWorker(db_url, log, "behind", offset=-HOUR))
+    wait_for(lambda: _anchor_rows(path) == 3, what="the worker to anchor the store's time")
+    with qq.open(db_url) as db:
+        queue = qq.JobQueue(db)
+        now_job = queue.enqueue("t", "skew:work", {"work": 0})
+        soon_job = queue.enqueue("t", "skew:work", {"work": 0}, in_=1.0)
+        wait_for(lambda: queue.get_job("t", now_job) is None, timeout=10, what="the due job")
+        info = queue.get_job("t", soon_job)
+        assert info is None or info.state in ("scheduled", "leased")
+        wait_for(lambda: queue.get_job("t", soon_job) is None, timeout=10, what="the later job")
+    assert workers[0].stop()["completed"] == 2
+
+
+def _anchor_rows(path: str) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT count(*) FROM qq_meta WHERE name LIKE 'clock.%'").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()

@@ -214,3 +214,18 @@ def test_a_worker_whose_own_clock_stepped_back_keeps_its_lease(
     summary = drain.result()
     assert summary.completed == 1 and summary.stale == 0
     assert runs == [1]
+
+
+def test_a_queue_tells_time_by_the_store_unless_given_a_clock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+    first_clock, second_clock = qq.ManualClock(1_800_000_000.0), qq.ManualClock(1_900_000_000.0)
+    with qq.open(url, clock=first_clock) as first, qq.open(url, clock=second_clock) as second:
+        queue = qq.JobQueue(first)
+        assert queue.clock.now() == 1_800_000_000.0  # due times on the workers' time
+        job_id = queue.enqueue("t", "anything", {}, in_=5)
+        info = queue.get_job("t", job_id)
+        assert info is not None and info.due_at is not None
+        assert info.due_at.timestamp() == 1_800_000_005.0
+        assert queue.with_db(second).clock.now() == 1_900_000_000.0  # read where it runs
+        own = qq.ManualClock(42.0)
+        assert qq.JobQueue(first, clock=own).with_db(second).clock is own

@@ -58,7 +58,7 @@ class SkewedWorker:
     def kill(self) -> None:
         if self.alive():
             self.proc.kill()
-        self.proc.wait(10)
+        self.proc.communicate(timeout=10)  # reaps it and closes its pipe
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """SIGCONT (in case it is stopped), SIGTERM, wait; the printed Summary."""
