@@ -15,7 +15,7 @@ wrong type), the built-in stays a base, so that code keeps working::
           │    │                        that cannot work: fix the value the message names
           │    └── UnknownSetting       (TypeError) a keyword JobQueue/Settings does not know
           ├── HandlerError              (TypeError) a @job class that cannot be registered:
-          │                             no perform(self, payload, meta), async, a Payload that
+          │                             no perform(self, payload, meta), a Payload that
           │                             is not a pydantic model, a class without @job
           ├── InvalidArgument           (ValueError) a bad argument to a queue call: tenant,
           │    │                        topic, priority, in_/at, key, max_retries, an
@@ -23,9 +23,19 @@ wrong type), the built-in stays a base, so that code keeps working::
           │    ├── PayloadError         the payload fails its topic's model, is not JSON, or
           │    │                        is over the size limit (store the blob elsewhere)
           │    └── ArgumentTypeError    (TypeError) a database or transaction was expected
-          └── UnreadableRecord          a stored job record that is not quick_queue's format
-                                        (a damaged page or a foreign writer): see dead_kind
-                                        "unreadable" in dead_letters()
+          ├── UnreadableRecord          a stored job record that is not quick_queue's format
+          │                             (a damaged page or a foreign writer): see dead_kind
+          │                             "unreadable" in dead_letters()
+          ├── JobFailed                 queue.result(): the job ended without a result; .job
+          │    ├── JobDead              (a JobInfo) says how: failed max_retries + 1 times,
+          │    ├── JobDiscarded         discarded by its handler (Discard(reason)),
+          │    └── JobCancelled         or cancelled
+          ├── ResultTimeout             (TimeoutError) queue.result(wait=...): not finished
+          │                             within the wait
+          ├── JobNotFound               (LookupError) no such job: unknown id, or it finished
+          │                             without keep_result, or its kept entry expired
+          └── ResultNotKept             (LookupError) it completed but its value could not be
+                                        kept (not JSON, too large): .note says which
 
 Warnings (``warnings.warn``, never raised unless the warnings filter says so)::
 
@@ -92,6 +102,49 @@ class UnreadableRecord(QuickQueueError):
         return (type(self), (self.what, self.raw, self.reason))
 
 
+class JobFailed(QuickQueueError):
+    """``queue.result()`` of a job that ended without a result; ``job`` is its ``JobInfo``
+    (``state``, ``last_error``, ``reason``)."""
+
+    def __init__(self, message: str, job: object) -> None:
+        super().__init__(message)
+        self.job = job
+
+    def __reduce__(self) -> tuple[type[JobFailed], tuple[str, object]]:
+        return (type(self), (str(self), self.job))
+
+
+class JobDead(JobFailed):
+    """The job failed ``max_retries + 1`` times (or could not run) and is a dead letter."""
+
+
+class JobDiscarded(JobFailed):
+    """The job's handler gave up on it (``Discard(reason)``)."""
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled (``queue.cancel``)."""
+
+
+class ResultTimeout(QuickQueueError, TimeoutError):
+    """``queue.result(wait=...)``: the job had not finished when the wait ran out."""
+
+
+class JobNotFound(QuickQueueError, LookupError):
+    """No live job, dead letter or kept result with this id in this tenant."""
+
+
+class ResultNotKept(QuickQueueError, LookupError):
+    """The job completed, but its returned value could not be kept; ``note`` says why."""
+
+    def __init__(self, message: str, note: str) -> None:
+        super().__init__(message)
+        self.note = note
+
+    def __reduce__(self) -> tuple[type[ResultNotKept], tuple[str, str]]:
+        return (type(self), (str(self), self.note))
+
+
 class UnknownTopicWarning(UserWarning):
     """``enqueue`` of a topic that none of the queue's registered handlers takes."""
 
@@ -103,9 +156,16 @@ __all__ = [
     "ForeignDatabase",
     "HandlerError",
     "InvalidArgument",
+    "JobCancelled",
+    "JobDead",
+    "JobDiscarded",
+    "JobFailed",
+    "JobNotFound",
     "KVError",
     "PayloadError",
     "QuickQueueError",
+    "ResultNotKept",
+    "ResultTimeout",
     "StorageError",
     "UnknownSetting",
     "UnknownTopicWarning",

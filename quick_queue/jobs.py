@@ -23,16 +23,17 @@ unknown topic, payload fails validation         dead letter with a clear reason
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pydantic
 
 from quick_queue.errors import ConfigurationError, HandlerError, InvalidArgument, PayloadError
-from quick_queue.kv.api import Transaction
+from quick_queue.meta import JobMeta, LeaseFlag
+
+__all__ = ["JobMeta", "LeaseFlag"]  # re-exported: they lived here before quick_queue.meta
 from quick_queue.settings import MAX_PRIORITY
 
 T = TypeVar("T")
@@ -78,87 +79,6 @@ class Discard:
 Result = Ok | Error | Snooze | Discard
 
 
-_FLAG_LOCK = threading.Lock()
-
-
-class LeaseFlag:
-    """``threading.Event``'s interface (``is_set``, ``wait``, ``set``), with the event made
-    only when someone waits: a consumer makes one per job, and almost none is ever waited on."""
-
-    __slots__ = ("_event", "_flag")
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._event: threading.Event | None = None
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        self._flag = True  # before reading _event: wait() checks the flag after making it
-        event = self._event
-        if event is not None:
-            event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._flag:
-            return True
-        with _FLAG_LOCK:
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        if self._flag:
-            event.set()
-        return event.wait(timeout)
-
-
-class JobMeta:
-    """What a handler knows about the run: ``tenant``, ``topic``, ``job_id``, ``attempt``
-    (1-based), ``max_retries``, ``priority``, ``snoozes``, ``enqueued_at`` and
-    ``lease_deadline`` (aware datetimes). ``lease_lost`` is set when the consumer learns its
-    lease is gone (expired, or the job timed out or was cancelled): the handler should stop,
-    since its completion will be rejected. The worker learns of a ``cancel()`` at its next lease
-    extension (every ``extend_every`` seconds, a third of ``item_lease`` by default), not at
-    once. ``tr`` is the transaction of a transactional job."""
-
-    __slots__ = (
-        "_enqueued_us", "_lease_deadline_us", "attempt", "job_id", "lease_lost",
-        "max_retries", "priority", "snoozes", "tenant", "topic", "tr",
-    )
-
-    def __init__(
-        self, tenant: str, topic: str, job_id: str, attempt: int, max_retries: int,
-        enqueued_us: int, lease_deadline_us: int, priority: int, snoozes: int = 0,
-    ) -> None:
-        self.tenant = tenant
-        self.topic = topic
-        self.job_id = job_id
-        self.attempt = attempt
-        self.max_retries = max_retries
-        self.priority = priority
-        self.snoozes = snoozes
-        self.tr: Transaction | None = None
-        self.lease_lost = LeaseFlag()
-        self._enqueued_us = enqueued_us
-        self._lease_deadline_us = lease_deadline_us
-
-    @property
-    def enqueued_at(self) -> datetime:
-        return datetime.fromtimestamp(self._enqueued_us / 1e6, tz=UTC)
-
-    @property
-    def lease_deadline(self) -> datetime:
-        return datetime.fromtimestamp(self._lease_deadline_us / 1e6, tz=UTC)
-
-    @property
-    def is_last_attempt(self) -> bool:
-        return self.attempt > self.max_retries
-
-    def __repr__(self) -> str:
-        return (f"JobMeta(tenant={self.tenant!r}, topic={self.topic!r}, job_id={self.job_id!r}, "
-                f"attempt={self.attempt}, max_retries={self.max_retries})")
-
-
 @dataclass(frozen=True)
 class JobSpec:
     """A registered handler class and its options."""
@@ -173,6 +93,12 @@ class JobSpec:
     backoff_base: float | None
     backoff_factor: float | None
     backoff_cap: float | None
+    keep_result: float | None = None  # seconds; None: the queue's keep_result setting
+    is_async: bool = False  # perform is ``async def``: the worker must await it
+
+    def keep_seconds(self, queue_default: float) -> float:
+        """How long a finished job of this handler is kept (0: not at all)."""
+        return queue_default if self.keep_result is None else self.keep_result
 
     def validate_payload(self, payload: Any) -> Any:
         """The payload as stored (JSON-ready); ValueError naming the topic and the field."""
@@ -221,6 +147,7 @@ def job(
     backoff_base: float | None = None,
     backoff_factor: float | None = None,
     backoff_cap: float | None = None,
+    keep_result: float | timedelta | None = None,
 ) -> Callable[[type[T]], type[T]]:
     """Declare a handler class for ``topic``.
 
@@ -249,14 +176,21 @@ def job(
       embedded engine): a longer run fails the attempt ("ran longer than the 5 s transaction
       limit"); use ``transactional=False`` for long work. A conflict with another writer of
       what it read reruns ``perform`` in the same attempt (up to 5 times).
+    * ``keep_result`` (seconds or a ``timedelta``) is read by the worker that runs the job:
+      once the job ends (completed, dead, discarded, or cancelled) its state, attempts,
+      timings, returned value and last error are kept that long, for ``get_job`` and
+      ``queue.result``. None: the queue's ``keep_result`` setting (0 by default: nothing is
+      kept); 0 keeps nothing even on a queue that keeps results.
     """
     _check_options(topic, priority, max_retries, timeout)
+    keep = keep_seconds(f"@job(topic={topic!r}): keep_result", keep_result)
 
     def decorate(cls: type[T]) -> type[T]:
         model = _check_class(cls)
         spec = JobSpec(
             topic, cls, model, priority, max_retries, timeout, transactional,
-            backoff_base, backoff_factor, backoff_cap,
+            backoff_base, backoff_factor, backoff_cap, keep,
+            inspect.iscoroutinefunction(getattr(cls, "perform", None)),
         )
         cls.__qq_job__ = spec  # type: ignore[attr-defined]
         return cls
@@ -291,6 +225,26 @@ def _check_options(
         )
 
 
+# A century, in seconds: longer retention is surely a unit mistake (milliseconds?).
+MAX_KEEP = 100 * 366 * 86400.0
+
+
+def keep_seconds(what: str, value: object) -> float | None:
+    """``keep_result`` as seconds (None stays None); ConfigurationError for anything else
+    than a number or ``timedelta`` in 0..MAX_KEEP."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_KEEP):
+        raise ConfigurationError(
+            f"{what} must be seconds (a number or a timedelta) in 0..{MAX_KEEP:g}, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
 def _check_class(cls: object) -> type[pydantic.BaseModel] | None:
     """Refuse a class that cannot run as a handler; its ``Payload`` model, if any."""
     if not inspect.isclass(cls):
@@ -301,8 +255,6 @@ def _check_class(cls: object) -> type[pydantic.BaseModel] | None:
     perform = getattr(cls, "perform", None)
     if perform is None or not callable(perform):
         raise HandlerError(f"{name} needs a perform(self, payload, meta) method")
-    if inspect.iscoroutinefunction(perform):
-        raise HandlerError(f"{name}.perform must be a plain (not async) method")
     _check_perform_signature(cls, name, perform)
     model = getattr(cls, "Payload", None)
     if model is not None and not (
@@ -391,6 +343,12 @@ def interpret(result: Any, spec: JobSpec) -> Result:
         return Ok(result)
     if isinstance(result, BaseException):
         return Error(f"{type(result).__name__}: {result}")
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited here: closing it spares a "never awaited" warning
+        return Error(
+            f"handler {spec.name} returned a coroutine: its async perform was called by a "
+            "worker that does not await handlers (this version runs plain ones only)"
+        )
     if inspect.isawaitable(result) or inspect.isgenerator(result):
         return Error(
             f"handler {spec.name} returned {type(result).__name__}; perform must be "

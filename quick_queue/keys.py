@@ -12,6 +12,9 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     pointers/record/{tenant}                        pointer record (JSON)
     pointers/due/{vesting}/{tenant}                 ''  what scanners read
     stats/{topic}/{counter}                         8-byte little-endian atomic counter
+    history/{tenant}/{job_id}                       kept result of a finished job (opt-in;
+                                                    see core.history)
+    history_expiry/{expires}/{tenant}/{job_id}      ''  what pruning reads, oldest first
 
 Dead letters live in their own subspace rather than inside the zone: listing or purging them
 across tenants is then one range read, and a zone holding only dead letters has no work, so it
@@ -190,6 +193,8 @@ class Layout:
         self.record_prefix = self.root + pack(("pr",))
         self.due_prefix = self.root + pack(("pd",))
         self.stats_prefix = self.root + pack(("st",))
+        self.history_prefix = self.root + pack(("h",))
+        self.expiry_prefix = self.root + pack(("hx",))
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
 
     def _zone(self, tenant: str) -> Zone:
@@ -212,6 +217,12 @@ class Layout:
 
     def stat(self, topic: str, name: str) -> bytes:
         return self.stats_prefix + pack((topic, name))
+
+    def history(self, tenant: str, job_id: str) -> bytes:
+        return self.history_prefix + pack_str(tenant) + pack_str(job_id)
+
+    def expiry(self, expires: int, tenant: str, job_id: str) -> bytes:
+        return self.expiry_prefix + pack_int(expires) + pack_str(tenant) + pack_str(job_id)
 
     def tenant_of_zone_key(self, key: bytes) -> str:
         tenant = unpack(key, len(self.zones_prefix))[0]

@@ -39,7 +39,13 @@ class JobInfo:
     ``state`` is ready, scheduled, leased, dead, or unreadable (a live record that could not be
     decoded: ``payload`` is then its stored bytes and ``last_error`` says what failed; the next
     worker to meet it moves it to the dead letters, ``dead_kind`` "unreadable"). A payload
-    that is not JSON is likewise given as ``bytes``."""
+    that is not JSON is likewise given as ``bytes``.
+
+    A job that kept its result (``keep_result``) is shown after it ended, until ``kept_until``,
+    with state completed, dead, discarded or cancelled: ``result`` is the returned value
+    (``result_note`` says why there is none), ``started_at``/``finished_at``/``duration`` its
+    last run; its payload is not kept (None). ``progress`` is the last ``meta.progress()``
+    report of a running job."""
 
     job_id: str
     tenant: str
@@ -57,6 +63,13 @@ class JobInfo:
     snoozes: int = 0
     lease_expires_at: datetime | None = None
     key: str | None = None
+    result: Any = None
+    result_note: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration: float | None = None
+    kept_until: datetime | None = None
+    progress: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -70,6 +83,10 @@ class JobInfo:
             "enqueued_at": iso(self.enqueued_at), "last_error": self.last_error,
             "reason": self.reason, "dead_kind": self.dead_kind, "snoozes": self.snoozes,
             "lease_expires_at": iso(self.lease_expires_at), "key": self.key,
+            "result": self.result, "result_note": self.result_note,
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "duration": self.duration, "kept_until": iso(self.kept_until),
+            "progress": self.progress,
         }
 
     @classmethod

@@ -107,6 +107,41 @@ def retry_effect(attempt: int, max_retries: int) -> Effect:
     return EFFECTS[OutcomeKind.RETRY]
 
 
+class FinalState(StrEnum):
+    """How a job whose result is kept ended (``core.history``): what ``get_job`` shows for it
+    after it left the live states."""
+
+    COMPLETED = "completed"
+    DEAD = "dead"
+    DISCARDED = "discarded"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a run that asked to keep its result (``@job(keep_result=...)`` or the queue's
+    ``keep_result`` setting) hands to the settle transaction, so the history entry is written
+    blind (no record read, the fast completion path stays read-free).
+
+    ``keep`` is the retention in microseconds; ``value`` the returned value as JSON bytes
+    (None when there is none to keep, ``note`` then says why: too large, not JSON);
+    ``started`` when the handler started (microseconds) and ``duration`` how long it ran
+    (seconds, monotonic). The other fields copy the job's record as the worker leased it."""
+
+    keep: int
+    started: int
+    duration: float | None
+    value: bytes | None
+    note: str | None
+    topic: str
+    attempt: int
+    max_retries: int
+    priority: int
+    enqueued: int
+    error: str | None
+    key: str | None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How one run ended, as the runtime tells the store.
@@ -118,7 +153,8 @@ class Outcome:
     ``max_retries`` is the running handler's limit (``@job(max_retries=...)``, else the worker
     queue's setting): settling a failure judges by it when the producer fixed none, so a
     producer that never imported the handler still gets the handler's limit. None: the
-    record's own limit.
+    record's own limit. ``kept``: set only for a job that keeps its result; settling then
+    writes its history entry if the outcome ends the job (None: nothing is written).
     """
 
     tenant: str
@@ -131,3 +167,4 @@ class Outcome:
     topic: str = ""
     lease_at: int = 0
     max_retries: int | None = None
+    kept: Kept | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from quick_queue import read_model
+from quick_queue import read_model, results
 from quick_queue.clock import Clock, StoreClock
 from quick_queue.consumer.logsetup import worker_logging
 from quick_queue.consumer.processes import run_processes
@@ -22,7 +22,7 @@ from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction, as_database, as_transaction
 from quick_queue.models import JobInfo, QueueStats, to_us
-from quick_queue.producer import Producer
+from quick_queue.producer import Producer, job_id_for_key
 from quick_queue.settings import Settings
 
 T = TypeVar("T")
@@ -279,23 +279,64 @@ class JobQueue:
             self._consumer.stop()
 
     # -- looking and fixing -----------------------------------------------------------------
-    def get_job(self, tenant: str, job_id: str) -> JobInfo | None:
-        """The job ``job_id`` of ``tenant`` as it is now (live or dead letter), or None once it
-        completed, was cancelled or purged (completed jobs leave nothing behind). A stored
-        record that cannot be decoded comes back with state "unreadable" and its raw bytes
-        as the payload, instead of an error."""
+    def get_job(
+        self, tenant: str, job_id: str | None = None, *, key: str | None = None
+    ) -> JobInfo | None:
+        """The job ``job_id`` of ``tenant`` (or the job enqueued with ``key=``) as it is now:
+        live, dead letter, or, for a job that keeps its result (``keep_result``), finished
+        (state completed, dead, discarded or cancelled, with its result and timings) until
+        its entry expires. None once it is gone (a job that keeps nothing leaves nothing
+        behind). A stored record that cannot be decoded comes back with state "unreadable"
+        and its raw bytes as the payload, instead of an error."""
+        job_id = self._id_of(job_id, key)
         now = to_us(self.clock.now())
         return self.db.transact(
             lambda tr: admin.lookup(tr.snapshot, self.layout, tenant, job_id, now,
                                     self._retries_of)
         )
 
+    def _id_of(self, job_id: str | None, key: str | None) -> str:
+        if (job_id is None) == (key is None):
+            raise InvalidArgument("give a job id or key=..., exactly one of them")
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+            return job_id_for_key(key)
+        assert job_id is not None
+        return job_id
+
+    def result(
+        self, tenant: str, job_id: str | None = None, *, key: str | None = None,
+        wait: float | timedelta | None = 0.0,
+    ) -> Any:
+        """The value the job returned, for a job that keeps its result (``@job(keep_result=
+        ...)`` or the queue's ``keep_result`` setting), waiting up to ``wait`` seconds
+        (None: forever) for it to finish. The wait wakes when a commit lands, not by polling.
+
+        Raises ``ResultTimeout`` (a ``TimeoutError``) if it has not finished in time,
+        ``JobDead``, ``JobDiscarded`` or ``JobCancelled`` (all ``JobFailed``, with ``.job``)
+        if it ended without a value, ``ResultNotKept`` if its value could not be kept (not
+        JSON, too large), and ``JobNotFound`` if there is no such job (or it finished without
+        keeping its result, or the kept result expired)."""
+        seconds = results.wait_seconds(wait)
+        return results.result(
+            self.db, self.layout, lambda: to_us(self.clock.now()), tenant,
+            self._id_of(job_id, key), seconds,
+        )
+
     def cancel(self, tenant: str, job_id: str) -> bool:
         """Remove a live job (ready, scheduled or running); False if there is none. A dead
         letter is not touched (use ``purge_dead(tenant, job_id=...)``). A running handler is
         not interrupted: its worker learns of the cancellation at its next lease extension
-        (``meta.lease_lost`` is set), and whatever it returns is then ignored."""
-        return self.db.transact(admin.cancel, self.layout, tenant, job_id)
+        (``meta.lease_lost`` is set), and whatever it returns is then ignored. A job whose
+        handler here keeps results (``keep_result``) is kept as "cancelled"."""
+        return self.db.transact(admin.cancel, self.layout, tenant, job_id, self._keep_of,
+                                to_us(self.clock.now()))
+
+    def _keep_of(self, topic: str) -> float:
+        spec = self.registry.get(topic)
+        default = self.settings.keep_result
+        return spec.keep_seconds(default) if spec is not None else default
 
     def dead_letters(self, tenant: str | None = None, limit: int = 100) -> list[JobInfo]:
         """Up to ``limit`` dead letters, of one tenant or all, in key order: jobs that failed

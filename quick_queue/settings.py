@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from typing import Any
 
 from quick_queue.errors import ConfigurationError, UnknownSetting
@@ -54,6 +55,11 @@ class Settings:
     """Most job outcomes settled in one transaction."""
     default_priority: int = 100
     """Priority of jobs that name none (lower runs first; 0..1000)."""
+    keep_result: float = 0.0
+    """Seconds a finished job (its state, timings, returned value, last error) is kept for
+    ``get_job`` and ``queue.result`` when its handler's ``@job(keep_result=...)`` says
+    nothing; 0 keeps nothing (the default: a completed job leaves no trace). A timedelta is
+    taken too."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -67,7 +73,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_retries", "max_snoozes", "min_inactive", "pointer_slack",
-                     "shutdown_grace"):
+                     "shutdown_grace", "keep_result"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.selection_frac <= 1:
@@ -101,6 +107,9 @@ class Settings:
                 f"unknown queue setting(s): {', '.join(unknown)}; the settings are "
                 f"{', '.join(sorted(known))} (see help(quick_queue.Settings))"
             )
+        keep = overrides.get("keep_result")
+        if isinstance(keep, timedelta):
+            overrides["keep_result"] = keep.total_seconds()
         return cls(**overrides)
 
     def as_dict(self) -> dict[str, Any]:

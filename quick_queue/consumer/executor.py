@@ -9,6 +9,7 @@ import traceback
 
 from quick_queue.consumer.inflight import Running
 from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
+from quick_queue.kept import kept_of
 from quick_queue.models import LeasedJob, to_us
 from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.settings import Settings
@@ -68,19 +69,20 @@ def to_outcome(
         )
     if isinstance(verdict, Ok):
         return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DONE, topic=record.topic,
-                       lease_at=record.at)
+                       lease_at=record.at, kept=kept_of(running, settings, verdict.value))
     if isinstance(verdict, Snooze):
         return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.SNOOZE,
                        at=to_us(now + verdict.seconds))
     if isinstance(verdict, Discard):
         return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DISCARD,
-                       reason=_text(verdict.reason)[:2000])
+                       reason=_text(verdict.reason)[:2000], kept=kept_of(running, settings))
     assert isinstance(verdict, Error)
     delay = backoff_seconds(record.attempt, settings, spec, rng)
     # The handler's retry limit: it decides when the producer fixed none (see Outcome).
     limit = settings.max_retries if spec.max_retries is None else spec.max_retries
     return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.RETRY, at=to_us(now + delay),
-                   reason=_text(verdict.reason)[:2000], max_retries=limit)
+                   reason=_text(verdict.reason)[:2000], max_retries=limit,
+                   kept=kept_of(running, settings))
 
 
 def call_handler(

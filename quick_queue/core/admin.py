@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from quick_queue.core import history
 from quick_queue.core.pointers import read_pointer, touch_pointer
 from quick_queue.core.records import UNREADABLE_TOPIC, clear_index, stat_add
 from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import ReadView, Transaction
-from quick_queue.models import DeadRecord, JobInfo, JobRecord, ZoneStats, to_datetime
+from quick_queue.models import DeadRecord, JobInfo, JobRecord, ZoneStats, to_datetime, to_us
+from quick_queue.outcomes import FinalState
 
 # topic -> the max_retries the reader's handler would apply (see core.dequeue.RetriesOf)
 RetriesOf = Callable[[str], int | None]
@@ -48,19 +50,31 @@ def lookup(
     tr: ReadView, layout: Layout, tenant: str, job_id: str, now: int = 0,
     retries_of: RetriesOf | None = None,
 ) -> JobInfo | None:
-    """The job ``job_id`` of ``tenant``, live or dead; None if there is none. A record that
-    cannot be decoded is shown with state "unreadable" (live) or dead_kind "unreadable"."""
+    """The job ``job_id`` of ``tenant``, live or dead, else its kept history entry (a job that
+    kept its result, until the entry expires); None if there is none. A record that cannot be
+    decoded is shown with state "unreadable" (live) or dead_kind "unreadable"."""
     zone = layout.zone(tenant)
-    raw, dead = tr.get_many([zone.item(job_id), zone.dead_key(job_id)])
+    raw, dead, kept = tr.get_many(
+        [zone.item(job_id), zone.dead_key(job_id), layout.history(tenant, job_id)]
+    )
     if raw is not None:
         return live_info(tenant, job_id, raw, now, retries_of)
+    entry = history.of_raw(tenant, job_id, kept, now)
     if dead is not None:
-        return JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now, retries_of)))
-    return None
+        info = JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now, retries_of)))
+        return history.with_timings(info, entry) if entry is not None else info
+    return history.info(entry) if entry is not None else None
 
 
-def cancel(tr: Transaction, layout: Layout, tenant: str, job_id: str) -> bool:
-    """Remove a live job (a running one too: its completion will then be stale)."""
+# topic -> seconds a finished job of that topic is kept (0: nothing), as the caller's handler
+# (else its queue setting) says: a cancel writes the entry for the job's handler
+KeepOf = Callable[[str], float]
+
+
+def cancel(tr: Transaction, layout: Layout, tenant: str, job_id: str,
+           keep_of: KeepOf | None = None, now: int = 0) -> bool:
+    """Remove a live job (a running one too: its completion will then be stale). With
+    ``keep_of``, a job whose topic keeps results leaves a "cancelled" history entry."""
     zone = layout.zone(tenant)
     raw = tr.get(zone.item(job_id))
     if raw is None:
@@ -73,6 +87,11 @@ def cancel(tr: Transaction, layout: Layout, tenant: str, job_id: str) -> bool:
     else:
         clear_index(tr, zone, record)
         topic = record.topic
+        keep = keep_of(topic) if keep_of is not None else 0
+        if keep:
+            history.write_record(tr, layout, tenant, record, FinalState.CANCELLED, to_us(keep),
+                                 now, record.error)
+            history.prune_for(tr, layout, now, 1)
     tr.clear(zone.item(job_id))
     stat_add(tr, layout, topic, "cancelled")
     return True

@@ -7,6 +7,7 @@ transaction (``settle_many``), which is how completions are batched.
 
 from __future__ import annotations
 
+from quick_queue.core import history
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
     Stats,
@@ -20,7 +21,7 @@ from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, Zone
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord
-from quick_queue.outcomes import LeaseLoss, Outcome
+from quick_queue.outcomes import FinalState, LeaseLoss, Outcome
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -33,9 +34,11 @@ def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
 
 def settle(
     tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
-    stats: Stats, *, prechecked: bool = False,
+    stats: Stats, *, prechecked: bool = False, prune: bool = True,
 ) -> bool:
-    """Apply one outcome; False when the token is stale (nothing changed)."""
+    """Apply one outcome; False when the token is stale (nothing changed). An outcome that
+    keeps its result (``outcome.kept``) and ends the job also writes its history entry, and
+    (``prune``) removes a few expired ones."""
     if outcome.kind == "done" and outcome.lease_at and not prechecked:
         # Fast path: the leased index entry holds the token, so a completion whose lease is
         # intact needs no record decode. Any mismatch falls through to the full check.
@@ -44,6 +47,8 @@ def settle(
         if tr.get(leased_key) == outcome.token.encode():
             tr.clear(leased_key)
             tr.clear(zone.item(outcome.job_id))
+            if outcome.kept is not None:
+                _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
     record = _leased(tr, layout, outcome.tenant, outcome.job_id, outcome.token)
     if record is None:
@@ -52,7 +57,25 @@ def settle(
     clear_index(tr, zone, record)
     if not _ends(tr, zone, record, outcome, now, max_snoozes, stats):
         _reschedule(tr, layout, zone, record, outcome, now, slack)
+    elif outcome.kept is not None:
+        state = history.final_state(outcome.kind, buried=record.state == "d")
+        if state is not None:
+            error = record.reason if record.state == "d" else record.error
+            history.write(tr, layout, outcome.tenant, outcome.job_id, outcome.kept, state, now,
+                          error)
+            if prune:
+                history.prune_for(tr, layout, now, 1)
     return True
+
+
+def _keep_completed(tr: Transaction, layout: Layout, outcome: Outcome, now: int, *,
+                    prune: bool) -> None:
+    kept = outcome.kept
+    assert kept is not None
+    history.write(tr, layout, outcome.tenant, outcome.job_id, kept, FinalState.COMPLETED, now,
+                  kept.error)
+    if prune:
+        history.prune_for(tr, layout, now, 1)
 
 
 def _ends(
@@ -137,6 +160,7 @@ def settle_many(
     # A job met again in the batch may have been settled by its earlier outcome, which the
     # batched read above predates: it takes settle's own (read-your-writes) checks instead.
     seen: set[tuple[str, str]] = set()
+    kept = 0  # history entries written: they pay for pruning as many expired ones
     for outcome in outcomes:
         ident = (outcome.tenant, outcome.job_id)
         repeat = ident in seen
@@ -145,11 +169,14 @@ def settle_many(
         if leased_key is not None:
             tr.clear(leased_key)
             tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
+            if outcome.kept is not None:
+                _keep_completed(tr, layout, outcome, now, prune=False)
             ok = True
         else:
             ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats,
                                   prechecked=not repeat)
         applied.append(ok)
+        kept += ok and outcome.kept is not None
         if ok and outcome.kind == "done":
             key = (outcome.topic or "?", "completed")
             stats[key] = stats.get(key, 0) + 1
@@ -157,6 +184,7 @@ def settle_many(
     if stale:
         stats[("*", "stale")] = stale
     flush_stats(tr, layout, stats)
+    history.prune_for(tr, layout, now, kept)  # nothing at all unless a job kept its result
     return applied
 
 
@@ -169,7 +197,8 @@ def _settle_isolated(
     batch. ``settle`` reads the record before it writes anything, so nothing half-applied
     stays behind."""
     try:
-        return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=prechecked)
+        return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=prechecked,
+                      prune=False)
     except UnreadableRecord as error:
         zone = layout.zone(outcome.tenant)
         if outcome.lease_at:

@@ -25,7 +25,8 @@ from quick_queue.cli_views import relative, span
 JOB_FIELDS = {
     "job_id", "tenant", "topic", "state", "attempt", "max_retries", "priority", "payload",
     "due_at", "enqueued_at", "last_error", "reason", "dead_kind", "snoozes",
-    "lease_expires_at", "key",
+    "lease_expires_at", "key", "result", "result_note", "started_at", "finished_at",
+    "duration", "kept_until", "progress",
 }
 STATS_FIELDS = {"ready", "scheduled", "leased", "dead", "zones", "due_zones", "topics",
                 "oldest_due_age_seconds"}

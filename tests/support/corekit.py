@@ -203,6 +203,8 @@ class Store:
     pointers: dict[str, PointerRecord] = field(default_factory=dict)
     due: list[tuple[int, str]] = field(default_factory=list)  # vesting, tenant
     stats: dict[tuple[str, str], int] = field(default_factory=dict)
+    history: dict[tuple[str, str], bytes] = field(default_factory=dict)  # kept results
+    history_expiry: list[tuple[int, str, str]] = field(default_factory=list)  # at, tenant, id
 
     @classmethod
     def parse(cls, layout: Layout, dump: dict[bytes, bytes]) -> Store:
@@ -237,6 +239,11 @@ class Store:
                 s.due.append((int(rest[0]), str(rest[1])))
             elif space == "st":
                 s.stats[(str(rest[0]), str(rest[1]))] = read_counter(value)
+            elif space == "h":
+                s.history[(str(rest[0]), str(rest[1]))] = value
+            elif space == "hx":
+                assert value == b"", f"history expiry entry with a value: {parts!r}"
+                s.history_expiry.append((int(rest[0]), str(rest[1]), str(rest[2])))
             else:
                 raise AssertionError(f"key outside the layout: {parts!r}")
         return s
