@@ -3,6 +3,7 @@ how its writes become write-conflict ranges and rows, and how SQLite's errors ar
 
 from __future__ import annotations
 
+import marshal
 import sqlite3
 
 from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
@@ -84,32 +85,78 @@ def add_write_ranges(writes: WriteSet, request: Request) -> None:
         writes.add(*versionstamp_key_range(template))
     writes._sorted = None
 
-def apply_request(
-conn: sqlite3.Connection, request: Request, stamp: bytes, writes: WriteSet
-) -> None:
-    for begin, end in request.cleared:
-        conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
-    sets: list[tuple[bytes, bytes]] = []
-    clears: list[tuple[bytes]] = []
-    for key, (kind, data) in request.writes.items():
-        if kind == "s":
-            sets.append((key, data))  # type: ignore[arg-type]
-        elif kind == "c":
-            clears.append((key,))
-        elif kind == "a":
-            row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
-            value = apply_ops(row[0] if row else None, data)  # type: ignore[arg-type]
-            if value is None:
+
+#: One statement for a key's pending atomic operations: the stored value and the operations
+#: meet inside SQLite (``qq_atomic``, registered on the writing connection), not in a read
+#: first and a write after.
+UPSERT_ATOMIC = (
+    "INSERT INTO kv (k, v) VALUES (?1, qq_atomic(NULL, ?2)) "
+    "ON CONFLICT (k) DO UPDATE SET v = qq_atomic(v, ?2)"
+)
+
+
+def sql_atomic(existing: bytes | None, ops: bytes) -> bytes | None:
+    """``qq_atomic``: FoundationDB's atomic operations (``marshal``-ed list of (op, param))
+    applied to the stored value."""
+    return apply_ops(existing, marshal.loads(ops))
+
+
+class BatchWriter:
+    """The rows a batch of requests leaves, applied with one prepared ``executemany`` per kind
+    (sets, clears, atomic upserts) for the whole batch instead of statements per request.
+
+    Requests are merged in commit order into one final entry per key; only a range clear needs
+    the database to be up to date first (it deletes stored rows), so it flushes what is pending
+    before it runs."""
+
+    __slots__ = ("_conn", "_pending")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._pending: dict[bytes, Entry] = {}
+
+    def add(self, request: Request, stamp: bytes, writes: WriteSet) -> None:
+        if request.cleared:
+            self.flush()
+            for begin, end in request.cleared:
+                self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
+        pending = self._pending
+        for key, (kind, data) in request.writes.items():
+            if kind == "a":
+                earlier = pending.get(key)
+                if earlier is None:
+                    pending[key] = ("a", list(data))  # type: ignore[call-overload]
+                elif earlier[0] == "a":
+                    earlier[1].extend(data)  # type: ignore[attr-defined]
+                else:  # set or cleared earlier in this batch: the value is known here
+                    value = apply_ops(earlier[1], data)  # type: ignore[arg-type]
+                    pending[key] = ("s", value) if value is not None else ("c", None)
+            elif kind == "v":
+                pending[key] = ("s", place_versionstamp(data, stamp))  # type: ignore[arg-type]
+            else:
+                pending[key] = (kind, data)
+        for template, value in request.stamped:
+            key = place_versionstamp(template, stamp)
+            pending[key] = ("s", value)
+            writes.add(key, key + b"\x00")
+
+    def flush(self, extra: tuple[bytes, bytes] | None = None) -> None:
+        """Write what is pending (and ``extra``, one more row to set)."""
+        sets: list[tuple[bytes, object]] = [extra] if extra is not None else []
+        clears: list[tuple[bytes]] = []
+        atomics: list[tuple[bytes, bytes]] = []
+        for key, (kind, data) in self._pending.items():
+            if kind == "s":
+                sets.append((key, data))
+            elif kind == "c":
                 clears.append((key,))
             else:
-                sets.append((key, value))
-        else:  # "v": versionstamped value
-            sets.append((key, place_versionstamp(data, stamp)))  # type: ignore[arg-type]
-    for template, value in request.stamped:
-        key = place_versionstamp(template, stamp)
-        sets.append((key, value))
-        writes.add(key, key + b"\x00")
-    if clears:
-        conn.executemany("DELETE FROM kv WHERE k = ?", clears)
-    if sets:
-        conn.executemany("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", sets)
+                atomics.append((key, marshal.dumps(data)))  # type: ignore[arg-type]
+        self._pending.clear()
+        conn = self._conn
+        if clears:
+            conn.executemany("DELETE FROM kv WHERE k = ?", clears)
+        if sets:
+            conn.executemany("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", sets)
+        if atomics:
+            conn.executemany(UPSERT_ATOMIC, atomics)

@@ -41,7 +41,13 @@ from quick_queue.kv.errors import (
     StorageError,
 )
 from quick_queue.kv.host_clock import HostClock
-from quick_queue.kv.sqlite_commit import Request, add_write_ranges, apply_request, storage_error
+from quick_queue.kv.sqlite_commit import (
+    BatchWriter,
+    Request,
+    add_write_ranges,
+    sql_atomic,
+    storage_error,
+)
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
 from quick_queue.kv.sqlite_reads import Entry
 from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
@@ -125,6 +131,7 @@ class SQLiteDatabase(Database):
         # in a background thread instead of inside whichever commit crosses SQLite's
         # threshold: that commit would otherwise wait several milliseconds (pick-up latency).
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._writer.create_function("qq_atomic", 2, sql_atomic, deterministic=True)
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wake = threading.Event()
         self._commits_since_checkpoint = 0
@@ -374,10 +381,12 @@ class SQLiteDatabase(Database):
             return
         now = time.time()
         stamps = []
+        rows = BatchWriter(conn)
         for order, request in enumerate(accepted):
             stamp = version.to_bytes(8, "big") + order.to_bytes(2, "big")
             stamps.append(stamp)
-            apply_request(conn, request, stamp, batch_writes)
+            rows.add(request, stamp, batch_writes)
+        rows.flush()
         conn.execute(
             "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
             (version, now, marshal.dumps(batch_writes.as_list())),

@@ -1,0 +1,123 @@
+"""The embedded engine's cost per commit (issue 10): the SQL statements a commit issues, and
+that a group-commit batch written with one ``executemany`` per kind of row leaves exactly what
+committing its requests one after another leaves."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from quick_queue.kv.api import Transaction
+from quick_queue.kv.sqlite_commit import Request
+from quick_queue.kv.sqlite_engine import SQLiteDatabase
+from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+
+Step = Callable[[Transaction], object]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[SQLiteDatabase]:
+    database = SQLiteDatabase(str(tmp_path / "kv.db"))
+    yield database
+    database.close()
+
+
+def one(n: int) -> bytes:
+    return struct.pack("<q", n)
+
+
+def statements_of(db: SQLiteDatabase, step: Step) -> list[str]:
+    """The statements the writing connection ran to commit ``step``."""
+    seen: list[str] = []
+    db._writer.set_trace_callback(seen.append)
+    try:
+        db.transact(step)
+    finally:
+        db._writer.set_trace_callback(None)
+    return seen
+
+
+def test_an_atomic_add_commits_without_reading_the_stored_value_first(
+    db: SQLiteDatabase,
+) -> None:
+    db.transact(lambda tr: tr.set(b"n", one(5)))
+    seen = statements_of(db, lambda tr: tr.add(b"n", one(2)))
+    assert not [s for s in seen if s.startswith("SELECT")], seen
+    assert db.transact(lambda tr: tr.get(b"n")) == one(7)
+
+
+def kinds(seen: list[str]) -> list[str]:
+    """Each statement's text up to its first parameter (an executemany traces every row)."""
+    out: list[str] = []
+    for text in seen:
+        kind = text.split(" (")[0].split(" WHERE")[0]
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return out
+
+
+def test_a_commit_runs_one_statement_per_kind_of_row(db: SQLiteDatabase) -> None:
+    db.transact(lambda tr: [tr.set(b"gone%d" % i, b"x") for i in range(3)])
+
+    def step(tr: Transaction) -> None:
+        for i in range(3):
+            tr.set(b"k%d" % i, b"v")
+            tr.clear(b"gone%d" % i)
+            tr.add(b"n%d" % i, one(1))
+
+    assert kinds(statements_of(db, step)) == [
+        "BEGIN IMMEDIATE", "PRAGMA data_version", "DELETE FROM kv",
+        "INSERT OR REPLACE INTO kv", "INSERT INTO kv", "INSERT INTO qq_log", "COMMIT",
+    ]
+
+
+def request_of(tr: SQLiteTransaction) -> Request:
+    return Request(None, [], tr._writes, tr._cleared, tr._stamped_keys, tr._extra_writes)
+
+
+def final_state(db: SQLiteDatabase) -> dict[bytes, bytes]:
+    rows = db.transact(lambda tr: tr.get_range(b"", b"\xff"))
+    return dict(rows)
+
+
+BATCH: list[Step] = [
+    lambda tr: (tr.set(b"a", one(1)), tr.set(b"c", b"x"), tr.add(b"s", one(1))),
+    lambda tr: (tr.add(b"a", one(2)), tr.clear(b"c"), tr.add(b"s", one(10))),
+    lambda tr: (tr.add(b"c", one(3)), tr.clear_range(b"a", b"b"), tr.max(b"s", one(4))),
+    lambda tr: (tr.add(b"a", one(4)), tr.min(b"m", one(9)), tr.set(b"z", b"last")),
+    lambda tr: tr.set_versionstamped_key(b"vs" + b"\x00" * 10 + struct.pack("<I", 2), b"k"),
+]
+
+
+def test_a_batch_leaves_what_its_requests_leave_one_by_one(tmp_path: Path) -> None:
+    seed: Step = lambda tr: (tr.set(b"s", one(100)), tr.set(b"m", one(3)))  # noqa: E731
+    one_by_one = SQLiteDatabase(str(tmp_path / "seq.db"))
+    batched = SQLiteDatabase(str(tmp_path / "batch.db"))
+    try:
+        one_by_one.transact(seed)
+        batched.transact(seed)
+        for step in BATCH:
+            one_by_one.transact(step)
+        requests = []
+        for step in BATCH:
+            tr = batched.create_transaction()
+            step(tr)
+            requests.append(request_of(tr))
+        batched._run_batch(requests)  # what the group commit's leader does with a batch
+        assert all(r.done and r.error is None for r in requests)
+        expected, got = final_state(one_by_one), final_state(batched)
+        # the versionstamped key differs (another commit version): compare its shape
+        assert {k for k in got if not k.startswith(b"vs")} == {
+            k for k in expected if not k.startswith(b"vs")
+        }
+        assert {k: v for k, v in got.items() if not k.startswith(b"vs")} == {
+            k: v for k, v in expected.items() if not k.startswith(b"vs")
+        }
+        assert len([k for k in got if k.startswith(b"vs")]) == 1
+        assert got[b"a"] == one(4) and b"c" in got and got[b"s"] == one(111)
+    finally:
+        one_by_one.close()
+        batched.close()
