@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from quick_queue import cli_views as views
 from quick_queue import read_model
-from quick_queue.cli_dashboard import dashboard, start_worker_metrics
+from quick_queue.cli_dashboard import apply_log_format, dashboard, start_worker_metrics
 from quick_queue.cli_inspect import Db, QueueName, inspect_app
 from quick_queue.cli_support import (
     URL_ENV,
@@ -287,6 +287,9 @@ def worker(
         "--db", metavar="URL", help=f"Use this database instead of the queue's own (also sets "
         f"${URL_ENV} before MODULE is imported).")] = None,
     queue: QueueName = None,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", metavar="text|json", help="json: one JSON object per line, with the "
+        "job's id, tenant, topic, attempt and duration.")] = "text",
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", min=1, max=65535,
         help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (web extra).")] = None,
@@ -296,6 +299,7 @@ def worker(
     with reporting_errors():
         _check_worker_options(concurrency, processes, drain, timeout)
         level = setup_logging(log_level, processes)
+        apply_log_format(log_format)
         q = _worker_queue(ref, db, queue)
         topics = q.registry.topics()
         if not topics:

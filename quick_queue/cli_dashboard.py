@@ -23,6 +23,7 @@ from quick_queue.cli_support import (
     reporting_errors,
 )
 from quick_queue.kv import open as open_db
+from quick_queue.logjson import set_log_format
 from quick_queue.queue import JobQueue
 
 TOKEN_ENV = "QUICK_QUEUE_DASHBOARD_TOKEN"
@@ -126,6 +127,13 @@ def _new_token() -> str:
     from quick_queue.web.security import new_token
 
     return new_token()
+
+
+def apply_log_format(name: str) -> None:
+    """``quick-queue worker --log-format text|json`` (after the worker's logging is set up)."""
+    if name not in ("text", "json"):
+        fail(f"--log-format must be text or json, not {name!r}", 2)
+    set_log_format(name)
 
 
 def start_worker_metrics(q: JobQueue, port: int | None, processes: int) -> Any:

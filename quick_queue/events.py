@@ -189,19 +189,22 @@ def log_event(event: JobEvent) -> None:
     if not log.isEnabledFor(level):
         return
     where = f"{safe(event.tenant)}/{safe(event.job_id)}"
+    extra = {"job_event": event}  # for structured formatters (quick_queue.logjson)
     if kind is EventKind.STARTED:
-        log.info("start %s %s attempt %d", safe(event.topic), where, event.attempt)
+        log.info("start %s %s attempt %d", safe(event.topic), where, event.attempt,
+                 extra=extra)
     elif kind is EventKind.STALE:
         # reason: "lease taken" (expired, another consumer has it), "lease dead", or "lease
         # held" when the outcome could not be written for another reason (logged before this)
         log.warning("stale %s for %s: not applied (%s); nothing changed",
-                    event.outcome or "?", where, safe(event.reason) or "lease lost")
+                    event.outcome or "?", where, safe(event.reason) or "lease lost", extra=extra)
     elif kind is EventKind.CANCELLED:
         log.info("cancelled %s %s while it ran; its result (%s) was dropped",
-                 safe(event.topic), where, event.outcome or "?")
+                 safe(event.topic), where, event.outcome or "?", extra=extra)
     elif kind is EventKind.LEASE_LOST:
         log.log(level, "lease lost %s %s (%s); the handler is told through meta.lease_lost",
-                safe(event.topic), where, event.reason or "?")
+                safe(event.topic), where, event.reason or "?", extra=extra)
     else:
         detail = f": {safe(event.reason)}" if event.reason else ""
-        log.log(level, "%s %s %s%s", _VERBS[kind], safe(event.topic), where, detail)
+        log.log(level, "%s %s %s%s", _VERBS[kind], safe(event.topic), where, detail,
+                extra=extra)
