@@ -19,7 +19,7 @@ from typing import Any
 from quick_queue import models
 from quick_queue.core.enqueue import NewJob
 from quick_queue.errors import InvalidArgument, PayloadError, UnknownTopicWarning
-from quick_queue.jobs import JobSpec, Registry
+from quick_queue.jobs import JobSpec, Registry, spec_of
 from quick_queue.models import RUNTIME_ROOM, VALUE_LIMIT, dump, record_overhead, to_us
 from quick_queue.settings import MAX_PRIORITY, Settings
 
@@ -58,7 +58,7 @@ class Producer:
     def new_job(
         self,
         tenant: str,
-        topic: str,
+        topic: str | type,
         payload: Any,
         now: float,
         in_: float | timedelta | None = None,
@@ -67,10 +67,18 @@ class Producer:
         max_retries: int | None = None,
         key: str | None = None,
     ) -> NewJob:
-        """One job, checked; ``now`` is the producer's clock in seconds."""
+        """One job, checked; ``now`` is the producer's clock in seconds. ``topic`` is a topic
+        string or a ``@job`` handler class (its own options apply then, registered or not)."""
         _check_name("tenant", tenant, MAX_TENANT)
+        if isinstance(topic, type):
+            spec: JobSpec | None = spec_of(topic)
+            assert spec is not None
+            topic = spec.topic
+        else:
+            spec = None
         _check_name("topic", topic, MAX_TOPIC)
-        spec = self.registry.get(topic)
+        if spec is None:
+            spec = self.registry.get(topic)
         if key is not None:
             _check_name("key", key, MAX_KEY)
         payload_raw = _encode_payload(topic, payload, spec)

@@ -3,8 +3,8 @@ the consumer runtime together."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from quick_queue import read_model, results
@@ -15,24 +15,20 @@ from quick_queue.consumer.runner import Consumer, Summary
 from quick_queue.consumer.signals import install_stop_handlers
 from quick_queue.context import QueueContext
 from quick_queue.core import admin
-from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
 from quick_queue.errors import ArgumentTypeError, InvalidArgument
 from quick_queue.events import EventStream
 from quick_queue.jobs import Registry, job
 from quick_queue.keys import Layout
-from quick_queue.kv.api import Database, Transaction, as_database, as_transaction
+from quick_queue.kv.api import Database, as_database
 from quick_queue.models import JobInfo, QueueStats, to_us
-from quick_queue.producer import Producer, job_id_for_key
+from quick_queue.producer import job_id_for_key
+from quick_queue.producing import Producing
 from quick_queue.settings import Settings
 
 T = TypeVar("T")
 
 
-# A raw FoundationDB transaction (``fdb.Transaction``): the binding is untyped, so ``object``.
-RawTransaction = object
-
-
-class JobQueue:
+class JobQueue(Producing):
     """A queue stored in ``db`` under ``name``. Several queues may share one database.
 
     ``jobs`` lists the ``@job`` handler classes this process can run (producers may enqueue
@@ -132,113 +128,6 @@ class JobQueue:
             return self.register(decorate(cls))
 
         return both
-
-    # -- producing --------------------------------------------------------------------------
-    def _producer(self) -> Producer:
-        return Producer(self.registry, self.settings, self.context.new_job_id)
-
-    def _new_job(self, *args: Any, **kwargs: Any) -> NewJob:
-        """``Producer.new_job`` with this queue's handlers, settings and id maker."""
-        return self._producer().new_job(*args, **kwargs)
-
-    def enqueue(
-        self,
-        tenant: str,
-        topic: str,
-        payload: Any = None,
-        *,
-        tr: Transaction | RawTransaction | None = None,
-        in_: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        key: str | None = None,
-    ) -> str:
-        """Add a job for ``tenant`` (one zone per tenant: tenants are served fairly); returns
-        its id.
-
-        ``payload``: JSON data (dicts, lists, strings, finite numbers, booleans, None) or a
-        pydantic model; validated by the topic's ``Payload`` model when this queue has the
-        handler. A job is one stored value: the payload may be at most about 99.5 kB as JSON
-        (``PayloadError`` names the exact limit); store large data elsewhere and pass a
-        reference.
-
-        When it runs: now by default; ``in_`` seconds (or a ``timedelta``) from now, or at the
-        aware ``datetime`` ``at`` (not both; at most a century ahead). A time in the past means
-        now.
-
-        ``priority``: 0..1000, lower runs first; among equal priorities, first due runs first.
-        It orders a tenant's ready jobs only (tenants are picked fairly, not by priority) and
-        is fixed here: without ``priority=`` the job gets the handler's ``@job(priority=...)``
-        if this queue registered the handler, else the ``default_priority`` setting (100).
-
-        ``max_retries``: retries after the first run. Without it, the handler's
-        ``@job(max_retries=...)`` applies: this queue's handler if it has one, else the
-        handler of the worker that runs the job (else that worker's ``max_retries`` setting).
-
-        ``key``: makes the enqueue idempotent: the job id is derived from the key, and while a
-        job with that key is live or dead-lettered in this tenant's zone, enqueueing the key
-        again returns the same id and writes nothing. Keys are unique per tenant only.
-
-        ``tr``: write the job in the caller's transaction (ours or a raw FoundationDB one): it
-        commits with the caller's writes or not at all. If that commit fails with "commit
-        unknown result" (1021) and the caller's retry loop runs the function again, the retry
-        calls ``enqueue`` again with a fresh id: a first attempt that did commit leaves a
-        second job. Pass ``key=`` to make the retry find the first job instead.
-
-        Raises ``InvalidArgument`` (a ``ValueError``) for a bad tenant, topic, priority,
-        ``in_``/``at``, ``max_retries`` or key, ``PayloadError`` (also one) for a payload that
-        fails its model, is not JSON or is too large, and ``KVError`` if the store refuses.
-        Warns ``UnknownTopicWarning`` when this queue has handlers but none for ``topic``.
-        """
-        now = self.clock.now()
-        new = self._new_job(tenant, topic, payload, now, in_, at, priority, max_retries, key)
-        slack = to_us(self.settings.pointer_slack)
-        now_us = to_us(now)
-
-        def write(t: Transaction) -> str:
-            job_id = enqueue(t, self.layout, new, now_us, slack)
-            self.db.notify_change(t)  # wakes idle consumers where the engine needs telling
-            return job_id
-
-        return self._in_transaction(tr, write)
-
-    def enqueue_many(
-        self,
-        jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]],
-        *,
-        tr: Transaction | RawTransaction | None = None,
-    ) -> list[str]:
-        """Enqueue several jobs in one transaction (all or none); their ids, in order. Each is a
-        dict with the keyword arguments of ``enqueue`` (``tenant``, ``topic``, ``payload``,
-        ``in_``, ``at``, ``priority``, ``max_retries``, ``key``) or a ``(tenant, topic,
-        payload)`` tuple. Every job is checked before anything is written: one bad item raises
-        (as ``enqueue`` would) and nothing is enqueued. One call is one transaction (at most
-        9 MB of payload; split larger batches). With ``tr``, the 1021 caveat of ``enqueue``
-        applies: give each job a ``key`` to make a retried transaction find its jobs."""
-        now = self.clock.now()
-        news = self._producer().new_jobs(jobs, now)
-        slack = to_us(self.settings.pointer_slack)
-        now_us = to_us(now)
-        def write(t: Transaction) -> list[str]:
-            ids = enqueue_many(t, self.layout, news, now_us, slack)
-            self.db.notify_change(t)
-            return ids
-
-        return self._in_transaction(tr, write)
-
-    def _in_transaction(
-        self, tr: Transaction | RawTransaction | None, fn: Callable[[Transaction], T]
-    ) -> T:
-        if tr is None:
-            return self.db.transact(fn)
-        transaction = as_transaction(tr)
-        if transaction is None:
-            raise ArgumentTypeError(
-                f"tr must be a transaction (from db.transact, db.create_transaction or a "
-                f"FoundationDB transaction), not {type(tr).__name__}"
-            )
-        return fn(transaction)
 
     # -- consuming --------------------------------------------------------------------------
     def drain(self, concurrency: int = 4, timeout: float | None = None) -> Summary:
