@@ -18,17 +18,21 @@ import os
 import socket
 import threading
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from quick_queue.consumer.inflight import InFlight
 from quick_queue.context import QueueContext
 from quick_queue.core.workers import MAX_LISTED_JOBS, WorkerInfo, beat, unregister
+from quick_queue.kv.api import Transaction
+from quick_queue.kv.errors import is_transient
 from quick_queue.telemetry import Counters
 
 log = logging.getLogger("quick_queue.worker")
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between beats
 LAPSE_BEATS = 3  # a record lapses after this many intervals without a beat
+TIMEOUT_MS = 2000  # a heartbeat transaction gives up after this long
 
 
 class Beating(Protocol):
@@ -74,20 +78,24 @@ class Heartbeat:
             now = context.db.store_time()
             if self.started is None:
                 self.started = now
-            context.db.transact(beat, context.name, self.info(now), now)
+            context.db.transact(_bounded(beat), context.name, self.info(now), now)
         except Exception as error:  # noqa: BLE001 - visibility only: never stop the consumer
-            if not self._warned:
+            # A store that fails (disk full, cluster away) is reported by the scanner and the
+            # settler; the heartbeat only notes it, and a fault of its own once as a warning.
+            if is_transient(error):
+                log.debug("worker heartbeat failed: %s", error)
+            elif not self._warned:
                 self._warned = True
                 log.warning("worker heartbeat failed (shown once): %s", error)
 
     def start(self) -> None:
         LIVE.add(self.consumer)
-        self.beat()
         self._thread = threading.Thread(target=self._loop, name="quick_queue-heartbeat",
                                         daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        self.beat()  # registered at once, off the consumer's own start
         while not self._stop.wait(self.interval):
             self.beat()
 
@@ -98,6 +106,17 @@ class Heartbeat:
             self._thread.join(timeout=5)
         context = self.consumer.context
         try:
-            context.db.transact(unregister, context.name, self.worker_id)
+            context.db.transact(_bounded(unregister), context.name, self.worker_id)
         except Exception as error:  # noqa: BLE001 - the record lapses by itself
-            log.warning("could not clear the worker record %s: %s", self.worker_id, error)
+            log.debug("could not clear the worker record %s: %s", self.worker_id, error)
+
+
+def _bounded(fn: Callable[..., object]) -> Callable[..., None]:
+    """``fn`` in a transaction that gives up after ``TIMEOUT_MS``: an unreachable store must
+    not hold up a consumer's shutdown for a record that lapses by itself anyway."""
+
+    def run(tr: Transaction, *args: Any) -> None:
+        tr.options.set_timeout(TIMEOUT_MS)
+        fn(tr, *args)
+
+    return run

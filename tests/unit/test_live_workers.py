@@ -3,13 +3,23 @@ disappears when it stops or its heartbeat lapses."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 import quick_queue as qq
+from quick_queue.consumer.heartbeat import Heartbeat
+from quick_queue.consumer.inflight import InFlight
+from quick_queue.context import QueueContext
 from quick_queue.core.workers import WorkerInfo, beat, worker_key
+from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.live_workers import workers
+from quick_queue.telemetry import Counters
 from tests.conftest import QueueFactory
 
 
@@ -63,3 +73,42 @@ def test_an_unreadable_record_is_skipped(db: qq.Database, clock: qq.ManualClock)
     queue = qq.JobQueue(db, clock=clock)
     db.transact(lambda tr: tr.set(worker_key("default", "junk"), b"\xff not json"))
     assert workers(queue) == []
+
+
+@dataclass(eq=False)
+class _Consumer:
+    """What a heartbeat reads of a consumer."""
+
+    context: QueueContext
+    inflight: InFlight
+    counters: Counters
+
+
+def test_a_failing_heartbeat_never_raises_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+    db = qq.open(url)
+    queue = qq.JobQueue(db)
+    queue.enqueue("a", "x", {})  # the file exists and is a queue
+    read_only = qq.open(url, read_only=True)
+    timing_out = FaultyDatabase(db, timed_out=1.0)  # every commit: 1031, a passing fault
+    try:
+        def heartbeat(on: qq.Database) -> Heartbeat:
+            return Heartbeat(_Consumer(queue.context.with_db(on), InFlight(2), Counters()))
+
+        with caplog.at_level(logging.DEBUG, logger="quick_queue.worker"):
+            broken = heartbeat(read_only)
+            broken.beat()
+            broken.beat()
+            broken.stop()
+            passing = heartbeat(timing_out)
+            passing.beat()
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "heartbeat failed" in warnings[0].getMessage()
+        assert any(r.levelno == logging.DEBUG and "heartbeat failed" in r.getMessage()
+                   for r in caplog.records)  # the passing fault: noted, not warned
+        assert workers(queue) == []
+    finally:
+        read_only.close()
+        db.close()
