@@ -4,9 +4,13 @@ runs, so the rest of the CLI works without it."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
+import sys
+import tempfile
 from types import FrameType
 from typing import Annotated, Any
 
@@ -137,20 +141,32 @@ def apply_log_format(name: str) -> None:
 
 
 def start_worker_metrics(q: JobQueue, port: int | None, processes: int) -> Any:
-    """``quick-queue worker --metrics-port N``: serve this process's metrics at
-    http://127.0.0.1:N/metrics while the worker runs (None: nothing to do)."""
+    """``quick-queue worker --metrics-port N``: serve the worker's metrics at
+    http://127.0.0.1:N/metrics while it runs (None: nothing to do). With several processes,
+    each child writes its counts to a shared folder (prometheus_client's multiprocess mode) and
+    the supervisor serves their sum; the in-flight and scanner gauges, read from live objects,
+    are then left out."""
     if port is None:
         return None
     if processes > 1:
-        fail("--metrics-port serves one process's metrics: run one worker per port "
-             "(--processes 1), each with its own --metrics-port", 2)
+        _multiprocess_mode()
     try:
-        from quick_queue.metrics import WorkerMetrics, serve
+        from quick_queue.metrics import WorkerMetrics, multiprocess_registry, serve
     except ImportError as error:
         fail(f"--metrics-port {NEEDS_WEB} ({error})", 2)
     _check_port("127.0.0.1", port)
     metrics = WorkerMetrics()
-    metrics.attach(q.context)
-    server = serve(port, metrics.registry)
+    metrics.attach(q.context)  # forked worker processes inherit the subscription
+    server = serve(port, multiprocess_registry() if processes > 1 else metrics.registry)
     typer.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
     return server
+
+
+def _multiprocess_mode() -> None:
+    """Point prometheus_client at a fresh folder for this run's processes (removed at exit)."""
+    folder = tempfile.mkdtemp(prefix="quick-queue-metrics-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already (by the application): metrics made from now on
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]

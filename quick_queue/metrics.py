@@ -169,6 +169,16 @@ def serve(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> An
     return server
 
 
+def multiprocess_registry() -> CollectorRegistry:
+    """The sum of every process's counters and histograms, in prometheus_client's
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the metrics were made)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 def asgi_app(registry: CollectorRegistry) -> Any:
     """An ASGI app serving ``registry`` (mount it in Starlette/FastAPI)."""
     return make_asgi_app(registry=registry)
