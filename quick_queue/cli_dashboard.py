@@ -89,7 +89,7 @@ def dashboard(
         try:
             import uvicorn  # noqa: F401 - only checking that the web extra is there
 
-            from quick_queue.web import create_app
+            from quick_queue.web.app import LOOPBACK, create_app
         except ImportError as error:
             fail(f"the dashboard {NEEDS_WEB} ({error})", 2)
         q = _queue(db, queue, app_ref)
@@ -102,7 +102,12 @@ def dashboard(
             f"{views.shown(q.db.url or repr(q.db))}); Ctrl-C to stop",
             f"token: {secret}" if generated else f"token: as given (--token or ${TOKEN_ENV})",
         ]
-        _serve(create_app(q, token=secret, refresh=refresh), host, port, lines)
+        if host not in LOOPBACK:
+            lines.append(f"warning: listening on {host}: anyone who can reach it can read the "
+                         "queue (actions still need the token)")
+        app = create_app(q, token=secret, refresh=refresh,
+                         allowed_hosts=LOOPBACK if host in LOOPBACK else None)
+        _serve(app, host, port, lines)
         typer.echo("dashboard stopped", err=True)
 
 

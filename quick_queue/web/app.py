@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from quick_queue.errors import InvalidArgument, KVError, QuickQueueError
 from quick_queue.metrics import QueueCollector
@@ -32,6 +33,7 @@ from quick_queue.web.security import SESSION_COOKIE, BodyLimit, Guard, check_ori
 from quick_queue.web.snapshot import Snapshot, Snapshots, iso
 
 API = "/api/v1"
+LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 #: The page loads nothing from elsewhere and runs only its own script.
 HEADERS = {
@@ -52,14 +54,20 @@ def _static(name: str) -> bytes:
     return resources.files("quick_queue.web").joinpath("static", name).read_bytes()
 
 
-def create_app(queue: JobQueue, *, token: str, refresh: float = 2.0) -> FastAPI:
+def create_app(queue: JobQueue, *, token: str, refresh: float = 2.0,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
     """The dashboard app over ``queue`` (its handlers, if any, validate enqueued payloads);
-    ``token`` allows actions; the store is read at most every ``refresh`` seconds."""
+    ``token`` allows actions; the store is read at most every ``refresh`` seconds.
+    ``allowed_hosts``: the names the server answers to (``Host`` header; any when None): a
+    server on 127.0.0.1 answers to loopback names only, so a web page whose own name was
+    pointed at 127.0.0.1 (DNS rebinding) cannot read it."""
     app = FastAPI(title="quick_queue dashboard", version="1",
                   description="Read a quick_queue queue and act on it. Reads need no token; "
                   "every action and enqueue needs 'Authorization: Bearer TOKEN'.",
                   openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     snapshots = Snapshots(queue, queue.name, refresh)
     guard = Guard(token)
     app.state.snapshots, app.state.guard = snapshots, guard

@@ -17,6 +17,7 @@ pytest.importorskip("httpx2", reason="the API tests need httpx2 (web-test extra)
 from fastapi.testclient import TestClient
 
 from quick_queue.web import create_app
+from quick_queue.web.app import LOOPBACK
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -176,3 +177,14 @@ def test_metrics_serve_the_queue_gauges(client: Any, queue: qq.JobQueue) -> None
     assert 'quick_queue_queue_ready{queue="default"} 1.0' in text
     assert 'quick_queue_queue_dead{queue="default"} 1.0' in text
     assert 'quick_queue_store_jobs_total{counter="dead",queue="default",topic="boom"} 1.0' in text
+
+
+def test_a_loopback_server_answers_to_loopback_names_only(queue: qq.JobQueue) -> None:
+    app = create_app(queue, token=TOKEN, allowed_hosts=LOOPBACK)
+    with TestClient(app, base_url="http://127.0.0.1:8719") as local:
+        assert local.get("/api/v1/overview").status_code == 200
+        assert local.get("/api/v1/overview",
+                         headers={"Host": "localhost:8719"}).status_code == 200
+        # a page at attacker.example whose name now resolves to 127.0.0.1 (DNS rebinding)
+        rebound = local.get("/api/v1/overview", headers={"Host": "attacker.example:8719"})
+        assert rebound.status_code == 400
