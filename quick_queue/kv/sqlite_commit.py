@@ -140,7 +140,7 @@ class BatchWriter:
             pending[key] = ("s", value)
             writes.add(key, key + b"\x00")
 
-    def flush(self, extra: tuple[bytes, bytes] | None = None) -> None:
+    def flush(self, extra: tuple[bytes, object] | None = None) -> None:
         """Write what is pending (and ``extra``, one more row to set)."""
         sets: list[tuple[bytes, object]] = [extra] if extra is not None else []
         clears: list[tuple[bytes]] = []
