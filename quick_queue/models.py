@@ -102,7 +102,7 @@ class JobInfo:
             due_at=None if leased else to_datetime(record.at),
             enqueued_at=to_datetime(record.enqueued), last_error=record.error,
             snoozes=record.snoozes, lease_expires_at=to_datetime(record.at) if leased else None,
-            key=record.key,
+            key=record.key, progress=record.progress,
         )
 
     @classmethod

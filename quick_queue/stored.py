@@ -83,6 +83,7 @@ class JobRecord:
         "key",
         "max_retries",
         "priority",
+        "progress",
         "raw_body",
         "reason",
         "retries_set",
@@ -132,6 +133,7 @@ class JobRecord:
         self.dead_kind: str | None = None
         self.reason: str | None = None
         self.raw_body = False
+        self.progress: Any = None  # the last meta.progress() report (JSON), kept while live
 
     @property
     def payload(self) -> Any:
@@ -180,6 +182,8 @@ class JobRecord:
             f'"e":{int(self.enqueued)},"a":{int(self.attempt)},"sn":{int(self.snoozes)},'
             f'"tk":{_opt(self.token)},"er":{_opt(self.error)},"k":{_opt(self.key)}'
         )
+        if self.progress is not None:  # rare: only a handler that reports progress
+            head += f',"pg":{_encode(self.progress)}'
         if self.state == "d":
             head += (
                 f',"dd":{int(self.died)},"kd":{_opt(self.dead_kind)},"r":{_opt(self.reason)}'
@@ -230,6 +234,7 @@ class JobRecord:
                 attempt=d["a"], snoozes=d["sn"], token=d["tk"], error=d["er"], key=d["k"],
                 payload_raw=body,
             )
+            record.progress = d.get("pg")
             if record.state == "d":
                 record.died, record.dead_kind, record.reason = d["dd"], d["kd"], d["r"]
                 record.raw_body = bool(d.get("raw"))

@@ -133,4 +133,4 @@ def test_transact_async_refuses_a_coroutine_function(
         return None
 
     with pytest.raises(qq.ArgumentTypeError, match="not a coroutine function"):
-        asyncio.run(queue.transact_async(write))
+        _ = asyncio.run(queue.transact_async(write))

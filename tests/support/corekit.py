@@ -22,7 +22,7 @@ from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction
 from quick_queue.kv.errors import KVError, is_retryable
 from quick_queue.models import DeadRecord, JobRecord, LeasedJob, PointerRecord
-from quick_queue.outcomes import Outcome
+from quick_queue.outcomes import Outcome, OutcomeKind
 
 US = 1_000_000
 T0 = 1_800_000_000 * US  # the ManualClock's default start, in microseconds
@@ -155,7 +155,7 @@ class Core:
         )
 
     def done(self, job: LeasedJob, now: int) -> bool:
-        return self.settle([Outcome(job.tenant, job.record.job_id, job.token, "done")], now)[0]
+        return self.settle([Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE)], now)[0]
 
     def extend(self, leases: list[tuple[str, str, str]], now: int) -> list[bool]:
         return self.db.transact(extend_leases, self.layout, leases, now, self.item_lease)

@@ -68,7 +68,7 @@ def test_enqueue_by_class_uses_its_topic_and_options(
     assert (info.topic, info.priority, info.max_retries, info.payload) == (
         "till:order", 7, 2, {"item": "latte", "cups": 2})
     with pytest.raises(qq.PayloadError, match="till:order"):
-        queue.enqueue("shop", TakeOrder, {"cups": 1})  # type: ignore[arg-type]
+        queue.enqueue("shop", TakeOrder, {"cups": 1})  # type: ignore[misc]
     many = queue.enqueue_many([{"tenant": "shop", "topic": TakeOrder,
                                 "payload": Order(item="mocha")}])
     assert queue.get_job("shop", many[0]) is not None
