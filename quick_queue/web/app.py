@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from quick_queue import read_model
 from quick_queue.errors import InvalidArgument, KVError, QuickQueueError
 from quick_queue.metrics import QueueCollector
 from quick_queue.queue import JobQueue
@@ -171,6 +172,16 @@ def _reads(app: FastAPI, queue: JobQueue, snapshots: Snapshots) -> None:
         snap = snapshots.get()
         return {"zones_with_jobs": snap.overview.zones_with_jobs,
                 "tenants": [_zone(snap, z) for z in snap.overview.zones[:limit]]}
+
+    @app.get(f"{API}/zone", responses=ERRORS)
+    def zone(tenant: Annotated[str, Query(min_length=1)],
+             limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+        """One tenant's zone: its depths, and up to ``limit`` jobs per state (ready in the
+        order they will run, scheduled by due time, leased by lease expiry)."""
+        view = read_model.zone_view(queue, tenant)
+        jobs = read_model.zone_jobs(queue, tenant, limit)
+        return {"zone": view.to_dict(),
+                "jobs": {state: [j.to_dict() for j in page] for state, page in jobs.items()}}
 
     @app.get(f"{API}/jobs/{{job_id}}", responses=ERRORS)
     def job(job_id: str, tenant: Annotated[str, Query(min_length=1)]) -> dict[str, Any]:

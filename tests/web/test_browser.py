@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -165,6 +166,9 @@ def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: A
         browser.get(page + "#/tenants")
         # the tenant's name shows as text, and no script of it ran
         wait.until(lambda d: XSS in _cells(d, "#tenants td"))
+        browser.get(page + "#/zone?tenant=" + quote(XSS, safe=""))  # its zone's page too
+        wait.until(lambda d: _cells(d, "#zone-name") == [XSS]
+                   and "scheduled" in _cells(d, "#zone-jobs td"))
         with pytest.raises(NoAlertPresentException):
             _ = browser.switch_to.alert.text
 

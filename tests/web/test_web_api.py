@@ -188,3 +188,14 @@ def test_a_loopback_server_answers_to_loopback_names_only(queue: qq.JobQueue) ->
         # a page at attacker.example whose name now resolves to 127.0.0.1 (DNS rebinding)
         rebound = local.get("/api/v1/overview", headers={"Host": "attacker.example:8719"})
         assert rebound.status_code == 400
+
+
+def test_a_zone_lists_its_jobs_by_state(client: Any, queue: qq.JobQueue) -> None:
+    now = queue.enqueue("acme", "greet", {"name": "a"})
+    later = queue.enqueue("acme", "greet", {"name": "b"}, in_=60)
+    zone = client.get("/api/v1/zone", params={"tenant": "acme"}).json()
+    assert (zone["zone"]["ready"], zone["zone"]["scheduled"]) == (1, 1)
+    assert [j["job_id"] for j in zone["jobs"]["ready"]] == [now]
+    assert [j["job_id"] for j in zone["jobs"]["scheduled"]] == [later]
+    empty = client.get("/api/v1/zone", params={"tenant": "nobody"}).json()
+    assert empty["zone"]["ready"] == 0 and empty["jobs"]["ready"] == []

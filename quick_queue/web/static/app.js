@@ -98,8 +98,27 @@
     const t = await get("/tenants?limit=100");
     document.getElementById("zones-total").textContent =
       t.zones_with_jobs + " zone(s) with jobs; the " + t.tenants.length + " deepest:";
-    fill("tenants", t.tenants.map((z) => row([z.tenant, z.ready, z.scheduled, z.leased,
+    fill("tenants", t.tenants.map((z) => row([zoneLink(z.tenant), z.ready, z.scheduled, z.leased,
       ago(z.waiting_seconds), z.pointer_leased ? "yes" : ""])));
+  }
+  function zoneLink(tenant) {
+    return el("a", tenant, { href: "#/zone?tenant=" + encodeURIComponent(tenant) });
+  }
+  async function zone(params) {
+    const tenant = params.get("tenant") || "";
+    document.getElementById("zone-name").textContent = tenant;
+    if (!tenant) { fill("zone-jobs", []); return; }
+    const z = await get("/zone?tenant=" + encodeURIComponent(tenant));
+    document.getElementById("zone-depth").textContent = z.zone.ready + " ready, " +
+      z.zone.scheduled + " scheduled, " + z.zone.leased + " leased";
+    const rows = [];
+    for (const [state, jobs] of Object.entries(z.jobs)) {
+      for (const j of jobs) {
+        rows.push(row([state, jobLink(tenant, j.job_id), j.topic, j.attempt, j.priority,
+                       j.due_at, j.lease_expires_at]));
+      }
+    }
+    fill("zone-jobs", rows);
   }
   async function job(params) {
     const tenant = params.get("tenant"), id = params.get("id");
@@ -148,7 +167,7 @@
     }));
   }
 
-  const PAGES = { overview, tenants, job, dead, workers };
+  const PAGES = { overview, tenants, zone, job, dead, workers };
 
   function route() {
     const hash = location.hash.replace(/^#\/?/, "") || "overview";
