@@ -176,6 +176,14 @@ def job(
       embedded engine): a longer run fails the attempt ("ran longer than the 5 s transaction
       limit"); use ``transactional=False`` for long work. A conflict with another writer of
       what it read reruns ``perform`` in the same attempt (up to 5 times).
+    * ``async def perform``: the worker awaits it on its event loop (one per worker process,
+      as many tasks at once as the concurrency allows, beside plain handlers in threads).
+      Leases, timeouts, ``cancel()`` and shutdown behave as for a plain handler, except that
+      the task is *cancelled* (``CancelledError`` at its current ``await``) when it times out,
+      its lease is lost or shutdown's grace ends. It must not block (``time.sleep``, a
+      blocking client): that stalls every async job of the worker. ``transactional=True``
+      with an async perform is refused here (``HandlerError``): the transaction is blocking
+      and bounded to 5 s, so a transactional handler is a plain ``def perform``.
     * ``keep_result`` (seconds or a ``timedelta``) is read by the worker that runs the job:
       once the job ends (completed, dead, discarded, or cancelled) its state, attempts,
       timings, returned value and last error are kept that long, for ``get_job`` and
@@ -187,15 +195,27 @@ def job(
 
     def decorate(cls: type[T]) -> type[T]:
         model = _check_class(cls)
+        is_async = inspect.iscoroutinefunction(getattr(cls, "perform", None))
+        _check_async(cls, transactional, is_async)
         spec = JobSpec(
             topic, cls, model, priority, max_retries, timeout, transactional,
-            backoff_base, backoff_factor, backoff_cap, keep,
-            inspect.iscoroutinefunction(getattr(cls, "perform", None)),
+            backoff_base, backoff_factor, backoff_cap, keep, is_async,
         )
         cls.__qq_job__ = spec  # type: ignore[attr-defined]
         return cls
 
     return decorate
+
+
+def _check_async(cls: type, transactional: bool, is_async: bool) -> None:
+    """``transactional=True`` needs a plain ``def perform`` (see ``job``'s docstring)."""
+    if transactional and is_async:
+        raise HandlerError(
+            f"{cls.__qualname__}: transactional=True needs a plain `def perform`, not "
+            "`async def`: its writes go through meta.tr, a blocking transaction that must "
+            "commit within 5 s, which would stall the worker's event loop; define perform "
+            "with `def` (it then runs in a worker thread), or drop transactional=True"
+        )
 
 
 def _check_options(

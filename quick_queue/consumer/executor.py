@@ -3,6 +3,7 @@ backoff of a failed attempt. Produces an ``Outcome`` for the settler; never rais
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import traceback
@@ -105,10 +106,33 @@ def call_handler(
     except BaseException as error:  # noqa: BLE001 - the worker survives whatever a job raises
         # (SystemExit and KeyboardInterrupt included: raised by a job in a worker thread they
         # would only kill that thread and strand its job)
-        where = traceback.extract_tb(error.__traceback__)[-1:]
-        at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
-        # an Error, not an exception: interpret() would prefix the type name a second time
-        return Error(f"{type(error).__name__}: {_text(error)}{at}")
+        return _error_of(error)
+
+
+async def await_handler(running: Running) -> object:
+    """``call_handler`` for an ``async def perform``: awaits it on the running loop. What it
+    raises, ``CancelledError`` included (the consumer cancelled it, or it cancelled itself),
+    is returned as an ``Error``; the outcome of a run the consumer cancelled has already been
+    decided (timeout, release) or will be refused (lease lost), so it is only a report."""
+    spec = running.spec
+    assert spec is not None
+    try:
+        payload = spec.load_payload(running.job.record.payload)
+    except ValueError as error:
+        return _BadPayload(str(error))
+    try:
+        return await spec.handler().perform(payload, running.meta)
+    except asyncio.CancelledError:
+        return Error(f"cancelled while running (handler {spec.name})")
+    except BaseException as error:  # noqa: BLE001 - the loop survives whatever a job raises
+        return _error_of(error)
+
+
+def _error_of(error: BaseException) -> Error:
+    where = traceback.extract_tb(error.__traceback__)[-1:]
+    at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
+    # an Error, not an exception: interpret() would prefix the type name a second time
+    return Error(f"{type(error).__name__}: {_text(error)}{at}")
 
 
 def _text(value: object) -> str:

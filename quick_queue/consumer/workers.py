@@ -4,6 +4,13 @@ their handlers, handing each outcome to the settler.
 The pool never grows: a handler that overruns its timeout keeps its thread (see
 ``inflight``), so the threads a consumer starts are bounded by its concurrency whatever its
 handlers do. Jobs prefetched for workers that overrunning handlers now hold are handed back.
+
+Async handlers (``async def perform``, see ``aio``): a worker begins the run and hands it to
+the consumer's event loop, then takes the next job. Running handlers are then bounded by
+slots, not threads: with any async handler registered, a worker takes a slot (of
+``concurrency``) before it takes a job, and the slot is given back when the handler ends, on
+its thread or on the loop. A queue with only plain handlers has no slots and no loop: the
+threads bound it as before, at no added cost.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 
+from quick_queue.consumer.aio import AsyncRunner
 from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_outcome
 from quick_queue.consumer.inflight import InFlight, JobKey, Running
 from quick_queue.consumer.settler import Settler
@@ -45,8 +53,16 @@ class WorkerPool:
         # a retry leased while its previous attempt still runs here waits for it
         self._waiting_for: dict[JobKey, Running] = {}
         self.threads: list[threading.Thread] = []
+        self.aio: AsyncRunner | None = None  # the event loop, when async handlers exist
+        self._slots: threading.Semaphore | None = None  # running handlers, when aio is on
+        self._closed = False
 
     def start(self) -> None:
+        registry = self.context.registry
+        if any(spec.is_async for t in registry.topics() if (spec := registry.get(t))):
+            self._slots = threading.BoundedSemaphore(self.inflight.concurrency)
+            self.aio = AsyncRunner(self.context, self.settler, self._end_async)
+            self.aio.start()
         for _ in range(self.inflight.concurrency):
             thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
             thread.start()
@@ -87,11 +103,17 @@ class WorkerPool:
             self.settler.submit(running, release_outcome(running))
 
     def close(self) -> None:
+        self._closed = True
         for _ in self.threads:
             self._local.put(None)
+        if self.aio is not None:
+            self.aio.close()
 
     # -- one worker ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        if self._slots is not None:
+            self._slotted_loop(self._slots)
+            return
         while True:
             running = self._local.get()
             if running is None:
@@ -102,6 +124,39 @@ class WorkerPool:
                 self._execute(running)
             finally:
                 self._end(running)
+
+    def _slotted_loop(self, slots: threading.Semaphore) -> None:
+        """``_loop`` when async handlers exist: a slot before a job, and async runs handed
+        to the loop (which gives the slot back when the task ends)."""
+        aio = self.aio
+        assert aio is not None
+        while True:
+            while not slots.acquire(timeout=0.5):
+                if self._closed:
+                    return
+            running = self._local.get()
+            if running is None or not self._begin(running):
+                slots.release()
+                if running is None:
+                    return
+                continue
+            spec = running.spec
+            assert spec is not None
+            if spec.is_async:
+                aio.submit(running)
+                continue
+            try:
+                self._execute(running)
+            finally:
+                self._end(running)
+                slots.release()
+
+    def _end_async(self, running: Running) -> None:
+        try:
+            self._end(running)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
 
     def _begin(self, running: Running) -> bool:
         clock = self.context.clock
