@@ -63,7 +63,7 @@
   async function overview() {
     const o = await get("/overview");
     const cards = [["ready", o.ready], ["scheduled", o.scheduled], ["leased", o.leased],
-      ["dead", o.dead], ["zones with work", o.zones], ["zones due", o.due_zones],
+      ["dead", o.dead], ["zones with jobs", o.zones_with_jobs], ["zones due", o.due_zones],
       ["oldest due", ago(o.oldest_due_age_seconds) || "none"], ["workers", o.workers],
       ["completed (watched)", o.throughput.completed], ["failed (watched)", o.throughput.failed]];
     document.getElementById("cards").replaceChildren(...cards.map(([label, n]) => {
