@@ -31,9 +31,12 @@ class Running:
     job: LeasedJob
     meta: JobMeta
     spec: JobSpec | None
-    started: float = 0.0  # clock seconds; 0 while queued locally
+    started: float = 0.0  # the store's time (seconds); 0 while queued locally
     started_mono: float = 0.0  # monotonic seconds, for durations
-    deadline: float | None = None  # clock seconds, when the handler has a timeout
+    # When the handler has a timeout: its deadline on the monotonic clock, and the same in the
+    # store's time (None if it could not be read); the keeper fires at whichever comes first.
+    deadline: float | None = None
+    store_deadline: float | None = None
     abandoned: bool = False  # timed out or released: a later outcome is ignored
     settled: bool = False
     outcome_kind: OutcomeKind | None = None  # the first outcome submitted (it wins)

@@ -37,6 +37,15 @@ log = logging.getLogger("quick_queue.worker")
 EXTEND_CHUNK = 500  # leases per extension transaction
 
 
+def store_time_or_none(context: QueueContext) -> float | None:
+    """The store's time, or None when it cannot be read now (FoundationDB unreachable): the
+    caller then goes by the monotonic clock alone."""
+    try:
+        return context.db.store_time()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
 class RoundPacer:
     """When the next extension round is due: ``interval`` seconds after the last one on the
     monotonic clock, or on the store's clock, whichever comes first. The store's time is read
@@ -112,12 +121,17 @@ class Keeper:
                 self.extend_all()
 
     def _enforce_timeouts(self) -> None:
-        now = self.context.clock.now()
+        with self.inflight.cond:
+            if not self.inflight.watching_deadlines():
+                return
+        mono, store = time.monotonic(), store_time_or_none(self.context)
         with self.inflight.cond:
             timed_out = [
                 r for r in self.inflight.entries.values()
                 if r.deadline is not None and not r.abandoned and r.started
-                and now > r.deadline and r.outcome_kind is None
+                and r.outcome_kind is None and (mono > r.deadline or (
+                    store is not None and r.store_deadline is not None
+                    and store > r.store_deadline))
             ]
             for running in timed_out:
                 running.abandoned = True
@@ -130,7 +144,8 @@ class Keeper:
                         "handler returns", spec.name if spec else "?", running.where,
                         spec.timeout if spec and spec.timeout else 0)
             self.settler.submit(running, timeout_outcome(
-                running, self.context.clock.now(), self.context.settings, self.context.rng))
+                running, store if store is not None else self.context.clock.now(),
+                self.context.settings, self.context.rng))
         if timed_out:
             self.on_overrun()
 

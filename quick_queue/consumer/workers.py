@@ -23,6 +23,7 @@ from queue import Empty, SimpleQueue
 from quick_queue.consumer.aio import AsyncRunner
 from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_outcome
 from quick_queue.consumer.inflight import InFlight, JobKey, Running
+from quick_queue.consumer.keeper import store_time_or_none
 from quick_queue.consumer.settler import Settler
 from quick_queue.consumer.transactional import run_transactional
 from quick_queue.context import QueueContext
@@ -159,17 +160,21 @@ class WorkerPool:
             self._slots.release()
 
     def _begin(self, running: Running) -> bool:
-        clock = self.context.clock
+        store_now = store_time_or_none(self.context)  # (read outside the lock: it may do I/O)
         with self.inflight.cond:
             if running.abandoned:
                 return False
             self.inflight.running += 1
             spec = running.spec
             assert spec is not None
-            running.started = clock.now()
+            running.started = store_now if store_now is not None else time.time()
             running.started_mono = time.monotonic()
             if spec.timeout is not None:
-                running.deadline = running.started + spec.timeout
+                # Timed on the monotonic clock (and the store's, which tests move): a step of
+                # this host's wall clock neither fires a timeout early nor holds it off.
+                running.deadline = running.started_mono + spec.timeout
+                if store_now is not None:
+                    running.store_deadline = store_now + spec.timeout
                 self.keeper_wake.set()  # the keeper now watches at its fast tick
         record = running.job.record
         self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,

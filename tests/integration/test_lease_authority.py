@@ -229,3 +229,42 @@ def test_a_queue_tells_time_by_the_store_unless_given_a_clock(tmp_path: Path) ->
         assert queue.with_db(second).clock.now() == 1_900_000_000.0  # read where it runs
         own = qq.ManualClock(42.0)
         assert qq.JobQueue(first, clock=own).with_db(second).clock is own
+
+
+# -- timeouts follow elapsed time, not a clock that steps -------------------------------------
+@pytest.fixture
+def real_db() -> Iterator[qq.Database]:
+    database = qq.open("memory://")  # the store's own time
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize(("step", "timeout", "sleep"), [(-3600.0, 0.3, 1.0), (3600.0, 5.0, 0.3)],
+                         ids=["back: still times out", "forward: no early timeout"])
+def test_a_timeout_is_timed_on_elapsed_time_when_the_queue_clock_steps(
+    real_db: qq.Database, step: float, timeout: float, sleep: float
+) -> None:
+    queue_clock = qq.ManualClock(time.time())  # the worker's own clock, stepped mid-run
+    started = threading.Event()
+
+    @qq.job(topic="timed", timeout=timeout, max_retries=0)
+    class Timed:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            started.set()
+            time.sleep(sleep)  # (ignores lease_lost, as a stuck handler would)
+
+    queue = qq.JobQueue(real_db, jobs=[Timed], clock=queue_clock)
+    job_id = queue.enqueue("t", "timed", {})
+    stepper = threading.Thread(target=lambda: started.wait(5) and queue_clock.advance(step))
+    stepper.start()
+    summary = queue.drain(timeout=20)
+    stepper.join()
+    info = queue.get_job("t", job_id)
+    if step < 0:  # before: the deadline was an hour away on the stepped clock
+        assert (summary.failed, summary.completed) == (1, 0)
+        assert info is not None and "timed out" in (info.reason or "")
+    else:  # before: the step made it look an hour late, and it was failed at once
+        assert (summary.failed, summary.completed) == (0, 1)
+        assert info is None
