@@ -27,10 +27,11 @@ boot clock): still never stepped within the process, logged once.
 
 Known limits, for the record: the anchor's wall time is whatever the first process of the
 boot read, so a store anchored by a process whose wall clock was wrong stays offset by that
-much (consistently for every process, so leases are safe; only wall-clock due times of
-producers are seen shifted) until the next boot. Linux time namespaces can give containers
-their own boot clock offset; processes in different time namespaces should not share a
-file (they cannot share its WAL memory map safely either in most setups).
+much until the next boot: consistently for every process, so leases are safe, and a
+``JobQueue``'s due times are on this same time by default (``quick_queue.clock.StoreClock``);
+only the timestamps people read are off, and due times from a producer given a wall clock of
+its own. Linux time namespaces can give containers their own boot clock offset; processes in
+different time namespaces should not share a file.
 """
 
 from __future__ import annotations
