@@ -64,7 +64,7 @@ class _ConsumerCollector(Collector):
                                       labels=["queue", "counter"])
         per_queue: dict[str, list[int]] = {}
         counts: dict[tuple[str, str], int] = {}
-        for consumer in list(LIVE):
+        for consumer in LIVE.snapshot():
             name = consumer.context.name
             with consumer.inflight.cond:
                 held, busy = len(consumer.inflight.entries), consumer.inflight.running

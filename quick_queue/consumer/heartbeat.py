@@ -43,9 +43,29 @@ class Beating(Protocol):
     counters: Counters
 
 
-#: Consumers running in this process (metrics read them at scrape time; weak so a consumer
-#: that was never stopped does not live forever).
-LIVE: weakref.WeakSet[Beating] = weakref.WeakSet()
+class LiveConsumers:
+    """The consumers running in this process (metrics read them at scrape time). Weak, so a
+    consumer that was never stopped does not live forever; locked, so a scrape never meets a
+    set that changes under it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._consumers: weakref.WeakSet[Beating] = weakref.WeakSet()
+
+    def add(self, consumer: Beating) -> None:
+        with self._lock:
+            self._consumers.add(consumer)
+
+    def discard(self, consumer: Beating) -> None:
+        with self._lock:
+            self._consumers.discard(consumer)
+
+    def snapshot(self) -> list[Beating]:
+        with self._lock:
+            return list(self._consumers)
+
+
+LIVE = LiveConsumers()
 
 
 class Heartbeat:
