@@ -147,14 +147,25 @@ class SQLiteTransaction(SQLiteReads):
             return False
         return True
 
+    def _plain(self, key: object) -> bool:
+        """The common case in one expression: a plain bytes key in the legal range, and a
+        transaction that is neither committed nor under a timeout (``_valid`` decides the rest,
+        with its errors; most transactions write several keys, so this is worth a shortcut)."""
+        return (
+            type(key) is bytes and len(key) <= MAX_KEY and key[:1] != b"\xff"
+            and not self._committed and not self.options.timeout_ms
+        )
+
     def set(self, key: bytes, value: bytes) -> None:
-        if not self._valid(key, value):
+        if not (
+            type(value) is bytes and len(value) <= MAX_VALUE and self._plain(key)
+        ) and not self._valid(key, value):
             return
         self._writes[key] = ("s", value)
         self._size += len(key) * 2 + len(value) + 1
 
     def clear(self, key: bytes) -> None:
-        if not self._valid(key):
+        if not self._plain(key) and not self._valid(key):
             return
         self._writes[key] = ("c", None)
         self._size += len(key) * 2 + 1
