@@ -41,14 +41,15 @@ def events(path: Path, event: str, job: str | None = None) -> list[dict[str, Any
 
 
 class Worker:
-    """One ``proc_jobs.py`` process (a consumer, or a supervisor of several)."""
+    """One ``proc_jobs.py`` process (a consumer, or a supervisor of several); ``script``
+    runs another worker script with the same command line (``async_jobs.py``)."""
 
     def __init__(
         self, url: str, log: Path, *, processes: int = 1, concurrency: int = 4,
-        queue: str = "default", **settings: Any,
+        queue: str = "default", script: Path = SCRIPT, **settings: Any,
     ) -> None:
         cmd = [
-            sys.executable, str(SCRIPT), url, str(log), "--queue", queue,
+            sys.executable, str(script), url, str(log), "--queue", queue,
             "--processes", str(processes), "--concurrency", str(concurrency),
             "--settings", json.dumps(settings),
         ]
