@@ -11,6 +11,8 @@ shares, DESIGN.md §8), never this host's wall clock, so a skewed or stepped clo
 let a lease lapse nor make it look lapsed. Rounds are paced on the monotonic clock, and also
 whenever the store's time has moved ``extend_interval`` since the last round: either clock
 can only make rounds come sooner, never later (and a test's injected store clock drives them).
+Timeouts likewise: a handler times out when the monotonic clock or the store's time has run
+``timeout`` seconds since it started, so a wall-clock step neither fires nor holds one off.
 
 A transactional handler's lease is left alone while its transaction may be open (see
 ``consumer/transactional.py``): extending it would rewrite the job record that transaction
