@@ -3,7 +3,6 @@ how its writes become write-conflict ranges and rows, and how SQLite's errors ar
 
 from __future__ import annotations
 
-import marshal
 import sqlite3
 
 from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
@@ -86,24 +85,15 @@ def add_write_ranges(writes: WriteSet, request: Request) -> None:
     writes._sorted = None
 
 
-#: One statement for a key's pending atomic operations: the stored value and the operations
-#: meet inside SQLite (``qq_atomic``, registered on the writing connection), not in a read
-#: first and a write after.
-UPSERT_ATOMIC = (
-    "INSERT INTO kv (k, v) VALUES (?1, qq_atomic(NULL, ?2)) "
-    "ON CONFLICT (k) DO UPDATE SET v = qq_atomic(v, ?2)"
-)
-
-
-def sql_atomic(existing: bytes | None, ops: bytes) -> bytes | None:
-    """``qq_atomic``: FoundationDB's atomic operations (``marshal``-ed list of (op, param))
-    applied to the stored value."""
-    return apply_ops(existing, marshal.loads(ops))
-
-
 class BatchWriter:
     """The rows a batch of requests leaves, applied with one prepared ``executemany`` per kind
-    (sets, clears, atomic upserts) for the whole batch instead of statements per request.
+    (sets, clears) for the whole batch instead of statements per request, and the stored
+    values its atomic operations need read in one query.
+
+    (Measured, issue 10: folding an atomic operation into ``INSERT ... ON CONFLICT DO UPDATE``
+    through a registered Python function cost 22 µs of CPU for one counter against 7 µs for
+    the read and a row in the sets' ``executemany``; SQLite 3.40 has no ``unhex()`` to do
+    FoundationDB's little-endian add in SQL alone.)
 
     Requests are merged in commit order into one final entry per key; only a range clear needs
     the database to be up to date first (it deletes stored rows), so it flushes what is pending
@@ -142,21 +132,32 @@ class BatchWriter:
 
     def flush(self, extra: tuple[bytes, object] | None = None) -> None:
         """Write what is pending (and ``extra``, one more row to set)."""
+        pending = self._pending
+        atomic = [key for key, (kind, _data) in pending.items() if kind == "a"]
+        stored = self._stored(atomic) if atomic else {}
         sets: list[tuple[bytes, object]] = [extra] if extra is not None else []
         clears: list[tuple[bytes]] = []
-        atomics: list[tuple[bytes, bytes]] = []
-        for key, (kind, data) in self._pending.items():
+        for key, (kind, data) in pending.items():
+            if kind == "a":
+                value = apply_ops(stored.get(key), data)  # type: ignore[arg-type]
+                kind, data = ("s", value) if value is not None else ("c", None)
             if kind == "s":
                 sets.append((key, data))
-            elif kind == "c":
-                clears.append((key,))
             else:
-                atomics.append((key, marshal.dumps(data)))  # type: ignore[arg-type]
-        self._pending.clear()
+                clears.append((key,))
+        pending.clear()
         conn = self._conn
         if clears:
             conn.executemany("DELETE FROM kv WHERE k = ?", clears)
         if sets:
             conn.executemany("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", sets)
-        if atomics:
-            conn.executemany(UPSERT_ATOMIC, atomics)
+
+    def _stored(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        stored: dict[bytes, bytes] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            stored.update(
+                self._conn.execute(f"SELECT k, v FROM kv WHERE k IN ({marks})", chunk).fetchall()
+            )
+        return stored

@@ -45,7 +45,6 @@ from quick_queue.kv.sqlite_commit import (
     BatchWriter,
     Request,
     add_write_ranges,
-    sql_atomic,
     storage_error,
 )
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
@@ -132,7 +131,6 @@ class SQLiteDatabase(Database):
         # in a background thread instead of inside whichever commit crosses SQLite's
         # threshold: that commit would otherwise wait several milliseconds (pick-up latency).
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
-        self._writer.create_function("qq_atomic", 2, sql_atomic, deterministic=True)
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wake = threading.Event()
         self._commits_since_checkpoint = 0

@@ -40,13 +40,15 @@ def statements_of(db: SQLiteDatabase, step: Step) -> list[str]:
     return seen
 
 
-def test_an_atomic_add_commits_without_reading_the_stored_value_first(
+def test_a_commits_atomic_operations_read_their_stored_values_in_one_query(
     db: SQLiteDatabase,
 ) -> None:
-    db.transact(lambda tr: tr.set(b"n", one(5)))
-    seen = statements_of(db, lambda tr: tr.add(b"n", one(2)))
-    assert not [s for s in seen if s.startswith("SELECT")], seen
-    assert db.transact(lambda tr: tr.get(b"n")) == one(7)
+    db.transact(lambda tr: [tr.set(b"n%d" % i, one(5)) for i in range(3)])
+    seen = statements_of(db, lambda tr: [tr.add(b"n%d" % i, one(2)) for i in range(4)])
+    assert len([s for s in seen if s.startswith("SELECT")]) == 1, seen
+    assert db.transact(lambda tr: tr.get_range(b"n", b"o")) == [
+        (b"n0", one(7)), (b"n1", one(7)), (b"n2", one(7)), (b"n3", one(2))
+    ]
 
 
 def kinds(seen: list[str]) -> list[str]:
@@ -71,15 +73,15 @@ def test_a_commit_runs_one_statement_per_kind_of_row(db: SQLiteDatabase) -> None
     # alone on its file, a handle leaves the shared conflict log out (sqlite_presence.py);
     # the database version rides in the executemany of the sets
     assert kinds(statements_of(db, step)) == [
-        "BEGIN IMMEDIATE", "PRAGMA data_version", "DELETE FROM kv",
-        "INSERT OR REPLACE INTO kv", "INSERT INTO kv", "COMMIT",
+        "BEGIN IMMEDIATE", "PRAGMA data_version", "SELECT k, v FROM kv", "DELETE FROM kv",
+        "INSERT OR REPLACE INTO kv", "COMMIT",
     ]
     second = SQLiteDatabase(db.path)  # another handle on the file: the log is needed again
     try:
         assert kinds(statements_of(db, step)) == [
             "BEGIN IMMEDIATE", "PRAGMA data_version", "SELECT version, at, ranges FROM qq_log",
-            "SELECT v FROM kv", "DELETE FROM kv", "INSERT OR REPLACE INTO kv",
-            "INSERT INTO kv", "INSERT INTO qq_log", "COMMIT",
+            "SELECT v FROM kv", "SELECT k, v FROM kv", "DELETE FROM kv",
+            "INSERT OR REPLACE INTO kv", "INSERT INTO qq_log", "COMMIT",
         ]
     finally:
         second.close()
