@@ -116,6 +116,7 @@ class Settler:
         return self.context.db.transact(
             settle_many, self.context.layout, outcomes, to_us(self.context.db.store_time()),
             to_us(settings.pointer_slack), settings.max_snoozes,
+            on_kept=self.context.db.notify_change,  # wakes queue.result() waiters (H)
         )
 
     def finish(self, running: Running, outcome: Outcome, *, applied: bool) -> None:

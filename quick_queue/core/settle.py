@@ -7,6 +7,8 @@ transaction (``settle_many``), which is how completions are batched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from quick_queue.core import history
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
@@ -145,8 +147,11 @@ def _reschedule(
 
 def settle_many(
     tr: Transaction, layout: Layout, outcomes: list[Outcome], now: int, slack: int,
-    max_snoozes: int,
+    max_snoozes: int, on_kept: Callable[[Transaction], None] | None = None,
 ) -> list[bool]:
+    """Apply a batch of outcomes in ``tr``; whether each was applied. ``on_kept(tr)`` is
+    called once if the batch kept any result (the consumer passes ``db.notify_change``, so
+    ``queue.result`` waiters wake on this commit on every engine)."""
     stats: Stats = {}
     applied = []
     # The fast path of every completion at once: one read of all their leased entries.
@@ -184,7 +189,10 @@ def settle_many(
     if stale:
         stats[("*", "stale")] = stale
     flush_stats(tr, layout, stats)
-    history.prune_for(tr, layout, now, kept)  # nothing at all unless a job kept its result
+    if kept:  # nothing at all unless a job kept its result
+        history.prune_for(tr, layout, now, kept)
+        if on_kept is not None:
+            on_kept(tr)
     return applied
 
 
