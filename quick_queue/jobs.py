@@ -6,8 +6,8 @@ The return rule, exactly (``interpret`` applies it):
 what ``perform`` does                           effect
 ==============================================  ============================================
 returns ``None`` or ``Ok(value)``               completed
-returns a str, int, float, bool, list, tuple,   completed (the value is not stored: a
-dict or pydantic model                          completed job leaves nothing behind)
+returns a str, int, float, bool, list, tuple,   completed (the value is kept only for a job
+dict or pydantic model                          that asks: ``@job(keep_result=...)``)
 raises, returns ``Error(reason)`` or an         attempt spent; retried with backoff, dead
 exception instance, times out, or its process   letter after max_retries
 dies
@@ -366,8 +366,9 @@ def interpret(result: Any, spec: JobSpec) -> Result:
     if inspect.iscoroutine(result):
         result.close()  # never awaited here: closing it spares a "never awaited" warning
         return Error(
-            f"handler {spec.name} returned a coroutine: its async perform was called by a "
-            "worker that does not await handlers (this version runs plain ones only)"
+            f"handler {spec.name} returned a coroutine from a plain perform (a forgotten "
+            "await, or a call to an async function): define perform with `async def` for "
+            "the worker to await it, or await the call inside it"
         )
     if inspect.isawaitable(result) or inspect.isgenerator(result):
         return Error(

@@ -3,10 +3,11 @@ worker that awaits it; a plain ``perform`` is not marked."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import quick_queue as qq
-from quick_queue.jobs import spec_of
+from quick_queue.jobs import interpret, spec_of
 
 
 @qq.job(topic="async:brew", max_retries=0)
@@ -24,3 +25,14 @@ class Pour:
 def test_async_perform_is_accepted_and_marked() -> None:
     assert spec_of(Brew).is_async is True
     assert spec_of(Pour).is_async is False
+
+
+def test_a_plain_perform_returning_a_coroutine_is_a_clear_failure() -> None:
+    async def later() -> str:
+        return "never awaited"
+
+    coroutine = later()
+    verdict = interpret(coroutine, spec_of(Pour))
+    assert isinstance(verdict, qq.Error)
+    assert "returned a coroutine from a plain perform" in verdict.reason
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED  # no warning later
