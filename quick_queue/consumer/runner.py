@@ -5,7 +5,10 @@ keeper around one in-flight table, and shuts them down.
 
     scanner ──lease zone, dequeue──▶ in-flight table ──▶ workers ──outcome──▶ settler ──▶ store
       (scanner.py)                      (inflight.py)    (workers.py,        (settler.py: one
-                                              ▲           transactional.py)   txn per batch)
+                                              ▲           transactional.py,   txn per batch)
+                                              │           aio.py: the event
+                                              │           loop of async
+                                              │           handlers)
     keeper: extends every in-flight lease ────┘  sets meta.lease_lost, enforces timeouts
       (keeper.py)                                 (one txn per 500 leases)
 
