@@ -3,6 +3,7 @@ the consumer runtime together."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -212,6 +213,14 @@ class JobQueue(Producing):
             self.db, self.layout, lambda: to_us(self.clock.now()), tenant,
             self._id_of(job_id, key), seconds,
         )
+
+    async def result_async(
+        self, tenant: str, job_id: str | None = None, *, key: str | None = None,
+        wait: float | timedelta | None = 0.0,
+    ) -> Any:
+        """``result`` for asyncio code: the wait happens in a worker thread, so the event
+        loop keeps running meanwhile (same errors as ``result``)."""
+        return await asyncio.to_thread(self.result, tenant, job_id, key=key, wait=wait)
 
     def cancel(self, tenant: str, job_id: str) -> bool:
         """Remove a live job (ready, scheduled or running); False if there is none. A dead

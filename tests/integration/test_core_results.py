@@ -4,6 +4,7 @@ a queue that keeps nothing stores nothing after completion."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -278,3 +279,21 @@ def test_keep_result_is_checked_at_decoration() -> None:
         qq.job(topic="t", keep_result="1h")  # type: ignore[arg-type]
     with pytest.raises(qq.ConfigurationError, match="keep_result must be >= 0"):
         qq.Settings.build(keep_result=-5)
+
+
+def test_result_async_waits_without_blocking_the_loop(make_queue: QueueFactory) -> None:
+    queue = make_queue(Receipt)
+    job_id = queue.enqueue("shop", "till:receipt", {"item": "espresso"})
+
+    async def till() -> tuple[Any, int]:
+        waiting = asyncio.create_task(queue.result_async("shop", job_id, wait=30))
+        ticks = 0
+        while ticks < 5:  # the loop runs while result_async waits
+            await asyncio.sleep(0.001)
+            ticks += 1
+        assert not waiting.done()
+        await asyncio.to_thread(queue.drain, 2, 10)
+        return await waiting, ticks
+
+    value, ticks = asyncio.run(till())
+    assert value == {"item": "espresso", "total": 3.5} and ticks == 5
