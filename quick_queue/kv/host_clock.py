@@ -158,10 +158,12 @@ class HostClock:
                     [(BOOT_ROW, ours.boot or 0), (WALL_ROW, round(ours.wall * 1e6)),
                      (MONO_ROW, round(ours.mono * 1e6))],
                 )
+                conn.execute("COMMIT")
             return ours
         finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            if conn.in_transaction:  # it failed (a full disk...): nothing half-written
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
 
     @staticmethod
     def _alone(ours: Anchor, error: BaseException) -> Anchor:
