@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -275,8 +275,24 @@ def job_detail(job: JobInfo, now: datetime) -> RenderableType:
         grid.add_row("dead because", cell(f"{job.dead_kind}: {job.reason}", "red"))
     elif job.last_error:
         grid.add_row("last error", cell(job.last_error, "red"))
+    if job.progress is not None:
+        grid.add_row("progress", cell(json.dumps(job.progress, ensure_ascii=False)))
+    _kept_rows(grid, job, when)
     grid.add_row("payload", cell(json.dumps(job.payload, ensure_ascii=False)))
     return grid
+
+
+def _kept_rows(grid: Table, job: JobInfo, when: Callable[[datetime | None], str]) -> None:
+    """What a job that kept its result (``keep_result``) shows once it finished (H)."""
+    if job.finished_at is None:
+        return
+    duration = "-" if job.duration is None else f"{job.duration:.3f} s"
+    grid.add_row("finished", f"{when(job.finished_at)}  ran {duration}")
+    grid.add_row("kept until", when(job.kept_until))
+    if job.result_note:
+        grid.add_row("result", cell(job.result_note, "yellow"))
+    elif job.state == "completed":
+        grid.add_row("result", cell(json.dumps(job.result, ensure_ascii=False)))
 
 
 def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType:

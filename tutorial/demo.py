@@ -23,6 +23,7 @@ STEPS = [
     "step5_snooze",
     "step6_crash",
     "step7_fairness",
+    "step8_till",
 ]
 
 

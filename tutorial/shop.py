@@ -288,3 +288,20 @@ class Roast:
         time.sleep(1.5)
         db.transact(lambda tr: write_json(tr, key("roast", meta.tenant, payload.batch),
                                           {"attempt": meta.attempt}))
+
+
+@queue.job(topic="till.total", keep_result=600)
+class TillTotal:
+    """Add up an order at the till. ``keep_result=600`` keeps what it returns for 10 minutes, so
+    the till can wait for it with ``queue.result(...)``; a drink not on the menu is discarded,
+    and the till hears so (``qq.JobDiscarded``)."""
+
+    class Payload(BaseModel):
+        order_id: str
+        drinks: list[str]
+
+    def perform(self, payload: TillTotal.Payload, meta: qq.JobMeta) -> dict[str, Any] | qq.Discard:
+        unknown = [d for d in payload.drinks if d not in MENU]
+        if unknown:
+            return qq.Discard(f"not on the menu: {', '.join(unknown)}")
+        return {"order_id": payload.order_id, "total": sum(MENU[d] for d in payload.drinks)}

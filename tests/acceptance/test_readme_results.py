@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,3 +27,25 @@ def test_readme_results_example_runs(tmp_path: Path) -> None:
     assert lines[1].startswith("completed 1 {'order': 'A-1'")
     assert lines[2] == "ready"
     assert (ROOT / "docs" / "results.md").exists()
+
+
+def test_inspect_job_shows_a_kept_result(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import quick_queue as qq
+    from quick_queue.cli import app
+
+    @qq.job(topic="till.total", keep_result=600)
+    class Total:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> dict[str, float]:
+            return {"total": 7.5}
+
+    url = f"sqlite:///{tmp_path}/q.db"
+    with qq.open(url) as db:
+        queue = qq.JobQueue(db, jobs=[Total])
+        job_id = queue.enqueue("corner", Total, None)
+        queue.drain(timeout=10)
+    shown = CliRunner().invoke(app, ["inspect", "job", "corner", job_id, "--db", url])
+    assert shown.exit_code == 0, shown.output
+    for words in ("completed", "finished", "kept until", '{"total": 7.5}'):
+        assert words in shown.stdout, shown.stdout

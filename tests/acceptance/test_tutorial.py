@@ -24,8 +24,8 @@ def test_coffee_shop_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "All 7 steps behaved as described" in output
+    assert "All 8 steps behaved as described" in output
     assert "Traceback" not in output
-    for step in range(1, 8):
+    for step in range(1, 9):
         assert f"=== Step {step}:" in output
     assert output.count("[ok]") >= 15
