@@ -24,10 +24,17 @@ class Untyped:
         return None
 
 
+@qq.job(topic="async:brew")
+class AsyncBrew:
+    async def perform(self, payload: SendEmail.Payload, meta: qq.JobMeta) -> str:
+        return payload.to
+
+
 async def produce(queue: qq.JobQueue) -> list[str]:
     ids = [
         queue.enqueue("shop", SendEmail, SendEmail.Payload(to="a@example.com")),
         queue.enqueue("shop", Untyped, {"anything": [1, 2]}),
+        queue.enqueue("shop", AsyncBrew, SendEmail.Payload(to="c@example.com")),
         queue.enqueue("shop", "email:send", {"to": "a@example.com"}),  # strings still work
         await queue.enqueue_async("shop", SendEmail, SendEmail.Payload(to="b@example.com")),
         await queue.enqueue_async("shop", "email:send", {"to": "b@example.com"}, in_=5),
