@@ -53,7 +53,9 @@ class JobEvent:
     handler had run when the event was emitted (None when it never started). ``outcome``: the
     outcome the runtime settled or tried to (None for ``started`` and ``lease_lost``).
     ``reason``: the error, discard or dead-letter reason, if any. ``waited``: on ``started``,
-    seconds from when the job became due to when its handler started (pick-up latency)."""
+    seconds from when the job became due to when its handler started (pick-up latency).
+    ``trace``: on ``started``, the W3C traceparent the job carries when its producer traced it
+    (``quick_queue.otel``), else None."""
 
     kind: EventKind
     tenant: str
@@ -65,6 +67,7 @@ class JobEvent:
     reason: str = ""
     counters: tuple[str, ...] = ()
     waited: float | None = None
+    trace: str | None = None
 
 
 def outcome_counters(effect: Effect) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from quick_queue import models
+from quick_queue import models, tracing
 from quick_queue.core.enqueue import NewJob
 from quick_queue.errors import InvalidArgument, PayloadError, UnknownTopicWarning
 from quick_queue.jobs import JobSpec, Registry, spec_of
@@ -96,7 +96,13 @@ class Producer:
         if spec is None:
             self._warn_unknown(topic)  # only once the job is known to be valid
         job_id = job_id_for_key(key) if key is not None else self.new_job_id()
-        return NewJob(tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key)
+        trace = None
+        if tracing.on_enqueue is not None:  # tracing is on (quick_queue.otel): a span per job
+            _check_size(topic, key, payload_raw + b" " * tracing.TRACE_ROOM)
+            trace = tracing.on_enqueue(tenant, topic, job_id)
+        return NewJob(
+            tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key, trace
+        )
 
     def new_jobs(
         self, items: Iterable[Mapping[str, Any] | tuple[Any, ...]], now: float

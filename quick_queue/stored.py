@@ -92,6 +92,7 @@ class JobRecord:
         "state",
         "token",
         "topic",
+        "trace",
     )
 
     def __init__(
@@ -134,6 +135,9 @@ class JobRecord:
         self.reason: str | None = None
         self.raw_body = False
         self.progress: Any = None  # the last meta.progress() report (JSON), kept while live
+        # W3C traceparent of the span that enqueued the job (only when tracing is on, see
+        # quick_queue.otel): written as "tp" only when set, so untraced jobs pay nothing
+        self.trace: str | None = None
 
     @property
     def payload(self) -> Any:
@@ -184,6 +188,8 @@ class JobRecord:
         )
         if self.progress is not None:  # rare: only a handler that reports progress
             head += f',"pg":{_encode(self.progress)}'
+        if self.trace is not None:  # only when the producer traces (quick_queue.otel)
+            head += f',"tp":{_str(self.trace)}'
         if self.state == "d":
             head += (
                 f',"dd":{int(self.died)},"kd":{_opt(self.dead_kind)},"r":{_opt(self.reason)}'
@@ -235,6 +241,8 @@ class JobRecord:
                 payload_raw=body,
             )
             record.progress = d.get("pg")
+            trace = d.get("tp")
+            record.trace = trace if type(trace) is str else None
             if record.state == "d":
                 record.died, record.dead_kind, record.reason = d["dd"], d["kd"], d["r"]
                 record.raw_body = bool(d.get("raw"))

@@ -179,7 +179,8 @@ class WorkerPool:
         record = running.job.record
         self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
                                   record.job_id, record.attempt,
-                                  waited=max(0.0, running.started - record.seq / 1e6)))
+                                  waited=max(0.0, running.started - record.seq / 1e6),
+                                  trace=record.trace))
         return True
 
     def _end(self, running: Running) -> None:

@@ -29,6 +29,7 @@ class NewJob:
     max_retries: int | None  # None: the worker's handler (or its queue's setting) decides
     due: int  # microseconds since the epoch
     key: str | None = None
+    trace: str | None = None  # W3C traceparent of the enqueue span (quick_queue.otel), if any
 
 
 def enqueue(
@@ -89,6 +90,7 @@ def _write_job(
         job.due, job.due, now, key=job.key,
         payload_raw=job.payload if isinstance(job.payload, bytes) else dump(job.payload),
     )
+    record.trace = job.trace
     tr.set(zone.item(job.job_id), record.encode())
     if state == "r":
         tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")

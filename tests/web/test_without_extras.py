@@ -1,5 +1,5 @@
-"""Without the web extra: ``import quick_queue`` and the CLI work, and the commands that need
-the extra say how to install it in one line."""
+"""Without the web (or otel) extra: ``import quick_queue`` and the CLI work, and the commands
+that need the extra say how to install it in one line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Make the extra's packages unimportable in a child interpreter, as in an install without it.
 BLOCK = ("import sys\n"
-         "for name in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client'):\n"
+         "for name in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'opentelemetry'):\n"
          "    sys.modules[name] = None\n")
 
 
