@@ -5,7 +5,8 @@ Two kinds, served from two places:
 - **Process metrics** (``WorkerMetrics``): a subscriber of a queue's event stream
   (``quick_queue.events``) in every worker process: jobs by topic and event, handler run time,
   pick-up latency (due to started), lost leases, and, read from the process's running consumers
-  at scrape time, jobs in flight and the scanner's counters (zone visits, lease races). Serve
+  at scrape time, jobs in flight, lease extensions and the scanner's counters (zone visits,
+  lease races). Serve
   them with ``quick-queue worker --metrics-port N``, ``serve(port)``, or mount them in an app
   that already serves HTTP with ``mount(app)`` / ``asgi_app()`` / ``wsgi_app()``.
 - **Queue metrics** (``QueueCollector``): what the store holds (ready, scheduled, leased, dead,
@@ -62,26 +63,33 @@ class _ConsumerCollector(Collector):
                                       "Scanner events of this process's running consumers "
                                       "(lease_races: zone leases lost to another consumer)",
                                       labels=["queue", "counter"])
+        extensions = CounterMetricFamily("quick_queue_lease_extensions",
+                                         "Job leases this process's running consumers "
+                                         "extended (one per lease per round)",
+                                         labels=["queue"])
         per_queue: dict[str, list[int]] = {}
         counts: dict[tuple[str, str], int] = {}
         for consumer in LIVE.snapshot():
             name = consumer.context.name
             with consumer.inflight.cond:
                 held, busy = len(consumer.inflight.entries), consumer.inflight.running
-            sums = per_queue.setdefault(name, [0, 0])
+            sums = per_queue.setdefault(name, [0, 0, 0])
             sums[0] += held
             sums[1] += busy
+            sums[2] += consumer.keeper.extended
             snapshot = consumer.counters.snapshot()
             for counter in SCANNER_COUNTERS:
                 counts[(name, counter)] = counts.get((name, counter), 0) + snapshot.get(counter, 0)
-        for name, (held, busy) in sorted(per_queue.items()):
+        for name, (held, busy, extended) in sorted(per_queue.items()):
             in_flight.add_metric([name], held)
             running.add_metric([name], busy)
+            extensions.add_metric([name], extended)
         for (name, counter), value in sorted(counts.items()):
             scanner.add_metric([name, counter], value)
         yield in_flight
         yield running
         yield scanner
+        yield extensions
 
 
 class WorkerMetrics:

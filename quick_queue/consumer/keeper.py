@@ -101,6 +101,7 @@ class Keeper:
         self.wake = threading.Event()
         self.outage = Outage("extending leases")
         self.closed = False
+        self.extended = 0  # leases extended so far (read by quick_queue.metrics at scrape time)
 
     def close(self) -> None:
         self.closed = True
@@ -194,6 +195,7 @@ class Keeper:
                 log.exception("lease extension failed")
             return
         self.outage.recovered()
+        self.extended += sum(kept)  # only this thread writes it
         lost = []
         with self.inflight.cond:
             for running, ok in zip(chunk, kept, strict=True):

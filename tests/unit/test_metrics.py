@@ -106,3 +106,31 @@ def test_queue_gauges_come_from_the_store(make_queue: QueueFactory, clock: qq.Ma
     assert 'quick_queue_queue_scheduled{queue="default"} 1.0' in text
     assert 'quick_queue_queue_zones{queue="default"} 2.0' in text
     assert 'quick_queue_queue_oldest_due_age_seconds{queue="default"} 2.0' in text
+
+
+def test_lease_extensions_of_a_running_worker(
+    make_queue: QueueFactory, clock: qq.ManualClock, background: Any, wait_until: Any
+) -> None:
+    import threading
+
+    release = threading.Event()
+
+    @qq.job(topic="m:long")
+    class Long:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            release.wait(10)
+
+    queue = make_queue(Long)
+    metrics = WorkerMetrics()
+    queue.enqueue("a", "m:long", {})
+    run = background(queue.run, concurrency=1, log=False)
+    reg = metrics.registry
+    wait_until(lambda: _value(reg, "quick_queue_handlers_running", queue="default") == 1,
+               what="the handler to run")
+    assert _value(reg, "quick_queue_lease_extensions_total", queue="default") == 0
+    clock.advance(queue.settings.extend_interval + 1)  # the store's time: a round is due
+    wait_until(lambda: _value(reg, "quick_queue_lease_extensions_total", queue="default") == 1,
+               what="the keeper to extend the lease")
+    release.set()
+    queue.stop()
+    run.result()
