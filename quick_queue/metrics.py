@@ -76,7 +76,8 @@ class _ConsumerCollector(Collector):
             sums = per_queue.setdefault(name, [0, 0, 0])
             sums[0] += held
             sums[1] += busy
-            sums[2] += consumer.keeper.extended
+            keeper = getattr(consumer, "keeper", None)  # a Consumer's (Beating omits it)
+            sums[2] += keeper.extended if keeper is not None else 0
             snapshot = consumer.counters.snapshot()
             for counter in SCANNER_COUNTERS:
                 counts[(name, counter)] = counts.get((name, counter), 0) + snapshot.get(counter, 0)
