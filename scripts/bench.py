@@ -3,12 +3,13 @@
 Prints a table and writes JSON (--json, default bench-results/queue.json):
 
 * cpu: CPU (not wall clock, so a busy machine does not skew it) per no-op job of an in-process
-  ``drain(concurrency=16)``, split by stage in µs per job: scan_dequeue (the scanner: zone
-  leases, dequeue transactions), handoff (passing a job scanner -> worker -> settler and the
+  ``drain(concurrency=16)``, all jobs of one tenant and 20 jobs per tenant (QuiCK's shape),
+  split by stage in µs per job: scan_dequeue (the scanner: zone leases, dequeue
+  transactions), handoff (passing a job scanner -> worker -> settler and the
   wake-ups), dispatch (a worker starting the handler, its outcome, the events), settle (the
   settler's transactions), other (keeper, checkpoints); and CPU per ``enqueue``, one per
   transaction (user and system: the fsync's kernel time is system time). Best of 3 rounds
-  (other load only ever adds CPU) of 2,000 jobs and 500 enqueues (``--quick``: 2 of 1,000/300);
+  (other load only ever adds CPU) of 1,500 jobs and 500 enqueues (``--quick``: 2 of 600/300);
 * drain: no-op jobs/s run by ``queue.run(concurrency=T, processes=P)`` worker processes, from
   the first completion to the last (start-up excluded), for several P x T;
 * enqueue: jobs/s one per transaction from 1 thread and from 8 threads, and enqueue_many;
@@ -390,10 +391,13 @@ def _handoff_share(profiles: list[cProfile.Profile]) -> float:
     return handoff / total if total else 0.0
 
 
-def cpu_drain(tmp: str, n: int, profile: bool) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Drain ``n`` no-op jobs in this process: (CPU s, CPU s by thread, hand-off share)."""
-    db, queue = open_queue(f"sqlite:///{tmp}/cpu-drain-{int(profile)}.db")
-    fill(queue, n, 1)
+def cpu_drain(
+    tmp: str, n: int, profile: bool, tenants: int = 1
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Drain ``n`` no-op jobs of ``tenants`` tenants in this process: (CPU s, CPU s by
+    thread, hand-off share of each thread's CPU)."""
+    db, queue = open_queue(f"sqlite:///{tmp}/cpu-drain-{int(profile)}-{tenants}.db")
+    fill(queue, n, tenants)
     main_prof = cProfile.Profile(time.thread_time) if profile else None
     with ThreadCPU(profile) as threads:
         cpu0, main0 = time.process_time(), time.thread_time()
@@ -413,11 +417,11 @@ def cpu_drain(tmp: str, n: int, profile: bool) -> tuple[float, dict[str, float],
     return cpu, threads.cpu, shares
 
 
-def drain_stages(tmp: str, n: int) -> dict[str, float]:
+def drain_stages(tmp: str, n: int, tenants: int = 1) -> dict[str, float]:
     """µs of CPU per job by stage: thread CPU from an unprofiled drain, the hand-off part of
     each thread's CPU from a second, profiled drain (a fraction: the profiler slows code)."""
-    cpu, by_thread, _ = cpu_drain(tmp, n, profile=False)
-    _, _, shares = cpu_drain(tmp, n, profile=True)
+    cpu, by_thread, _ = cpu_drain(tmp, n, profile=False, tenants=tenants)
+    _, _, shares = cpu_drain(tmp, n, profile=True, tenants=tenants)
     print("    hand-off share of each thread's CPU: "
           + ", ".join(f"{k} {v:.3f}" for k, v in sorted(shares.items())), flush=True)
     stages = {"scan_dequeue": 0.0, "handoff": 0.0, "dispatch": 0.0, "settle": 0.0, "other": 0.0}
@@ -447,21 +451,25 @@ def cpu_enqueue(tmp: str, n: int) -> dict[str, float]:
 
 
 def bench_cpu(tmp: str, quick: bool) -> dict[str, Any]:
-    """Worker CPU per no-op job by stage and CPU per enqueue; the best of ``rounds`` runs
-    (other processes on the machine only ever add to a figure)."""
-    n, n_enqueue, rounds = (1_000, 300, 2) if quick else (2_000, 500, 3)
-    drains = [drain_stages(tmp, n) for _ in range(rounds)]
+    """Worker CPU per no-op job by stage, with every job of one tenant and with 20 jobs per
+    tenant (QuiCK's shape: a zone visit per 20 jobs), and CPU per enqueue; each the best of
+    ``rounds`` runs (other processes on the machine only ever add to a figure)."""
+    n, n_enqueue, rounds = (600, 300, 2) if quick else (1_500, 500, 3)
+    out: dict[str, Any] = {"jobs": n, "enqueues": n_enqueue, "rounds": rounds}
+    for label, tenants in (("drain_1_tenant", 1), ("drain_20_jobs_per_tenant", n // 20)):
+        runs = [drain_stages(tmp, n, tenants) for _ in range(rounds)]
+        drain = min(runs, key=lambda d: d["total"])
+        stages = ", ".join(f"{k} {v}" for k, v in drain.items() if k != "total")
+        print(f"  worker CPU per no-op job, {tenants} tenant(s): {drain['total']} µs "
+              f"({stages})", flush=True)
+        out[label] = {"tenants": tenants, "us_per_job": drain, "all_rounds": runs}
     enqueues = [cpu_enqueue(tmp, n_enqueue) for _ in range(rounds)]
-    drain = min(drains, key=lambda d: d["total"])
     enqueue = min(enqueues, key=lambda e: e["total"])
-    stages = ", ".join(f"{k} {v}" for k, v in drain.items() if k != "total")
-    print(f"  worker CPU per no-op job: {drain['total']} µs ({stages})", flush=True)
     print(f"  CPU per enqueue (1 per transaction): {enqueue['total']} µs "
           f"(user {enqueue['user']}, system {enqueue['system']})", flush=True)
-    return {"jobs": n, "enqueues": n_enqueue, "rounds": rounds, "drain_us_per_job": drain,
-            "enqueue_us_per_op": enqueue,
-            "all_drains": drains, "all_enqueues": enqueues}
-
+    out["enqueue_us_per_op"] = enqueue
+    out["all_enqueues"] = enqueues
+    return out
 
 BENCHES = {"cpu": bench_cpu, "drain": bench_drain, "enqueue": bench_enqueue,
            "latency": bench_latency,
