@@ -1,6 +1,6 @@
-"""``quick-queue inspect``: the read commands (overview, one zone, one job, the dead letters),
-each optionally refreshed with ``--watch``. They open the store read-only and read it through
-``quick_queue.read_model``, the same functions ``JobQueue.stats()`` uses."""
+"""``quick-queue inspect``: the read commands (overview, one zone, one job, the dead letters,
+the live workers), each optionally refreshed with ``--watch``. They open the store read-only
+and read it through ``quick_queue.read_model``, the same functions ``JobQueue.stats()`` uses."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.live import Live
 from typer.core import TyperCommand, TyperGroup
 
 from quick_queue import cli_views as views
-from quick_queue import read_model
+from quick_queue import live_workers, read_model
 from quick_queue.cli_support import (
     URL_ENV,
     console,
@@ -249,5 +249,29 @@ def inspect_dead(
                 now = to_datetime(to_us(q.clock.now()))
                 return ({"total": total, "jobs": [j.to_dict() for j in jobs]},
                         lambda: views.dead_table(jobs, total, now))
+
+            show(watch, want_json, lambda: read()[0], lambda: read()[1]())
+
+
+@inspect_app.command("workers", cls=_WatchCommand)
+def inspect_workers(
+    ctx: typer.Context,
+    db: Db = None,
+    queue: QueueName = None,
+    as_json: Json = False,
+    output: Output = None,
+    watch: Watch = None,
+) -> None:
+    """Live workers: id, host, pid, when each started, its last heartbeat, its concurrency and
+    the jobs it holds. A worker drops off when it stops or its heartbeat lapses."""
+    with reporting_errors():
+        db, queue, want_json, watch = sub_options(ctx, db, queue, as_json, output, watch)
+        with queue_for(db, queue, read_only=True) as q:
+
+            def read() -> tuple[dict[str, Any], Callable[[], RenderableType]]:
+                now = q.db.store_time()  # heartbeats are in the store's time
+                found = live_workers.workers(q, now=now)
+                return ({"workers": [w.to_dict() for w in found]},
+                        lambda: views.workers_table(found, now))
 
             show(watch, want_json, lambda: read()[0], lambda: read()[1]())

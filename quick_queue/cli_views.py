@@ -18,6 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from quick_queue.core.workers import WorkerInfo
 from quick_queue.events import safe
 from quick_queue.models import JobInfo
 from quick_queue.read_model import Overview, ZoneView
@@ -317,6 +318,24 @@ def dead_table(jobs: list[JobInfo], total: int, now: datetime) -> RenderableType
             "delete one: quick-queue purge TENANT JOB_ID   all: quick-queue purge")
     lines += [Text(), Text(hint, style="dim")]
     return Group(*lines)
+
+
+def workers_table(workers: list[WorkerInfo], now: float) -> RenderableType:
+    """Live workers: where each runs, since when, its last heartbeat and the jobs it holds (so
+    an operator can tell which worker holds a stuck job)."""
+    if not workers:
+        return Text("No live workers (none running, or every heartbeat has lapsed).",
+                    style="dim")
+    table = _table("worker", "host", "pid", "up", "heartbeat", "concurrency", "holding",
+                   "jobs", right=("pid", "concurrency", "holding"))
+    for w in workers:
+        jobs = ", ".join(f"{shown(t)}/{shown(j)}" for t, j in w.jobs)
+        if w.holding > len(w.jobs):
+            jobs += f" (+{w.holding - len(w.jobs)} more)"
+        table.add_row(cell(w.worker_id), cell(w.host), str(w.pid), span(now - w.started),
+                      f"{span(max(0.0, now - w.heartbeat))} ago", str(w.concurrency),
+                      str(w.holding), cell(jobs or "-"))
+    return _titled(f"Live workers ({len(workers)})", table)
 
 
 # -- worker ------------------------------------------------------------------------------------
