@@ -24,6 +24,7 @@ STEPS = [
     "step6_crash",
     "step7_fairness",
     "step8_till",
+    "step9_dashboard",
 ]
 
 
