@@ -130,12 +130,12 @@ class BatchWriter:
             pending[key] = ("s", value)
             writes.add(key, key + b"\x00")
 
-    def flush(self, extra: tuple[bytes, object] | None = None) -> None:
-        """Write what is pending (and ``extra``, one more row to set)."""
+    def flush(self) -> None:
+        """Write what is pending."""
         pending = self._pending
         atomic = [key for key, (kind, _data) in pending.items() if kind == "a"]
         stored = self._stored(atomic) if atomic else {}
-        sets: list[tuple[bytes, object]] = [extra] if extra is not None else []
+        sets: list[tuple[bytes, object]] = []
         clears: list[tuple[bytes]] = []
         for key, (kind, data) in pending.items():
             if kind == "a":

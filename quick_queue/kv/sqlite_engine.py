@@ -48,7 +48,6 @@ from quick_queue.kv.sqlite_commit import (
     storage_error,
 )
 from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
-from quick_queue.kv.sqlite_presence import ATTACH, VERSION_KEY, VERSION_ROW, Presence
 from quick_queue.kv.sqlite_reads import Entry
 from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
@@ -59,6 +58,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS qq_log "
     "(version INTEGER PRIMARY KEY, at REAL NOT NULL, ranges BLOB NOT NULL)",
     "INSERT OR IGNORE INTO qq_meta (name, value) VALUES ('format', 1)",
+    # The newest log row carries the database version: pruning always keeps it.
+    "INSERT OR IGNORE INTO qq_log (version, at, ranges) VALUES (0, 0, X'')",
 )
 # History kept for other processes: longer than a transaction may live, with room for clock skew.
 LOG_SECONDS = LIFETIME * 2
@@ -121,8 +122,6 @@ class SQLiteDatabase(Database):
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
         self._last_prune = 0.0
-        self._presence: Presence | None = None
-        self._alone = False  # no other handle writes the file: skip qq_log (sqlite_presence)
         self._writer = self._connect()
         if read_only:
             self._open_read_only()
@@ -134,13 +133,9 @@ class SQLiteDatabase(Database):
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wake = threading.Event()
         self._commits_since_checkpoint = 0
-        # Present (locked) before the attach commit, and both before the first read version.
-        self._presence = Presence(self.path)
         try:
             for statement in SCHEMA:
                 self._writer.execute(statement)
-            self._writer.execute(VERSION_ROW, (VERSION_KEY,))
-            self._writer.execute(ATTACH)
             version = self._current_version(self._writer)
         except sqlite3.Error as error:
             self.close()
@@ -211,9 +206,7 @@ class SQLiteDatabase(Database):
         return conn
 
     def _current_version(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT v FROM kv WHERE k = ?", (VERSION_KEY,)).fetchone()
-        if row is None:  # a store from before the version row, opened read-only
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM qq_log").fetchone()
+        row = conn.execute("SELECT max(version) FROM qq_log").fetchone()
         return int(row[0])
 
     def _begin_read(self) -> tuple[sqlite3.Connection, int]:
@@ -301,8 +294,6 @@ class SQLiteDatabase(Database):
         if data_version == self._writer_data_version:
             return self._seen
         self._writer_data_version = data_version
-        # Someone else committed (perhaps a handle attaching): decide again, before writing.
-        self._alone = self._presence is not None and self._presence.alone()
         rows = conn.execute(
             "SELECT version, at, ranges FROM qq_log WHERE version > ? ORDER BY version",
             (self._seen,),
@@ -393,16 +384,16 @@ class SQLiteDatabase(Database):
             stamp = version.to_bytes(8, "big") + order.to_bytes(2, "big")
             stamps.append(stamp)
             rows.add(request, stamp, batch_writes)
-        rows.flush(extra=(VERSION_KEY, version))  # the new version rides with the rows
-        if not self._alone:
-            conn.execute(
-                "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
-                (version, now, marshal.dumps(batch_writes.as_list())),
-            )
+        rows.flush()
+        # This row is also the database version, so even a handle alone on the file writes it
+        # (issue 10, measured: moving the version to a row of its own to skip this insert
+        # when alone saved no instructions per commit and cost 5 % with two handles).
+        conn.execute(
+            "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
+            (version, now, marshal.dumps(batch_writes.as_list())),
+        )
         if now - self._last_prune > 1.0:
             self._last_prune = now
-            if not self._alone and self._presence is not None:
-                self._alone = self._presence.alone()  # another handle may have closed
             conn.execute(
                 "DELETE FROM qq_log WHERE at < ? AND version < ?", (now - LOG_SECONDS, version)
             )
@@ -499,8 +490,6 @@ class SQLiteDatabase(Database):
             self._all_connections.clear()
             self._pool.clear()
         self._signal.close()
-        if self._presence is not None:
-            self._presence.close()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
 
