@@ -18,10 +18,11 @@ so spans the handler starts (and jobs it enqueues) are its children. An ``async 
 runs on the consumer's event loop, where the attempt span is not current: pass it on yourself
 if you need it.
 
-Workers started with ``run(processes=N)`` inherit the instrumentation when they are forked (the
-embedded engine); on FoundationDB, children are spawned: call ``instrument`` in the app module
-the workers import. Only what ``instrument`` is given as ``tracer_provider`` (or the global
-provider) exports the spans: configure the SDK as usual.
+Call ``instrument`` where the queue is made (the app module ``quick-queue worker`` imports):
+then every process that imports it, producers and each worker process, traces. (Processes
+forked by ``run(processes=N)`` inherit the hook and the subscription; spawned ones, on
+FoundationDB, get them by importing the module.) The spans go to ``tracer_provider`` (default:
+the global one): configure the SDK and its exporter as usual.
 """
 
 from __future__ import annotations
