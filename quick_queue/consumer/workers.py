@@ -161,6 +161,11 @@ class WorkerPool:
 
     def _begin(self, running: Running) -> bool:
         store_now = store_time_or_none(self.context)  # (read outside the lock: it may do I/O)
+        if store_now is not None and store_now * 1e6 >= running.job.record.at:
+            # The lease ran out before the job started (this process was stopped or starved
+            # between dequeue and start): another consumer may already run it. Starting it now
+            # would run it twice at once; hand it back instead (stale if it was taken).
+            return self._expired_before_start(running)
         with self.inflight.cond:
             if running.abandoned:
                 return False
@@ -182,6 +187,16 @@ class WorkerPool:
                                   waited=max(0.0, running.started - record.seq / 1e6),
                                   trace=record.trace))
         return True
+
+    def _expired_before_start(self, running: Running) -> bool:
+        with self.inflight.cond:
+            if running.abandoned:
+                return False
+            running.abandoned = True
+        log.warning("%s: its lease ran out before it started; handed back unrun",
+                    running.where)
+        self.settler.submit(running, release_outcome(running))
+        return False
 
     def _end(self, running: Running) -> None:
         with self.inflight.cond:
