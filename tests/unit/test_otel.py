@@ -152,3 +152,21 @@ def test_the_trace_crosses_processes_through_the_store(
     (attempt,) = _named(tuple(exporter.get_finished_spans()), "process o:ok")
     assert attempt.context.trace_id == trace_id
     assert attempt.parent is not None and attempt.parent.span_id == span_id
+
+
+def test_a_traced_job_keeps_room_for_its_trace_context(
+    make_queue: QueueFactory, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    from quick_queue.models import RUNTIME_ROOM, VALUE_LIMIT, record_overhead
+
+    queue = make_queue(Ok)
+    largest = "x" * (VALUE_LIMIT - RUNTIME_ROOM - record_overhead("o:ok", None) - 2)
+    queue.enqueue("acme", "o:ok", largest)  # untraced: exactly at the limit
+    traced = otel.instrument(queue, tracer_provider=spans[0])
+    try:
+        with pytest.raises(qq.PayloadError, match="at most"):
+            queue.enqueue("acme", "o:ok", largest)
+        queue.enqueue("acme", "o:ok", largest[: -tracing.TRACE_ROOM])
+    finally:
+        traced.close()
+    assert tracing.on_enqueue is None
