@@ -88,11 +88,12 @@ class HistoryEntry:
 def final_state(kind: OutcomeKind, buried: bool) -> FinalState | None:
     """How an outcome that was applied left the job: None while the job lives on (a retry or
     a snooze that rescheduled it, a release)."""
-    if kind is OutcomeKind.DONE:
+    # == rather than is: an Outcome built with the kind's plain string value means the same
+    if kind == OutcomeKind.DONE:
         return FinalState.COMPLETED
-    if kind is OutcomeKind.DISCARD:
+    if kind == OutcomeKind.DISCARD:
         return FinalState.DISCARDED
-    if kind is OutcomeKind.DEAD or buried:
+    if kind == OutcomeKind.DEAD or buried:
         return FinalState.DEAD
     return None
 

@@ -3,14 +3,16 @@
 Rules: enqueue (one job or a batch; random tenant, priority, delay, retry budget, sometimes a
 key), scan + lease_zone + dequeue, a consumer that leases a zone and dies (or comes back late),
 settle with every outcome kind (single and batched, current, stale and forged tokens, with and
-without the completion fast path), extend, cancel, retry_dead, and moving ``now``.
+without the completion fast path, keeping results or not), extend, cancel, retry_dead, and
+moving ``now``.
 
 After every step the store must equal the model (every live record's state, times, attempt,
 snoozes and token; the dead letters and their kinds) and the invariants of DESIGN.md §4 must
 hold (``corekit.check_invariants``: index entries match records, no orphans, pointers whole and
-due in time). Each rule checks its own promises too: fenced operations change nothing, a job is
-never leased twice while a lease on it is unexpired, tokens are never reused, a zone with due
-work and no live zone lease can always be leased. At the end the queue is drained (every job
+due in time), and every unexpired kept result is in the history with how its job ended (and its
+expiry index entry). Each rule checks its own promises too: fenced operations change nothing, a
+job is never leased twice while a lease on it is unexpired, tokens are never reused, a zone with
+due work and no live zone lease can always be leased. At the end the queue is drained (every job
 ends completed, dead or cancelled) and every pointer is collected.
 """
 
@@ -34,11 +36,12 @@ from hypothesis.stateful import (
 
 import quick_queue.kv as kv
 from quick_queue.core.dequeue import ZoneLeaseLost
+from quick_queue.core.history import HistoryEntry
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import LeasedJob
-from quick_queue.outcomes import Outcome
+from quick_queue.outcomes import Kept, Outcome
 from tests.support.corekit import (
     ITEM_LEASE,
     MIN_INACTIVE,
@@ -56,6 +59,7 @@ MAX_SNOOZES = 2
 DELAYS = [0, 0, 0, -US, 1_000, 500_000, US, 5 * US, ITEM_LEASE, 90 * US]
 STEPS = [1, 1_000, 500_000, ZONE_LEASE, 5 * US, ITEM_LEASE, MIN_INACTIVE + US, 100 * US]
 KINDS = ["done", "done", "retry", "snooze", "discard", "dead", "release"]
+KEEP = 5 * US  # kept results expire within a few steps, so pruning runs
 
 Ident = tuple[str, str]
 
@@ -124,6 +128,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.held: list[Held] = []
         self.tokens: set[str] = set()
         self.zone_held: list[tuple[str, str, int]] = []  # zone leases of consumers that died
+        self.kept: dict[Ident, tuple[str, int]] = {}  # kept result: (final state, expires)
 
     # -- the model ------------------------------------------------------------------------------
     def _place(self, job: MJob, due: int) -> None:
@@ -301,13 +306,26 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- rules: settling --------------------------------------------------------------------
     def _outcome(self, held: Held, kind: str, delay: int, fast: bool, forged: bool,
-                 handler: int | None = None) -> Outcome:
+                 handler: int | None = None, keep: bool = False) -> Outcome:
         token = "forged" if forged else held.token
+        kept = Kept(KEEP, self.now, 0.0, b'"value"', None, "topic", 1, 3, 100, T0, None,
+                    None) if keep else None
         return Outcome(
             held.tenant, held.job_id, token, kind, at=self.now + delay, reason=f"{kind}!",
             dead_kind="bad_payload" if kind == "dead" else "", topic="topic",
-            lease_at=held.expiry if fast else 0, max_retries=handler,
+            lease_at=held.expiry if fast else 0, max_retries=handler, kept=kept,
         )
+
+    def _keep_model(self, outcome: Outcome) -> None:
+        """An applied outcome that kept its result and ended the job: its history entry."""
+        ident = (outcome.tenant, outcome.job_id)
+        if outcome.kept is None or ident in self.live:
+            return
+        if self.status[ident] == "done":
+            state = "completed"
+        else:
+            state = "discarded" if self.dead[ident].kind == "discarded" else "dead"
+        self.kept[ident] = (state, self.now + KEEP)
 
     def _settle_model(self, outcome: Outcome) -> bool:
         ident = (outcome.tenant, outcome.job_id)
@@ -354,18 +372,23 @@ class CoreMachine(RuleBasedStateMachine):
         current=st.sampled_from([True, True, True, False]),
         forged=st.sampled_from([False, False, False, False, True]),
         handler=st.sampled_from([None, 0, 2]),
+        keep=st.booleans(),
     )
     def settle(
         self, picks: list[int], kinds: list[str], delay: int, fast: bool, current: bool,
-        forged: bool, handler: int | None,
+        forged: bool, handler: int | None, keep: bool,
     ) -> None:
         outcomes = [
-            self._outcome(held, kind, delay, fast, forged, handler)
+            self._outcome(held, kind, delay, fast, forged, handler, keep)
             for held, kind in zip(self._choose(picks, current), kinds, strict=False)
         ]
         before = self.core.dump(stats=False)
         stale_before = self.core.stat("*", "stale")
-        expected = [self._settle_model(o) for o in outcomes]
+        expected = []
+        for outcome in outcomes:
+            expected.append(self._settle_model(outcome))
+            if expected[-1]:
+                self._keep_model(outcome)
         assert self.core.settle(outcomes, self.now) == expected
         assert self.core.stat("*", "stale") == stale_before + expected.count(False)
         if not any(expected):  # fencing: stale outcomes change nothing
@@ -448,6 +471,22 @@ class CoreMachine(RuleBasedStateMachine):
             else:
                 assert where == [], f"{ident} was {status} but is still {where}"
         check_invariants(store, self.now, SLACK)
+        self._check_history(store)
+
+    def _check_history(self, store: Store) -> None:
+        """Unexpired kept results are there, as the model says; nothing else is (an expired
+        one may linger until a later settle prunes it); each has its expiry index entry."""
+        entries = {
+            ident: HistoryEntry.decode(ident[0], ident[1], raw)
+            for ident, raw in store.history.items()
+        }
+        index = set(store.history_expiry)
+        for ident, entry in entries.items():
+            assert entry is not None and ident in self.kept, f"{ident}: unexpected {entry}"
+            assert (str(entry.state), entry.expires) == self.kept[ident], ident
+            assert (entry.expires, *ident) in index, f"{ident}: no expiry index entry"
+        for ident, (_, expires) in self.kept.items():
+            assert expires <= self.now or ident in entries, f"{ident}: kept result missing"
 
     def teardown(self) -> None:
         if self.faulty is None:
