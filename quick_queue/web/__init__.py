@@ -15,7 +15,8 @@ The API (``/api/v1/``, OpenAPI document at ``/api/v1/openapi.json``)::
     GET  dead?tenant=&limit= dead letters
     GET  workers             live workers (heartbeat not lapsed) and the jobs each holds
     POST jobs                enqueue {tenant, topic, payload, in | at, priority, max_retries, key}
-    POST dead/retry          {tenant, job_id}: run a dead letter again
+    POST dead/retry          {tenant, job_id[, payload]}: run a dead letter again (with an
+                             edited payload, a JSON object checked as enqueue checks it)
     POST dead/purge          {tenant, job_id}: delete it
 
 Reads need no token; every POST needs ``Authorization: Bearer TOKEN`` (or, from the page, a

@@ -22,9 +22,11 @@ from quick_queue import read_model
 from quick_queue.errors import InvalidArgument, KVError, QuickQueueError
 from quick_queue.metrics import QueueCollector
 from quick_queue.queue import JobQueue
+from quick_queue.web.dead_edit import retry_edited
 from quick_queue.web.models import (
     ActionResult,
     DeadLetterRef,
+    DeadRetry,
     EnqueueRequest,
     EnqueueResponse,
     Problem,
@@ -228,13 +230,20 @@ def _actions(app: FastAPI, queue: JobQueue, snapshots: Snapshots, guard: Guard) 
         return EnqueueResponse(job_id=job_id, tenant=job.tenant)
 
     @app.post(f"{API}/dead/retry", response_model=ActionResult, responses=ERRORS)
-    def retry(request: Request, ref: Annotated[DeadLetterRef, Body()]) -> ActionResult:
-        """Run a dead letter again (ready now, with a fresh retry budget; needs the token)."""
+    def retry(request: Request, ref: Annotated[DeadRetry, Body()]) -> ActionResult:
+        """Run a dead letter again (ready now, with a fresh retry budget; needs the token),
+        with ``payload`` instead of its own when given (replaced in the same transaction;
+        a payload ``enqueue`` would refuse gets 422 and changes nothing)."""
         guard.require(request)
-        if not queue.retry_dead(ref.tenant, ref.job_id):
+        if ref.payload is None:
+            found = queue.retry_dead(ref.tenant, ref.job_id)
+        else:
+            found = retry_edited(queue, ref.tenant, ref.job_id, ref.payload)
+        if not found:
             raise HTTPException(404, "no such dead letter (retried or purged meanwhile?)")
         snapshots.invalidate()
-        return ActionResult(ok=True, message=f"retrying {ref.job_id}: ready now")
+        edited = " with the edited payload" if ref.payload is not None else ""
+        return ActionResult(ok=True, message=f"retrying {ref.job_id}{edited}: ready now")
 
     @app.post(f"{API}/dead/purge", response_model=ActionResult, responses=ERRORS)
     def purge(request: Request, ref: Annotated[DeadLetterRef, Body()]) -> ActionResult:

@@ -41,6 +41,17 @@ class DeadLetterRef(BaseModel):
     job_id: str
 
 
+class DeadRetry(DeadLetterRef):
+    """``POST /api/v1/dead/retry``: one dead letter, and optionally the payload to run it with
+    instead of the one it died with."""
+
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="Replace the payload before the retry, in the same transaction: a JSON "
+        "object, checked as enqueue checks one for the job's topic (the handler's model when "
+        "the server was started with --app, the size limit). Absent or null: keep it.")
+
+
 class ActionResult(BaseModel):
     ok: bool
     message: str
