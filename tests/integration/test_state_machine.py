@@ -41,7 +41,7 @@ from quick_queue.keys import Layout
 from quick_queue.kv.api import Database
 from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import LeasedJob
-from quick_queue.outcomes import Kept, Outcome
+from quick_queue.outcomes import Kept, Outcome, OutcomeKind
 from tests.support.corekit import (
     ITEM_LEASE,
     MIN_INACTIVE,
@@ -311,7 +311,8 @@ class CoreMachine(RuleBasedStateMachine):
         kept = Kept(KEEP, self.now, 0.0, b'"value"', None, "topic", 1, 3, 100, T0, None,
                     None) if keep else None
         return Outcome(
-            held.tenant, held.job_id, token, kind, at=self.now + delay, reason=f"{kind}!",
+            held.tenant, held.job_id, token, OutcomeKind(kind), at=self.now + delay,
+            reason=f"{kind}!",
             dead_kind="bad_payload" if kind == "dead" else "", topic="topic",
             lease_at=held.expiry if fast else 0, max_retries=handler, kept=kept,
         )
@@ -508,7 +509,8 @@ class CoreMachine(RuleBasedStateMachine):
                 token = core.lease(tenant, self.now)
                 assert token is not None, f"zone {tenant!r} cannot be leased while draining"
                 taken = core.dequeue(tenant, token, self.now, 1000)
-                outcomes = [Outcome(j.tenant, j.record.job_id, j.token, "done") for j in taken]
+                outcomes = [Outcome(j.tenant, j.record.job_id, j.token, OutcomeKind.DONE)
+                            for j in taken]
                 assert all(core.settle(outcomes, self.now))
             check_invariants(core.store(), self.now, SLACK)
             self.now += US
