@@ -29,6 +29,7 @@ from quick_queue.consumer.transactional import run_transactional
 from quick_queue.context import QueueContext
 from quick_queue.events import EventKind, EventStream, JobEvent
 from quick_queue.outcomes import Outcome, OutcomeKind
+from quick_queue.progress import ProgressWriter
 
 log = logging.getLogger("quick_queue.worker")
 THREAD_NAME = "quick_queue-worker"
@@ -57,6 +58,8 @@ class WorkerPool:
         self.aio: AsyncRunner | None = None  # the event loop, when async handlers exist
         self._slots: threading.Semaphore | None = None  # running handlers, when aio is on
         self._closed = False
+        # meta.progress() of a started job writes through this (only while its lease holds)
+        self._progress = ProgressWriter(context.db, context.layout)
 
     def start(self) -> None:
         registry = self.context.registry
@@ -181,6 +184,7 @@ class WorkerPool:
                 if store_now is not None:
                     running.store_deadline = store_now + spec.timeout
                 self.keeper_wake.set()  # the keeper now watches at its fast tick
+        running.meta.bind_progress(self._progress, running.job.token)
         record = running.job.record
         self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
                                   record.job_id, record.attempt,
