@@ -15,6 +15,8 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     history/{tenant}/{job_id}                       kept result of a finished job (opt-in;
                                                     see core.history)
     history_expiry/{expires}/{tenant}/{job_id}      ''  what pruning reads, oldest first
+    flow/schedule/{name}                            periodic schedule: cursor + definition
+    flow/tenant/{tenant}, flow/topic/{topic}        ''  a pause (see quick_queue.flow)
 
 Dead letters live in their own subspace rather than inside the zone: listing or purging them
 across tenants is then one range read, and a zone holding only dead letters has no work, so it
@@ -195,6 +197,8 @@ class Layout:
         self.stats_prefix = self.root + pack(("st",))
         self.history_prefix = self.root + pack(("h",))
         self.expiry_prefix = self.root + pack(("hx",))
+        # flow control (quick_queue.flow): one small range, read whole by each scanner
+        self.flow_prefix = self.root + pack(("f",))
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
 
     def _zone(self, tenant: str) -> Zone:
@@ -223,6 +227,13 @@ class Layout:
 
     def expiry(self, expires: int, tenant: str, job_id: str) -> bytes:
         return self.expiry_prefix + pack_int(expires) + pack_str(tenant) + pack_str(job_id)
+
+    def schedule(self, name: str) -> bytes:
+        return self.flow_prefix + pack(("s", name))
+
+    def pause(self, kind: str, name: str) -> bytes:
+        """``kind`` is "tenant" or "topic"."""
+        return self.flow_prefix + pack((kind, name))
 
     def tenant_of_zone_key(self, key: bytes) -> str:
         tenant = unpack(key, len(self.zones_prefix))[0]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from quick_queue import read_model, results
+from quick_queue import flow, read_model, results
 from quick_queue.clock import Clock, StoreClock
 from quick_queue.consumer.logsetup import worker_logging
 from quick_queue.consumer.processes import run_processes
@@ -283,3 +283,36 @@ class JobQueue(Producing):
         model, ``quick_queue.read_model``; chunked reads, so not one consistent snapshot)."""
         return read_model.queue_stats(self)
 
+
+    # -- flow control (quick_queue.flow, issue 13) -------------------------------------------
+    def periodic(
+        self, name: str, *, cron: str | None = None, every: float | timedelta | None = None,
+        tenant: str, topic: str, payload: Any = None, tz: str | None = None,
+        missed: str = "skip",
+    ) -> flow.Schedule:
+        """Enqueue a job for ``tenant``/``topic`` at each tick of ``cron`` (in ``tz``, UTC by
+        default) or ``every`` seconds (or a timedelta). Stored in the queue, so every worker
+        that runs it ticks it, each tick is enqueued exactly once however many run, and
+        calling this again with the same definition changes nothing. ``missed``: ticks that
+        passed while no worker ran are dropped ("skip") or run as one job ("run_once")."""
+        return flow.define(self.context, name, tenant=tenant, topic=topic, payload=payload,
+                           cron=cron, every=every, tz=tz, missed=missed)
+
+    def remove_periodic(self, name: str) -> bool:
+        """Stop schedule ``name`` (workers notice within a scan interval); False if unknown."""
+        return flow.remove(self.context, name)
+
+    def schedules(self) -> list[flow.ScheduleInfo]:
+        return flow.schedules(self.context)
+
+    def pause(self, *, topic: str | None = None, tenant: str | None = None) -> bool:
+        """Stop starting jobs of ``tenant`` (its jobs stay queued; attempts in flight finish;
+        workers notice within one scan interval). False if it already was paused."""
+        return flow.pause(self.context, topic=topic, tenant=tenant)
+
+    def resume(self, *, topic: str | None = None, tenant: str | None = None) -> bool:
+        return flow.resume(self.context, topic=topic, tenant=tenant)
+
+    def paused(self) -> dict[str, list[str]]:
+        """What is paused: ``{"tenant": [...], "topic": [...]}``."""
+        return flow.paused(self.context)

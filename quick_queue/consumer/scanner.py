@@ -23,6 +23,7 @@ from quick_queue.context import QueueContext
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pointers import scan_due
 from quick_queue.errors import UnreadableRecord
+from quick_queue.flow.view import FlowView
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
 from quick_queue.models import JobRecord, LeasedJob, to_us
@@ -49,6 +50,7 @@ class Scanner:
         # Its own random source (seeded from the queue's): how many times an idle scanner
         # draws depends on timing, and must not shift the queue's seeded backoff jitter.
         self.rng = random.Random(context.rng.getrandbits(64))
+        self.flow = FlowView(context)  # schedules and pauses, read once per scan interval
 
     def loop(self, deadline: float | None, until_idle: bool) -> bool:
         """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
@@ -89,6 +91,9 @@ class Scanner:
         """One scan: (jobs leased, whether any zone was due, how long to wait if idle)."""
         context, settings = self.context, self.context.settings
         now = to_us(context.db.store_time())  # leases and due times: the store's clock
+        flow = self.flow.refresh()
+        if flow.cursors:
+            self.flow.tick_due(now)
         due, next_vesting = context.db.transact(scan_due, context.layout, now, settings.peek_max)
         got = 0
         if due:

@@ -1,0 +1,89 @@
+"""Flow control kept in the store (DESIGN.md §8, issue 13): periodic schedules without a
+leader, and pauses of a tenant or a topic.
+
+The keys live in one small range of the queue (``flow/``, see ``quick_queue.keys``); every
+consumer reads that range at most once per scan interval (``flow.view``). The functions here
+are what ``JobQueue.periodic``, ``pause``, ``resume`` and the CLI call; they take a
+``QueueContext`` (or anything with its ``db``, ``layout``, ``registry`` and ``settings``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from quick_queue.context import QueueContext
+from quick_queue.core import pauses, periodic
+from quick_queue.errors import InvalidArgument
+from quick_queue.flow.schedule import Schedule
+from quick_queue.models import to_us
+from quick_queue.producer import Producer
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    schedule: Schedule
+    next_tick: float  # seconds since the epoch (store time)
+
+
+def define(
+    context: QueueContext, name: str, *, tenant: str, topic: str, payload: Any = None,
+    cron: str | None = None, every: float | timedelta | None = None, tz: str | None = None,
+    missed: str = "skip",
+) -> Schedule:
+    """Create or change schedule ``name``; its first tick is the first one after now."""
+    schedule = Schedule.build(name, tenant=tenant, topic=topic, payload=payload, cron=cron,
+                              every=every, tz=tz, missed=missed)
+    now = context.db.store_time()
+    # the job each tick enqueues, checked once here so a mistake is refused now, not per tick
+    Producer(context.registry, context.settings).new_job(
+        tenant, topic, payload, now, key=schedule.job_key(0)
+    )
+    first = schedule.after(to_us(now))
+    context.db.transact(periodic.put_schedule, context.layout, name, schedule.encode(), first)
+    return schedule
+
+
+def remove(context: QueueContext, name: str) -> bool:
+    return bool(context.db.transact(periodic.remove_schedule, context.layout, name))
+
+
+def schedules(context: QueueContext) -> list[ScheduleInfo]:
+    rows = context.db.transact(periodic.list_schedules, context.layout)
+    return [ScheduleInfo(Schedule.decode(raw), cursor / 1e6) for _, cursor, raw in rows]
+
+
+def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
+    if (topic is None) == (tenant is None):
+        raise InvalidArgument("give exactly one of topic= or tenant=")
+    kind, name = ("topic", topic) if topic is not None else ("tenant", tenant)
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{kind}= must be a non-empty string, got {name!r}")
+    return kind, name
+
+
+def pause(context: QueueContext, *, topic: str | None = None, tenant: str | None = None) -> bool:
+    """Pause; False when it already was."""
+    kind, name = _target(topic, tenant)
+    return bool(context.db.transact(pauses.set_pause, context.layout, kind, name))
+
+
+def resume(context: QueueContext, *, topic: str | None = None,
+           tenant: str | None = None) -> bool:
+    """Resume; False when it was not paused."""
+    kind, name = _target(topic, tenant)
+    now = to_us(context.db.store_time())
+    return bool(context.db.transact(pauses.clear_pause, context.layout, kind, name, now))
+
+
+def paused(context: QueueContext) -> dict[str, list[str]]:
+    """{"tenant": [...], "topic": [...]}: what is paused."""
+    out: dict[str, list[str]] = {kind: [] for kind in pauses.KINDS}
+    for kind, name in context.db.transact(pauses.list_pauses, context.layout):
+        out[kind].append(name)
+    return out
+
+
+__all__ = ["Schedule", "ScheduleInfo", "define", "pause", "paused", "remove", "resume",
+           "schedules"]
