@@ -6,15 +6,17 @@ are kept in ``test-artifacts/`` (``QUICK_QUEUE_ARTIFACTS`` overrides the folder)
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from pydantic import BaseModel
 
 import quick_queue as qq
 
@@ -34,8 +36,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TOKEN = "browser-test-token"
 XSS = "<script>alert(1)</script>"
+SOUR = "</textarea><script>alert(3)</script>"  # a payload that must show as text in the editor
 ALLOW = threading.Event()  # the flaky job fails until the test lets it succeed
 GATE = threading.Semaphore(0)  # each brew waits for the test to let one through
+POURED: list[str] = []  # the milk each pour that succeeded was made with
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -57,6 +61,17 @@ class Flaky:
             raise RuntimeError("the grinder is jammed")
 
 
+@qq.job(topic="pour", max_retries=0)
+class Pour:
+    class Payload(BaseModel):
+        milk: str
+
+    def perform(self, payload: Pour.Payload, meta: qq.JobMeta) -> None:
+        if payload.milk != "oat":
+            raise RuntimeError(f"out of {payload.milk}")
+        POURED.append(payload.milk)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -75,7 +90,7 @@ def artifacts() -> Path:
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     url = f"sqlite:///{tmp_path}/shop.db"
     db = qq.open(url)
-    queue = qq.JobQueue(db, jobs=[Brew, Flaky])
+    queue = qq.JobQueue(db, jobs=[Brew, Flaky, Pour])
     port = _free_port()
     config = uvicorn.Config(create_app(queue, token=TOKEN, refresh=0.3), host="127.0.0.1",
                             port=port, log_level="warning")
@@ -133,14 +148,44 @@ def _click(driver: Any, css: str, job_id: str) -> bool:
     return False
 
 
+def _shows_error(text: str) -> Callable[[Any], bool]:
+    """A wait condition: the editor says ``text`` (why it refused the payload)."""
+    return lambda driver: text in str(driver.find_element(By.ID, "dead-edit-error").text)
+
+
+def _edit_and_retry(driver: Any, wait: WebDriverWait[Any], job_id: str, shot: Path) -> None:
+    """Open the dead letter's payload in the editor (shown as text), send one the handler's
+    model refuses (the reason shows, nothing changes), then the fixed one; ``shot``: the
+    screenshot of the editor with a refusal."""
+    wait.until(lambda d: _click(d, "button.edit", job_id))
+    box = driver.find_element(By.ID, "dead-edit-payload")
+    wait.until(lambda _: box.is_displayed())
+    assert json.loads(box.get_attribute("value")) == {"milk": SOUR}
+    for text, error in (('{"mlk": "oat"}', "milk"), ("[1]", "JSON object"), ("{", "not JSON")):
+        box.clear()
+        box.send_keys(text)
+        driver.find_element(By.ID, "dead-edit-retry").click()
+        wait.until(_shows_error(error))
+        if error == "milk":
+            driver.save_screenshot(str(shot))
+    with pytest.raises(NoAlertPresentException):
+        _ = driver.switch_to.alert.text
+    box.clear()
+    box.send_keys('{"milk": "oat"}')
+    driver.find_element(By.ID, "dead-edit-retry").click()
+    wait.until(lambda d: any("edited payload" in t for t in _cells(d, "#status")))
+    assert not box.is_displayed()
+
+
 def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: Any,
                                              artifacts: Path) -> None:
     page, url = server
     (artifacts / "dashboard-failure.png").unlink(missing_ok=True)
     db = qq.open(url)
-    worker = qq.JobQueue(db, jobs=[Brew, Flaky])
+    worker = qq.JobQueue(db, jobs=[Brew, Flaky, Pour])
     dead_id = worker.enqueue("corner-shop", "flaky", {"cup": "espresso"})
-    worker.drain(timeout=10)  # it fails once: a dead letter
+    pour_id = worker.enqueue("corner-shop", "pour", {"milk": SOUR})
+    worker.drain(timeout=10)  # each fails once: two dead letters
     for n in range(24):
         worker.enqueue(f"shop-{n % 6}", "brew", {"cup": n})
     worker.enqueue(XSS, "brew", {"cup": "<img src=x onerror=alert(2)>"}, in_=3600)
@@ -148,7 +193,7 @@ def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: A
 
     browser.get(page + "#/overview")
     wait.until(lambda d: _card(d, "ready") == 24)
-    assert _card(browser, "dead") == 1
+    assert _card(browser, "dead") == 2
     run = threading.Thread(target=worker.run, kwargs={"concurrency": 2, "log": False},
                            daemon=True)
     run.start()
@@ -183,6 +228,9 @@ def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: A
         wait.until(lambda d: _click(d, "button.retry", dead_id))
         wait.until(lambda d: any("retrying" in t for t in _cells(d, "#status")))
         wait.until(lambda _: worker.get_job("corner-shop", dead_id) is None)  # it ran
+        _edit_and_retry(browser, wait, pour_id, artifacts / "dashboard-dead-edit.png")
+        wait.until(lambda _: worker.get_job("corner-shop", pour_id) is None)  # it ran
+        assert POURED == ["oat"]
         browser.get(page + "#/overview")
         wait.until(lambda d: _card(d, "dead") == 0)
         browser.save_screenshot(str(artifacts / "dashboard.png"))
@@ -193,6 +241,7 @@ def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: A
         worker.stop()
         run.join(15)
         ALLOW.clear()
+        POURED.clear()
         for _ in range(30):
             GATE.release()
         db.close()

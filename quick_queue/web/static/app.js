@@ -6,6 +6,7 @@
   const POLL_MS = 2000;
   let session = { authenticated: false, csrf: null };
   let timer = null;
+  let editing = null; // the dead letter whose payload is open in the editor
 
   function el(tag, text, attrs) {
     const node = document.createElement(tag);
@@ -50,8 +51,12 @@
       body: JSON.stringify(data),
     });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.detail || response.statusText);
+    if (!response.ok) throw new Error(detail(body) || response.statusText);
     return body;
+  }
+  function detail(body) { // a string, or (a request that failed the schema) a list of errors
+    if (typeof body.detail === "string" || !body.detail) return body.detail;
+    return body.detail.map((e) => (e.loc || []).join(".") + ": " + e.msg).join("; ");
   }
   function jobLink(tenant, jobId) {
     const a = el("a", jobId, { href: "#/job?tenant=" + encodeURIComponent(tenant) +
@@ -151,9 +156,48 @@
         });
         actions.appendChild(button);
       }
+      const edit = el("button", "edit", { type: "button", class: "edit", "data-job-id": j.job_id });
+      edit.disabled = !session.authenticated || j.dead_kind === "unreadable";
+      edit.addEventListener("click", () => openEditor(j));
+      actions.appendChild(edit);
       return row([j.tenant, jobLink(j.tenant, j.job_id), j.topic, j.attempt,
                   j.reason || j.last_error, actions]);
     }));
+  }
+  // The editor lives outside the table, so the table's redraw every poll leaves it alone.
+  // The payload goes in as the textarea's value: text, never HTML.
+  function openEditor(j) {
+    editing = { tenant: j.tenant, job_id: j.job_id };
+    document.getElementById("dead-edit-job").textContent = j.job_id + " (" + j.tenant + ", " +
+      j.topic + ")";
+    document.getElementById("dead-edit-payload").value = JSON.stringify(j.payload, null, 2);
+    document.getElementById("dead-edit").hidden = false;
+    editorError("");
+    document.getElementById("dead-edit-payload").focus();
+  }
+  function closeEditor() {
+    editing = null;
+    document.getElementById("dead-edit").hidden = true;
+  }
+  // A refusal is shown in the editor (the page's status line is redrawn by every poll) and
+  // the editor stays open with the operator's text, to fix and send again.
+  function editorError(text) {
+    document.getElementById("dead-edit-error").textContent = text;
+  }
+  async function retryEdited(event) {
+    event.preventDefault();
+    if (!editing) return;
+    let payload;
+    try { payload = JSON.parse(document.getElementById("dead-edit-payload").value); }
+    catch (error) { editorError("the payload is not JSON: " + error.message); return; }
+    if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+      editorError("the payload must be a JSON object ({...})"); return;
+    }
+    try {
+      status((await post("/dead/retry", { ...editing, payload })).message, true);
+      closeEditor();
+    } catch (error) { editorError("refused: " + error.message); }
+    refresh();
   }
   async function workers() {
     const w = await get("/workers");
@@ -202,6 +246,8 @@
       location.hash = "#/job?tenant=" + encodeURIComponent(document.getElementById("job-tenant").value) +
         "&id=" + encodeURIComponent(document.getElementById("job-id").value);
     });
+    document.getElementById("dead-edit").addEventListener("submit", retryEdited);
+    document.getElementById("dead-edit-cancel").addEventListener("click", closeEditor);
     document.getElementById("logout-button").addEventListener("click", async () => {
       await fetch("/logout", { method: "POST", credentials: "same-origin",
                                headers: { "X-CSRF-Token": session.csrf || "" } });
