@@ -162,3 +162,14 @@ def test_without_the_handlers_any_json_object_within_the_limit_goes(tmp_path: Pa
         assert info.payload == {"anything": [1, 2]}
     finally:
         db.close()
+
+
+def test_an_unreadable_dead_letter_is_refused_before_its_payload_is_checked(
+    client: Any, queue: qq.JobQueue
+) -> None:
+    key = queue.layout.zone("corner").dead_key("broken")
+    queue.db.transact(lambda tr: tr.set(key, b"not a record"))
+    edit = {"tenant": "corner", "job_id": "broken", "payload": {"drnk": 1}}  # model would refuse
+    answer = client.post("/api/v1/dead/retry", json=edit, headers=AUTH)
+    assert answer.status_code == 422 and "could not be decoded" in answer.json()["detail"]
+    assert queue.db.transact(lambda tr: tr.get(key)) == b"not a record"
