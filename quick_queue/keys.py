@@ -17,6 +17,8 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     history_expiry/{expires}/{tenant}/{job_id}      ''  what pruning reads, oldest first
     flow/schedule/{name}                            periodic schedule: cursor + definition
     flow/tenant/{tenant}, flow/topic/{topic}        ''  a pause (see quick_queue.flow)
+    held/{topic}/{tenant}/{job_id}                  ''  a job of a paused topic, set aside
+                                                    (see core.pauses)
 
 Dead letters live in their own subspace rather than inside the zone: listing or purging them
 across tenants is then one range read, and a zone holding only dead letters has no work, so it
@@ -199,6 +201,7 @@ class Layout:
         self.expiry_prefix = self.root + pack(("hx",))
         # flow control (quick_queue.flow): one small range, read whole by each scanner
         self.flow_prefix = self.root + pack(("f",))
+        self.held_prefix = self.root + pack(("fh",))  # outside flow/: not read by scanners
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
 
     def _zone(self, tenant: str) -> Zone:
@@ -234,6 +237,9 @@ class Layout:
     def pause(self, kind: str, name: str) -> bytes:
         """``kind`` is "tenant" or "topic"."""
         return self.flow_prefix + pack((kind, name))
+
+    def held(self, topic: str, tenant: str, job_id: str) -> bytes:
+        return self.held_prefix + pack_str(topic) + pack_str(tenant) + pack_str(job_id)
 
     def tenant_of_zone_key(self, key: bytes) -> str:
         tenant = unpack(key, len(self.zones_prefix))[0]

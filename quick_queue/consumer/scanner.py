@@ -21,6 +21,7 @@ from quick_queue.consumer.executor import dead_on_arrival, make_meta
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
+from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import scan_due
 from quick_queue.errors import UnreadableRecord
 from quick_queue.flow.view import FlowView
@@ -95,6 +96,8 @@ class Scanner:
         if flow.cursors:
             self.flow.tick_due(now)
         due, next_vesting = context.db.transact(scan_due, context.layout, now, settings.peek_max)
+        if flow.paused_tenants and due:
+            due = self._without_paused(due, flow.paused_tenants, now)
         got = 0
         if due:
             k = min(settings.selection_max,
@@ -113,6 +116,14 @@ class Scanner:
         if due:  # due zones we could not take (leased by others): look again soon
             wait = min(wait, 0.005)
         return got, bool(due), wait
+
+    def _without_paused(
+        self, due: list[tuple[int, str]], paused: frozenset[str], now: int
+    ) -> list[tuple[int, str]]:
+        """Park the due zones of paused tenants (so no scanner loops over them) and leave
+        them out of this scan."""
+        self.flow.park([tenant for _, tenant in due if tenant in paused], now)
+        return [(vesting, tenant) for vesting, tenant in due if tenant not in paused]
 
     def _visit(self, tenant: str, count: int, now: int) -> int:
         claims = self.context.claims
@@ -151,6 +162,8 @@ class Scanner:
                 min_inactive=to_us(settings.min_inactive), new_token=context.new_token,
                 max_retries_of=self._max_retries_of,
             )
+            if jobs and self.flow.state.paused_topics:  # set aside jobs of paused topics
+                jobs = hold_taken(tr, context.layout, jobs, self.flow.state.paused_topics)
             tr.commit()
         except ZoneNotDue:
             self.counters.add("zone_not_due")

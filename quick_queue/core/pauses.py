@@ -17,14 +17,17 @@ from quick_queue.core.pointers import (
     decode_promise,
     encode_promise,
     read_pointer,
+    touch_pointer,
     write_pointer,
 )
-from quick_queue.keys import Layout, unpack
+from quick_queue.keys import Layout, pack_str, unpack
 from quick_queue.kv.api import ReadView, Transaction
-from quick_queue.models import PointerRecord
+from quick_queue.models import JobRecord, LeasedJob, PointerRecord
 
 KINDS = ("tenant", "topic")
-PARKED = (1 << 62) - 1  # the vesting of a paused tenant's pointer: never due
+# The vesting of a parked pointer and the due time of a set-aside job: never due, yet a time
+# every view can still show (9999-12-31 23:59:59 UTC).
+PARKED = 253_402_300_799_000_000
 LIST_LIMIT = 10_000
 
 
@@ -78,3 +81,55 @@ def list_pauses(tr: ReadView, layout: Layout) -> list[tuple[str, str]]:
         for key, _ in tr.get_range(begin, end, limit=LIST_LIMIT):
             out.append((kind, str(unpack(key, len(prefix))[1])))
     return out
+
+
+def hold_taken(
+    tr: Transaction, layout: Layout, jobs: list[LeasedJob], paused: frozenset[str]
+) -> list[LeasedJob]:
+    """In the dequeue's own transaction, before it commits: set aside the jobs just leased
+    whose topic is paused (the pause key read with a regular read, so a concurrent resume
+    conflicts), as if never leased. A set-aside job is scheduled at ``PARKED`` in its zone
+    (so the zone parks when nothing else is due, and lookups and cancel work as usual) and
+    listed under ``held/{topic}`` for ``release_held``. Returns the jobs to run."""
+    still = {t for t in {job.record.topic for job in jobs} & paused
+             if tr.get(layout.pause("topic", t)) is not None}
+    if not still:
+        return jobs
+    kept = []
+    for job in jobs:
+        if job.record.topic not in still:
+            kept.append(job)
+            continue
+        zone = layout.zone(job.tenant)
+        job_id = job.record.job_id
+        record = JobRecord.decode(job_id, tr.get(zone.item(job_id)) or b"")
+        tr.clear(zone.leased_key(record.at, job_id))
+        record.state, record.at, record.token = "s", PARKED, None
+        record.attempt -= 1  # the lease is undone in the same transaction: nothing spent
+        tr.set(zone.scheduled_key(PARKED, job_id), b"")
+        tr.set(zone.item(job_id), record.encode())
+        tr.set(layout.held(record.topic, job.tenant, job_id), b"")
+    return kept
+
+
+def release_held(tr: Transaction, layout: Layout, topic: str, now: int, limit: int) -> int:
+    """Put up to ``limit`` set-aside jobs of ``topic`` back in their ready place (their FIFO
+    position kept) and wake their zones. Returns how many entries were handled."""
+    begin = layout.held_prefix + pack_str(topic)
+    rows = tr.get_range(begin, begin + b"\xff", limit=limit)
+    for key, _ in rows:
+        tr.clear(key)
+        tenant, job_id = (str(x) for x in unpack(key, len(begin)))
+        zone = layout.zone(tenant)
+        raw = tr.get(zone.item(job_id))
+        if raw is None:
+            continue  # cancelled while set aside
+        record = JobRecord.decode(job_id, raw)
+        if record.state != "s" or record.at != PARKED:
+            continue
+        tr.clear(zone.scheduled_key(PARKED, job_id))
+        record.state, record.at = "r", record.seq
+        tr.set(zone.ready_key(record.priority, record.seq, job_id), b"")
+        tr.set(zone.item(job_id), record.encode())
+        touch_pointer(tr, layout, tenant, now, now, 0)
+    return len(rows)

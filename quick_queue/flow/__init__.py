@@ -20,6 +20,8 @@ from quick_queue.flow.schedule import Schedule
 from quick_queue.models import to_us
 from quick_queue.producer import Producer
 
+RELEASE_BATCH = 500  # set-aside jobs put back per transaction on resume
+
 
 @dataclass(frozen=True)
 class ScheduleInfo:
@@ -71,10 +73,17 @@ def pause(context: QueueContext, *, topic: str | None = None, tenant: str | None
 
 def resume(context: QueueContext, *, topic: str | None = None,
            tenant: str | None = None) -> bool:
-    """Resume; False when it was not paused."""
+    """Resume; False when it was not paused. Resuming a topic puts its set-aside jobs back
+    in their place (in batches; calling it again finishes a resume that was interrupted)."""
     kind, name = _target(topic, tenant)
     now = to_us(context.db.store_time())
-    return bool(context.db.transact(pauses.clear_pause, context.layout, kind, name, now))
+    was = bool(context.db.transact(pauses.clear_pause, context.layout, kind, name, now))
+    if kind == "topic":
+        # after the clear, so no worker sets more aside; also finishes an interrupted resume
+        while context.db.transact(pauses.release_held, context.layout, name, now,
+                                  RELEASE_BATCH) == RELEASE_BATCH:
+            pass
+    return was
 
 
 def paused(context: QueueContext) -> dict[str, list[str]]:
