@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 from quick_queue import cli_views as views
 from quick_queue import read_model
 from quick_queue.cli_dashboard import apply_log_format, dashboard, start_worker_metrics
+from quick_queue.cli_flow import pause, resume
 from quick_queue.cli_inspect import Db, QueueName, inspect_app
 from quick_queue.cli_support import (
     URL_ENV,
@@ -80,6 +81,8 @@ app = typer.Typer(
 )
 app.add_typer(inspect_app, name="inspect")
 app.command()(dashboard)
+app.command()(pause)
+app.command()(resume)
 
 
 def version() -> str:

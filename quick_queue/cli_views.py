@@ -149,6 +149,7 @@ def overview(view: Overview, url: str) -> RenderableType:
         ("   oldest due job waiting ", "dim"), (oldest, "bold"),
     )
     parts: list[RenderableType] = [header, totals]
+    parts += [Text(shown(line), style="magenta") for line in view.flow.lines()]  # issue 13
     if view.zones_with_jobs:
         title = "Zones with jobs" + (
             f" (the {len(busy)} deepest of {view.zones_with_jobs})"

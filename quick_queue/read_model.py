@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from quick_queue.clock import Clock
 from quick_queue.core import admin
 from quick_queue.core.pointers import read_pointer
+from quick_queue.flow.summary import FlowSummary, read_flow
 from quick_queue.keys import Layout, pack, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction, strinc
 from quick_queue.models import JobInfo, JobRecord, QueueStats, to_datetime, to_us
@@ -112,9 +113,11 @@ class Overview:
     zones_with_jobs: int
     expiring: list[JobInfo]
     lease_window: float
+    flow: FlowSummary = field(default_factory=FlowSummary)  # pauses and schedules
 
     def to_dict(self) -> dict[str, Any]:
         out = self.stats.to_dict()
+        out.update(self.flow.to_dict())
         out.update({
             "queue": self.queue, "now": self.now.isoformat(),
             "lease_window_seconds": self.lease_window,
@@ -354,7 +357,8 @@ def overview(ctx: ReadContext, name: str, lease_window: float = LEASE_WINDOW,
             expiring = sorted(expiring, key=_lease_end)[:lease_limit]  # soonest, bounded
     zones = sorted((z for _, _, z in deepest), key=ZoneView.depth_order)
     stats = totals.finish(ctx, at)
-    return Overview(name, at, stats, zones, totals.with_jobs, expiring, lease_window)
+    return Overview(name, at, stats, zones, totals.with_jobs, expiring, lease_window,
+                    read_flow(ctx.db, ctx.layout))
 
 
 def _lease_end(job: JobInfo) -> datetime:

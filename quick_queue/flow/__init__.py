@@ -9,7 +9,6 @@ are what ``JobQueue.periodic``, ``pause``, ``resume`` and the CLI call; they tak
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,16 +16,11 @@ from quick_queue.context import QueueContext
 from quick_queue.core import pauses, periodic
 from quick_queue.errors import InvalidArgument
 from quick_queue.flow.schedule import Schedule
+from quick_queue.flow.summary import FlowSummary, ScheduleInfo, read_flow
 from quick_queue.models import to_us
 from quick_queue.producer import Producer
 
 RELEASE_BATCH = 500  # set-aside jobs put back per transaction on resume
-
-
-@dataclass(frozen=True)
-class ScheduleInfo:
-    schedule: Schedule
-    next_tick: float  # seconds since the epoch (store time)
 
 
 def define(
@@ -52,8 +46,7 @@ def remove(context: QueueContext, name: str) -> bool:
 
 
 def schedules(context: QueueContext) -> list[ScheduleInfo]:
-    rows = context.db.transact(periodic.list_schedules, context.layout)
-    return [ScheduleInfo(Schedule.decode(raw), cursor / 1e6) for _, cursor, raw in rows]
+    return read_flow(context.db, context.layout).schedules
 
 
 def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
@@ -88,11 +81,18 @@ def resume(context: QueueContext, *, topic: str | None = None,
 
 def paused(context: QueueContext) -> dict[str, list[str]]:
     """{"tenant": [...], "topic": [...]}: what is paused."""
-    out: dict[str, list[str]] = {kind: [] for kind in pauses.KINDS}
-    for kind, name in context.db.transact(pauses.list_pauses, context.layout):
-        out[kind].append(name)
-    return out
+    return read_flow(context.db, context.layout).paused
 
 
-__all__ = ["Schedule", "ScheduleInfo", "define", "pause", "paused", "remove", "resume",
-           "schedules"]
+__all__ = [
+    "FlowSummary",
+    "Schedule",
+    "ScheduleInfo",
+    "define",
+    "pause",
+    "paused",
+    "read_flow",
+    "remove",
+    "resume",
+    "schedules",
+]

@@ -1,0 +1,66 @@
+"""What ``inspect`` and the read model show of flow control: pauses and schedules (one
+bounded read of each range; a queue that uses neither reads two empty ranges)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quick_queue.core.pauses import list_pauses
+from quick_queue.core.periodic import list_schedules
+from quick_queue.flow.schedule import Schedule
+from quick_queue.keys import Layout
+from quick_queue.kv.api import Database, Transaction
+from quick_queue.models import to_datetime
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    schedule: Schedule
+    next_tick: float  # seconds since the epoch (store time)
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.schedule
+        return {
+            "name": s.name, "tenant": s.tenant, "topic": s.topic, "cron": s.cron,
+            "every_seconds": None if s.every_us is None else s.every_us / 1e6, "tz": s.tz,
+            "missed": s.missed,
+            "next_tick": to_datetime(round(self.next_tick * 1e6)).isoformat(),
+        }
+
+    def describe(self) -> str:
+        s = self.schedule
+        when = f"cron {s.cron!r}" + (f" ({s.tz})" if s.tz else "") if s.cron is not None \
+            else f"every {s.every_us / 1e6:g} s" if s.every_us is not None else "?"
+        nxt = to_datetime(round(self.next_tick * 1e6)).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{s.name}: {s.tenant}/{s.topic} {when}, next {nxt} UTC"
+
+
+@dataclass(frozen=True)
+class FlowSummary:
+    paused: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
+    schedules: list[ScheduleInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules]}
+
+    def lines(self) -> list[str]:
+        """One line per kind of pause and per schedule (none for a queue using neither)."""
+        out = [f"paused {kind}s: {', '.join(names)}"
+               for kind, names in self.paused.items() if names]
+        out += [f"schedule {info.describe()}" for info in self.schedules]
+        return out
+
+
+def _read(tr: Transaction, layout: Layout) -> FlowSummary:
+    paused: dict[str, list[str]] = {"tenant": [], "topic": []}
+    for kind, name in list_pauses(tr.snapshot, layout):
+        paused[kind].append(name)
+    infos = [ScheduleInfo(Schedule.decode(raw), cursor / 1e6)
+             for _, cursor, raw in list_schedules(tr.snapshot, layout)]
+    return FlowSummary(paused, infos)
+
+
+def read_flow(db: Database, layout: Layout) -> FlowSummary:
+    result: FlowSummary = db.transact(_read, layout)
+    return result
