@@ -25,6 +25,7 @@ STEPS = [
     "step7_fairness",
     "step8_till",
     "step9_dashboard",
+    "step10_flow",
 ]
 
 

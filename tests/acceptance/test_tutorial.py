@@ -24,9 +24,9 @@ def test_coffee_shop_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "All 9 steps behaved as described" in output
+    assert "All 10 steps behaved as described" in output
     assert "Traceback" not in output
-    for step in range(1, 10):
+    for step in range(1, 11):
         assert f"=== Step {step}:" in output
     assert output.count("[ok]") >= 15
 
