@@ -17,6 +17,7 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     history_expiry/{expires}/{tenant}/{job_id}      ''  what pruning reads, oldest first
     flow/schedule/{name}                            periodic schedule: cursor + definition
     flow/tenant/{tenant}, flow/topic/{topic}        ''  a pause (see quick_queue.flow)
+    flow/weight/{tenant}                            a tenant's weight (decimal text)
     held/{topic}/{tenant}/{job_id}                  ''  a job of a paused topic, set aside
                                                     (see core.pauses)
 
@@ -237,6 +238,9 @@ class Layout:
     def pause(self, kind: str, name: str) -> bytes:
         """``kind`` is "tenant" or "topic"."""
         return self.flow_prefix + pack((kind, name))
+
+    def weight(self, tenant: str) -> bytes:
+        return self.flow_prefix + pack(("weight", tenant))
 
     def held(self, topic: str, tenant: str, job_id: str) -> bytes:
         return self.held_prefix + pack_str(topic) + pack_str(tenant) + pack_str(job_id)

@@ -316,3 +316,10 @@ class JobQueue(Producing):
     def paused(self) -> dict[str, list[str]]:
         """What is paused: ``{"tenant": [...], "topic": [...]}``."""
         return flow.paused(self.context)
+
+    def set_weight(self, tenant: str, weight: float) -> None:
+        """Give ``tenant`` a weight (default 1; 0.01 to 1000): under contention its zone is
+        visited and served in proportion to it (3 against 1 gets three quarters of the jobs
+        started); a tenant alone still gets every worker. Workers follow within a scan
+        interval."""
+        flow.set_weight(self.context, tenant, weight)

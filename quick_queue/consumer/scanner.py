@@ -24,7 +24,7 @@ from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import scan_due
 from quick_queue.errors import UnreadableRecord
-from quick_queue.flow.view import FlowView
+from quick_queue.flow.view import FlowView, share_of, weighted_pick
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
 from quick_queue.models import JobRecord, LeasedJob, to_us
@@ -102,12 +102,19 @@ class Scanner:
         if due:
             k = min(settings.selection_max,
                     max(1, math.ceil(len(due) * settings.selection_frac)), len(due))
-            for _vesting, tenant in self.rng.sample(due, k):
+            picked = (weighted_pick(due, k, flow.weights, self.rng) if flow.weights
+                      else [(tenant, 1.0) for _, tenant in self.rng.sample(due, k)])
+            for tenant, share in picked:
                 with self.inflight.cond:
                     free = self.inflight.free()
                 if free <= 0 or self.stopping.is_set():
                     break
-                got += self._visit(tenant, min(free, settings.dequeue_max), now)
+                count = min(free, settings.dequeue_max)
+                if share < 1.0:  # a lighter tenant than another drawn (quick_queue.flow)
+                    count = share_of(count, share, self.rng)
+                    if count == 0:
+                        continue
+                got += self._visit(tenant, count, now)
         # Idle: jitter the wait so consumers do not scan in lockstep, but never past the next
         # pointer's time (a scheduled job starts on time).
         wait = settings.scan_interval * (0.8 + 0.4 * self.rng.random())

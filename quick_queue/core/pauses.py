@@ -133,3 +133,20 @@ def release_held(tr: Transaction, layout: Layout, topic: str, now: int, limit: i
         tr.set(zone.item(job_id), record.encode())
         touch_pointer(tr, layout, tenant, now, now, 0)
     return len(rows)
+
+
+def set_weight(tr: Transaction, layout: Layout, tenant: str, weight: float) -> None:
+    """A tenant's share under contention (the default, 1, is stored as no key at all: a queue
+    that weighs no tenant keeps the scanner's unweighted path)."""
+    if weight == 1:
+        tr.clear(layout.weight(tenant))
+    else:
+        tr.set(layout.weight(tenant), repr(float(weight)).encode())
+
+
+def list_weights(tr: ReadView, layout: Layout) -> dict[str, float]:
+    """The tenants whose weight is not 1."""
+    prefix = layout.flow_prefix
+    begin = layout.weight("")
+    rows = tr.get_range(begin, begin[:-2] + b"\xff", limit=LIST_LIMIT)
+    return {str(unpack(key, len(prefix))[1]): float(raw) for key, raw in rows}

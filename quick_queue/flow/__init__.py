@@ -49,6 +49,17 @@ def schedules(context: QueueContext) -> list[ScheduleInfo]:
     return read_flow(context.db, context.layout).schedules
 
 
+def set_weight(context: QueueContext, tenant: str, weight: float) -> None:
+    """Give ``tenant`` a weight (1 by default): under contention, zones are visited and
+    served in proportion to their weights; a tenant alone still gets every worker."""
+    if not isinstance(tenant, str) or not tenant:
+        raise InvalidArgument(f"tenant must be a non-empty string, got {tenant!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+            or not 0.01 <= weight <= 1000:
+        raise InvalidArgument(f"a weight is a number from 0.01 to 1000, got {weight!r}")
+    context.db.transact(pauses.set_weight, context.layout, tenant, float(weight))
+
+
 def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
     if (topic is None) == (tenant is None):
         raise InvalidArgument("give exactly one of topic= or tenant=")
@@ -95,4 +106,5 @@ __all__ = [
     "remove",
     "resume",
     "schedules",
+    "set_weight",
 ]

@@ -1,12 +1,12 @@
-"""What ``inspect`` and the read model show of flow control: pauses and schedules (one
-bounded read of each range; a queue that uses neither reads two empty ranges)."""
+"""What ``inspect`` and the read model show of flow control: pauses, schedules and weights
+(one bounded read of each range; a queue that uses none reads a few empty ranges)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from quick_queue.core.pauses import list_pauses
+from quick_queue.core.pauses import list_pauses, list_weights
 from quick_queue.core.periodic import list_schedules
 from quick_queue.flow.schedule import Schedule
 from quick_queue.keys import Layout
@@ -40,15 +40,20 @@ class ScheduleInfo:
 class FlowSummary:
     paused: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
     schedules: list[ScheduleInfo] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules]}
+        return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules],
+                "weights": self.weights}
 
     def lines(self) -> list[str]:
         """One line per kind of pause and per schedule (none for a queue using neither)."""
         out = [f"paused {kind}s: {', '.join(names)}"
                for kind, names in self.paused.items() if names]
         out += [f"schedule {info.describe()}" for info in self.schedules]
+        if self.weights:
+            out.append("weights: " + ", ".join(
+                f"{tenant}={weight:g}" for tenant, weight in sorted(self.weights.items())))
         return out
 
 
@@ -58,7 +63,7 @@ def _read(tr: Transaction, layout: Layout) -> FlowSummary:
         paused[kind].append(name)
     infos = [ScheduleInfo(Schedule.decode(raw), cursor / 1e6)
              for _, cursor, raw in list_schedules(tr.snapshot, layout)]
-    return FlowSummary(paused, infos)
+    return FlowSummary(paused, infos, list_weights(tr.snapshot, layout))
 
 
 def read_flow(db: Database, layout: Layout) -> FlowSummary:

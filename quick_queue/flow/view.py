@@ -8,7 +8,9 @@ therefore reach every worker within one scan interval.
 
 from __future__ import annotations
 
+import heapq
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -30,11 +32,12 @@ class FlowState:
     paused_tenants: frozenset[str] = frozenset()
     paused_topics: frozenset[str] = frozenset()
     cursors: dict[str, int] = field(default_factory=dict)  # schedule name -> cursor
+    weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
 
 
 def read_state(tr: Transaction, prefix: bytes) -> FlowState:
     rows = tr.snapshot.get_range(prefix, prefix + b"\xff", limit=READ_LIMIT)
-    tenants, topics, cursors = set(), set(), {}
+    tenants, topics, cursors, weights = set(), set(), {}, {}
     for key, raw in rows:
         kind, name = unpack(key, len(prefix))[:2]
         if kind == "tenant":
@@ -43,7 +46,34 @@ def read_state(tr: Transaction, prefix: bytes) -> FlowState:
             topics.add(str(name))
         elif kind == "s":
             cursors[str(name)] = decode(raw)[0]
-    return FlowState(frozenset(tenants), frozenset(topics), cursors)
+        elif kind == "weight":
+            weights[str(name)] = float(raw)
+    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights)
+
+
+def weighted_pick(
+    due: list[tuple[int, str]], k: int, weights: dict[str, float], rng: random.Random
+) -> list[tuple[str, float]]:
+    """``k`` due tenants drawn without replacement with probability in proportion to their
+    weights (Efraimidis and Spirakis: the k largest of u ** (1 / w)), in visiting order, each
+    with its *share*: its weight over the largest weight drawn. The scanner takes that share
+    of a visit's jobs, so a heavier tenant is visited first more often and takes more when
+    both are visited; a tenant drawn alone takes a full visit (work-conserving)."""
+    keyed = []
+    for _, tenant in due:
+        weight = weights.get(tenant, 1.0)
+        keyed.append((rng.random() ** (1.0 / weight), tenant, weight))
+    picked = heapq.nlargest(k, keyed)
+    top = max(weight for _, _, weight in picked)
+    return [(tenant, weight / top) for _, tenant, weight in picked]
+
+
+def share_of(count: int, share: float, rng: random.Random) -> int:
+    """``count * share`` rounded at random (up with the probability of its fraction), so
+    small visits keep the proportion on average."""
+    exact = count * share
+    whole = int(exact)
+    return whole + (1 if rng.random() < exact - whole else 0)
 
 
 class FlowView:
