@@ -143,13 +143,15 @@ class JobQueue(Producing):
         """Consume until SIGINT/SIGTERM (or ``stop()``), then shut down gracefully: no new
         leases, running jobs get ``shutdown_grace`` seconds, unfinished leases are released.
 
-        ``log``: one line per job state change on stderr, as ``quick-queue worker`` prints.
-        By default (None) only when the application has not configured logging itself (no
-        handler on the root or ``quick_queue`` loggers); True always, False never. The lines
-        come from the ``quick_queue.worker`` logger, so an application's own setup decides
-        where they go. A second SIGINT/SIGTERM exits at once (the leases of running jobs
-        then expire and the jobs run again elsewhere). With ``processes > 1`` the summary is
-        the sum of the processes' own."""
+        ``log``: ``True`` prints one line per job state change on stderr, as ``quick-queue
+        worker`` does; the default (None) prints only warnings (lost leases, outcomes that
+        could not be applied, jobs dead without running, storage trouble), and only when the
+        application has not configured logging itself (no handler on the root or
+        ``quick_queue`` loggers); ``False`` adds nothing. The lines come from the
+        ``quick_queue.worker`` logger, so an application's own setup decides where they go.
+        A second SIGINT/SIGTERM exits at once (the leases of running jobs then expire and
+        the jobs run again elsewhere). With ``processes > 1`` the summary is the sum of the
+        processes' own."""
         if processes < 1 or concurrency < 1:
             raise InvalidArgument("run(): processes and concurrency must be >= 1")
         with worker_logging(log, processes):

@@ -18,9 +18,12 @@ def worker_logging(log: bool | None, processes: int = 1) -> Iterator[None]:
     """While the block runs, log the ``quick_queue`` loggers to stderr at INFO.
 
     ``log=None`` (the default of ``run()``): only when the application has not configured
-    logging itself (no handler on the ``quick_queue`` loggers or the root logger), so a
-    ``run()`` from a script shows what it does, like the CLI worker, and an application's own
-    logging setup is left alone. ``True``: always add the stderr handler. ``False``: never.
+    logging itself (no handler on the ``quick_queue`` loggers or the root logger), and then
+    only the warnings (a lease lost, an outcome that could not be applied, a job dead without
+    running, storage trouble): a line per job costs a busy worker about 40 % of its
+    throughput (two formatted lines per no-op job, measured with ``scripts/bench.py``), more
+    than a library should spend unasked. ``True``: every state change at INFO, as
+    ``quick-queue worker`` prints. ``False``: nothing is added.
     """
     logger = logging.getLogger("quick_queue")
     if log is False or (log is None and logger.hasHandlers()):
@@ -31,7 +34,9 @@ def worker_logging(log: bool | None, processes: int = 1) -> Iterator[None]:
         LOG_FORMAT_PROCESSES if processes > 1 else LOG_FORMAT, datefmt=DATE_FORMAT))
     level = logger.level
     logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
+    if log is None:
+        handler.setLevel(logging.WARNING)  # and the logger's level stays: INFO lines cost nothing
+    elif logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
     try:
         yield

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -175,3 +176,29 @@ def test_a_cancelled_running_job_is_reported_as_cancelled_not_as_a_lost_lease(
     lines = [r.getMessage() for r in caplog.records if r.name == "quick_queue.worker"]
     assert any(line.startswith(f"cancelled ev:long t/{job_id}") for line in lines)
     assert not any("lease was lost" in line for line in lines)  # before: "stale done ..."
+
+
+def test_run_by_default_prints_warnings_but_not_every_state_change(
+    make_queue: QueueFactory, capfd: pytest.CaptureFixture[str], background: Any,
+    wait_until: Any,
+) -> None:
+    # A line per job would cost a busy worker much of its throughput: by default run() shows
+    # only what needs attention, and the INFO lines are not even formatted.
+    queue = make_queue(Ok)
+    job_id = queue.enqueue("acme", "ev:ok", {})
+    logger = logging.getLogger("quick_queue")
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers.clear()
+    logger.propagate = False  # no handler anywhere above: run() decides (pytest adds its own)
+    try:
+        run = background(queue.run, concurrency=1)
+        wait_until(lambda: queue.get_job("acme", job_id) is None, what="the job")
+        assert not logging.getLogger("quick_queue.worker").isEnabledFor(logging.INFO)
+        logging.getLogger("quick_queue.worker").warning("a warning reaches stderr")
+        queue.stop()
+        assert run.result().completed == 1
+    finally:
+        logger.handlers[:], logger.propagate = saved
+    err = capfd.readouterr().err
+    assert "a warning reaches stderr" in err
+    assert "start ev:ok" not in err and "done ev:ok" not in err
