@@ -131,9 +131,9 @@ class JobQueue(Producing):
         return both
 
     # -- consuming --------------------------------------------------------------------------
-    def drain(self, concurrency: int = 4, timeout: float | None = None) -> Summary:
+    def drain(self, concurrency: int = 16, timeout: float | None = None) -> Summary:
         """Run every job that is due now (and any that become due while draining), then return
-        what was done."""
+        what was done. ``concurrency`` defaults to ``run()``'s."""
         consumer = Consumer(self.context, concurrency, until_idle=True)
         return consumer.run(timeout=timeout)
 

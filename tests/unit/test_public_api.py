@@ -145,3 +145,11 @@ def test_manual_clock_moves_only_when_told() -> None:
     clock.set(7.0)
     assert clock.now() == 7.0
     assert isinstance(qq.SystemClock().now(), float)
+
+
+def test_drain_and_run_default_to_the_same_concurrency() -> None:
+    import inspect
+
+    drain = inspect.signature(qq.JobQueue.drain).parameters["concurrency"].default
+    run = inspect.signature(qq.JobQueue.run).parameters["concurrency"].default
+    assert drain == run
