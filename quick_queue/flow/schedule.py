@@ -30,6 +30,8 @@ MIN_EVERY_US = 100_000  # 0.1 s: shorter periods would be ticked late by the sca
 MAX_GRACE_US = 60_000_000
 MIN_GRACE_US = 1_000_000
 MAX_ON_TIME = 100
+BATCH = 1_000_000  # bytes of payload enqueued by one tick transaction at most
+JOB_OVERHEAD = 1_000  # bytes a job's keys and header add, generously
 
 
 @dataclass(frozen=True)
@@ -106,17 +108,21 @@ class Schedule:
         period = self.every_us if self.every_us is not None else MAX_GRACE_US
         return max(MIN_GRACE_US, min(period, MAX_GRACE_US))
 
-    def due_ticks(self, cursor: int, now: int) -> tuple[list[int], int]:
-        """The ticks to enqueue for a cursor at or before ``now``, and the next cursor."""
+    def due_ticks(self, cursor: int, now: int, limit: int = MAX_ON_TIME) -> tuple[list[int], int]:
+        """The ticks to enqueue (at most ``limit``) for a cursor at or before ``now``, and the
+        next cursor: past ``now``, or the first tick left over when ``limit`` cut the list
+        (the next transaction enqueues it)."""
         late = now - self.grace()
         ticks: list[int] = []
         if cursor <= late and self.missed == "run_once":
             ticks.append(cursor)  # one job stands for every missed tick
         t = cursor if cursor > late else self.after(late)
-        while t <= now and len(ticks) < MAX_ON_TIME:
+        while t <= now:
+            if len(ticks) >= limit:
+                return ticks, t
             ticks.append(t)
             t = self.after(t)
-        return ticks, self.after(now)
+        return ticks, t
 
     def job_key(self, tick: int) -> str:
         return f"periodic:{self.name}:{tick}"
@@ -127,7 +133,10 @@ def planner(make_job: Callable[[Schedule, int, int], NewJob]) -> Planner:
 
     def plan(definition: bytes, cursor: int, now: int) -> tuple[list[NewJob], int]:
         schedule = Schedule.decode(definition)
-        ticks, after = schedule.due_ticks(cursor, now)
+        # Ticks per transaction are bounded by bytes too (DESIGN.md §8: well under 1 MB), so a
+        # large payload on a short period never makes one commit too big for FoundationDB.
+        size = len(make_job(schedule, cursor, now).payload) + JOB_OVERHEAD
+        ticks, after = schedule.due_ticks(cursor, now, max(1, min(MAX_ON_TIME, BATCH // size)))
         return [make_job(schedule, t, now) for t in ticks], after
 
     return plan

@@ -10,6 +10,7 @@ import pytest
 
 import quick_queue as qq
 from quick_queue.core import periodic
+from quick_queue.flow import schedule
 from quick_queue.flow.view import FlowView
 from quick_queue.keys import unpack
 from quick_queue.kv.errors import KVError
@@ -174,3 +175,22 @@ def test_two_overlapping_ticks_of_one_schedule_conflict(
     assert raised.value.code == 1020
     assert queue.db.transact(periodic.tick, queue.layout, "beat", now, plan, 0)[0] == 0
     assert _live_ids(queue, "t") == set(_tick_ids(queue, "beat", [START + 10]))
+
+
+def test_ticks_are_cut_by_bytes_and_the_rest_done_by_the_next_transaction(
+    make_queue: QueueFactory, clock: qq.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No tick transaction carries more than ``schedule.BATCH`` bytes of payload (1 MB; made
+    smaller here), and the ticks it leaves over are enqueued by the next one, none skipped."""
+    monkeypatch.setattr(schedule, "BATCH", 250_000)
+    queue = make_queue(Beat)
+    queue.periodic("big", every=0.1, tenant="t", topic="flow:beat", payload="x" * 95_000)
+    clock.advance(0.95)  # nine ticks due, all within the 1 s grace
+    plan = FlowView(queue.context)._plan
+    now = to_us(clock.now())
+    counts = []
+    while count := queue.db.transact(periodic.tick, queue.layout, "big", now, plan, 0)[0]:
+        counts.append(count)
+    assert counts == [2, 2, 2, 2, 1]
+    ticks = [START + 0.1 * k for k in range(1, 10)]
+    assert _live_ids(queue, "t") == set(_tick_ids(queue, "big", ticks))
