@@ -91,3 +91,29 @@ def test_paused_tenant_and_topic_start_nothing_until_resumed(
     starts = events(log, "start")
     assert Counter(e["job"] for e in starts) == Counter(dict.fromkeys(held, 1))
     assert all(e["attempt"] == 1 for e in starts)
+
+
+def test_a_killed_workers_job_of_a_paused_topic_waits_for_resume(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """SIGKILL a worker mid-job, pause the job's topic: when the lease runs out the job comes
+    back, the surviving worker sets it aside instead of starting it, and it runs on resume."""
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    job_id = queue.enqueue("t", "proc:record", {"block_first": True})
+    workers.append(Worker(db_url, log, concurrency=2, item_lease=1.0))
+    wait_for(lambda: events(log, "start", job_id), timeout=20, what="the first attempt")
+    queue.pause(topic="proc:record")
+    workers[0].kill()
+    workers.append(Worker(db_url, log, concurrency=2, item_lease=1.0))
+
+    def set_aside() -> bool:
+        info = queue.get_job("t", job_id)
+        return info is not None and info.state == "scheduled"
+
+    wait_for(set_aside, timeout=20, what="the expired lease set aside")
+    assert len(events(log, "start", job_id)) == 1
+    queue.resume(topic="proc:record")
+    wait_for(lambda: events(log, "end", job_id), timeout=20, what="the second attempt")
+    workers[1].stop()
+    assert [e["attempt"] for e in events(log, "start", job_id)] == [1, 2]
