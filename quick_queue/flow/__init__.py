@@ -9,6 +9,8 @@ are what ``JobQueue.periodic``, ``pause``, ``resume`` and the CLI call; they tak
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -32,10 +34,13 @@ def define(
     schedule = Schedule.build(name, tenant=tenant, topic=topic, payload=payload, cron=cron,
                               every=every, tz=tz, missed=missed)
     now = context.db.store_time()
-    # the job each tick enqueues, checked once here so a mistake is refused now, not per tick
-    Producer(context.registry, context.settings).new_job(
+    # The job each tick enqueues, checked and encoded once here, with this queue's handler
+    # (its payload model, priority and retries): the workers that tick it need no handler.
+    job = Producer(context.registry, context.settings).new_job(
         tenant, topic, payload, now, key=schedule.job_key(0)
     )
+    schedule = replace(schedule, payload=json.loads(job.payload), priority=job.priority,
+                       max_retries=job.max_retries)
     first = schedule.after(to_us(now))
     context.db.transact(periodic.put_schedule, context.layout, name, schedule.encode(), first)
     return schedule

@@ -44,6 +44,8 @@ class Schedule:
     every_us: int | None = None
     tz: str | None = None
     missed: str = "skip"
+    priority: int | None = None  # fixed when defined: the handler's there, if it had one
+    max_retries: int | None = None
 
     @classmethod
     def build(

@@ -18,6 +18,7 @@ from quick_queue.context import QueueContext
 from quick_queue.core.pauses import park_zone
 from quick_queue.core.periodic import decode, tick
 from quick_queue.flow.schedule import Schedule, planner
+from quick_queue.jobs import Registry
 from quick_queue.keys import unpack
 from quick_queue.kv.api import Transaction
 from quick_queue.models import to_us
@@ -81,10 +82,13 @@ class FlowView:
         self.context = context
         self.state = FlowState()
         self._read_at = -1e18  # monotonic time of the last read
-        producer = Producer(context.registry, context.settings)
+        # No registry: the job was checked against the handler when the schedule was defined,
+        # and a worker without that handler must not warn about it at every tick.
+        producer = Producer(Registry(), context.settings)
         self._plan = planner(
             lambda s, t, now: producer.new_job(
-                s.tenant, s.topic, s.payload, now / 1e6, key=s.job_key(t)
+                s.tenant, s.topic, s.payload, now / 1e6, priority=s.priority,
+                max_retries=s.max_retries, key=s.job_key(t),
             )
         )
 

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import quick_queue as qq
 from quick_queue.core import periodic
@@ -194,3 +195,32 @@ def test_ticks_are_cut_by_bytes_and_the_rest_done_by_the_next_transaction(
     assert counts == [2, 2, 2, 2, 1]
     ticks = [START + 0.1 * k for k in range(1, 10)]
     assert _live_ids(queue, "t") == set(_tick_ids(queue, "big", ticks))
+
+
+class TypedPayload(BaseModel):
+    n: int
+
+
+@qq.job(topic="flow:typed", priority=5)
+class Typed:
+    Payload = TypedPayload
+
+    def perform(self, payload: TypedPayload, meta: qq.JobMeta) -> None:
+        pass
+
+
+def test_the_defining_queues_handler_checks_the_payload_and_fixes_the_priority(
+    make_queue: QueueFactory, clock: qq.ManualClock
+) -> None:
+    queue = make_queue(Typed)
+    with pytest.raises(qq.PayloadError):
+        queue.periodic("typed", every=10, tenant="t", topic="flow:typed", payload={"n": "x"})
+    queue.periodic("typed", every=10, tenant="t", topic="flow:typed",
+                   payload=TypedPayload(n=3))
+    clock.advance(10)
+    other = make_queue(Beat)  # a worker with other handlers ticks it, with no warning
+    view = FlowView(other.context)
+    view.refresh()
+    assert view.tick_due(to_us(clock.now())) == 1
+    info = queue.get_job("t", key=f"periodic:typed:{to_us(START + 10)}")
+    assert info is not None and info.priority == 5 and info.payload == {"n": 3}
