@@ -18,6 +18,8 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     flow/schedule/{name}                            periodic schedule: cursor + definition
     flow/tenant/{tenant}, flow/topic/{topic}        ''  a pause (see quick_queue.flow)
     flow/weight/{tenant}                            a tenant's weight (decimal text)
+    flow/cap/{topic}                                a topic's max running (decimal text)
+    slots/{topic}/{i}                               [tenant, job_id, token] of a capped run
     held/{topic}/{tenant}/{job_id}                  ''  a job of a paused topic, set aside
                                                     (see core.pauses)
 
@@ -203,6 +205,7 @@ class Layout:
         # flow control (quick_queue.flow): one small range, read whole by each scanner
         self.flow_prefix = self.root + pack(("f",))
         self.held_prefix = self.root + pack(("fh",))  # outside flow/: not read by scanners
+        self.slots_prefix = self.root + pack(("fs",))
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
 
     def _zone(self, tenant: str) -> Zone:
@@ -241,6 +244,12 @@ class Layout:
 
     def weight(self, tenant: str) -> bytes:
         return self.flow_prefix + pack(("weight", tenant))
+
+    def cap(self, topic: str) -> bytes:
+        return self.flow_prefix + pack(("cap", topic))
+
+    def slots(self, topic: str) -> bytes:
+        return self.slots_prefix + pack_str(topic)
 
     def held(self, topic: str, tenant: str, job_id: str) -> bytes:
         return self.held_prefix + pack_str(topic) + pack_str(tenant) + pack_str(job_id)

@@ -325,3 +325,10 @@ class JobQueue(Producing):
         started); a tenant alone still gets every worker. Workers follow within a scan
         interval."""
         flow.set_weight(self.context, tenant, weight)
+
+    def set_max_running(self, topic: str, limit: int | None) -> None:
+        """At most ``limit`` attempts of ``topic`` run at once across every worker process
+        and machine (None removes the cap). Held in the store as leases: a killed worker's
+        slots come back when its leases run out. A job finding no free slot is handed back
+        unrun (no attempt spent) and looks again a moment later."""
+        flow.set_max_running(self.context, topic, limit)

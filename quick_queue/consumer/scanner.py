@@ -20,6 +20,7 @@ from quick_queue.consumer.backoff import StorageBackoff, is_transient
 from quick_queue.consumer.executor import dead_on_arrival, make_meta
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
+from quick_queue.core.caps import take_slots
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import scan_due
@@ -32,6 +33,7 @@ from quick_queue.outcomes import Outcome
 from quick_queue.telemetry import Counters
 
 log = logging.getLogger("quick_queue.worker")
+CAP_RETRY_US = 200_000  # a job of a topic at its cap looks for a slot again this much later
 
 
 class Scanner:
@@ -171,6 +173,9 @@ class Scanner:
             )
             if jobs and self.flow.state.paused_topics:  # set aside jobs of paused topics
                 jobs = hold_taken(tr, context.layout, jobs, self.flow.state.paused_topics)
+            if jobs and self.flow.state.capped:  # slots of capped topics, or hand back
+                jobs = take_slots(tr, context.layout, jobs, self.flow.state.capped, now,
+                                  CAP_RETRY_US)
             tr.commit()
         except ZoneNotDue:
             self.counters.add("zone_not_due")

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from quick_queue.context import QueueContext
-from quick_queue.core import pauses, periodic
+from quick_queue.core import caps, pauses, periodic
 from quick_queue.errors import InvalidArgument
 from quick_queue.flow.schedule import Schedule
 from quick_queue.flow.summary import FlowSummary, ScheduleInfo, read_flow
@@ -65,6 +65,17 @@ def set_weight(context: QueueContext, tenant: str, weight: float) -> None:
     context.db.transact(pauses.set_weight, context.layout, tenant, float(weight))
 
 
+def set_max_running(context: QueueContext, topic: str, limit: int | None) -> None:
+    """At most ``limit`` attempts of ``topic`` run at once on every worker together (None:
+    no cap)."""
+    if not isinstance(topic, str) or not topic:
+        raise InvalidArgument(f"topic must be a non-empty string, got {topic!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= 100_000):
+        raise InvalidArgument(f"max_running is a whole number from 1 to 100000, got {limit!r}")
+    context.db.transact(caps.set_cap, context.layout, topic, limit)
+
+
 def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
     if (topic is None) == (tenant is None):
         raise InvalidArgument("give exactly one of topic= or tenant=")
@@ -111,5 +122,6 @@ __all__ = [
     "remove",
     "resume",
     "schedules",
+    "set_max_running",
     "set_weight",
 ]

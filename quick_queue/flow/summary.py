@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from quick_queue.core.caps import list_caps
 from quick_queue.core.pauses import list_pauses, list_weights
 from quick_queue.core.periodic import list_schedules
 from quick_queue.flow.schedule import Schedule
@@ -41,16 +42,20 @@ class FlowSummary:
     paused: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
     schedules: list[ScheduleInfo] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
+    caps: dict[str, int] = field(default_factory=dict)  # topic -> max running
 
     def to_dict(self) -> dict[str, Any]:
         return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules],
-                "weights": self.weights}
+                "weights": self.weights, "max_running": self.caps}
 
     def lines(self) -> list[str]:
         """One line per kind of pause and per schedule (none for a queue using neither)."""
         out = [f"paused {kind}s: {', '.join(names)}"
                for kind, names in self.paused.items() if names]
         out += [f"schedule {info.describe()}" for info in self.schedules]
+        if self.caps:
+            out.append("max running: " + ", ".join(
+                f"{topic}={cap}" for topic, cap in sorted(self.caps.items())))
         if self.weights:
             out.append("weights: " + ", ".join(
                 f"{tenant}={weight:g}" for tenant, weight in sorted(self.weights.items())))
@@ -63,7 +68,8 @@ def _read(tr: Transaction, layout: Layout) -> FlowSummary:
         paused[kind].append(name)
     infos = [ScheduleInfo(Schedule.decode(raw), cursor / 1e6)
              for _, cursor, raw in list_schedules(tr.snapshot, layout)]
-    return FlowSummary(paused, infos, list_weights(tr.snapshot, layout))
+    return FlowSummary(paused, infos, list_weights(tr.snapshot, layout),
+                       list_caps(tr.snapshot, layout))
 
 
 def read_flow(db: Database, layout: Layout) -> FlowSummary:

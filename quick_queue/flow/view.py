@@ -34,11 +34,12 @@ class FlowState:
     paused_topics: frozenset[str] = frozenset()
     cursors: dict[str, int] = field(default_factory=dict)  # schedule name -> cursor
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
+    capped: frozenset[str] = frozenset()  # topics with a max running
 
 
 def read_state(tr: Transaction, prefix: bytes) -> FlowState:
     rows = tr.snapshot.get_range(prefix, prefix + b"\xff", limit=READ_LIMIT)
-    tenants, topics, cursors, weights = set(), set(), {}, {}
+    tenants, topics, cursors, weights, capped = set(), set(), {}, {}, set()
     for key, raw in rows:
         kind, name = unpack(key, len(prefix))[:2]
         if kind == "tenant":
@@ -49,7 +50,9 @@ def read_state(tr: Transaction, prefix: bytes) -> FlowState:
             cursors[str(name)] = decode(raw)[0]
         elif kind == "weight":
             weights[str(name)] = float(raw)
-    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights)
+        elif kind == "cap":
+            capped.add(str(name))
+    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights, frozenset(capped))
 
 
 def weighted_pick(

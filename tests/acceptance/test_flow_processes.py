@@ -4,6 +4,7 @@ paused tenant and a paused topic start nothing, and everything runs after resume
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,33 @@ def test_a_killed_workers_job_of_a_paused_topic_waits_for_resume(
     wait_for(lambda: events(log, "end", job_id), timeout=20, what="the second attempt")
     workers[1].stop()
     assert [e["attempt"] for e in events(log, "start", job_id)] == [1, 2]
+
+
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_cap_holds_across_processes_and_a_killed_workers_slot_comes_back(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    queue.set_max_running("proc:record", 2)
+    ids = queue.enqueue_many([("t", "proc:record", {"work": 0.2}) for _ in range(12)])
+    workers += [Worker(db_url, log, concurrency=4, item_lease=1.0) for _ in range(2)]
+    wait_for(lambda: len(events(log, "end")) >= 3, timeout=20, what="three jobs")
+    workers[0].kill()
+    killed_at = time.time()
+    wait_for(lambda: {e["job"] for e in events(log, "end")} >= set(ids), timeout=30,
+             what="every job")
+    workers[1].stop()
+    ends = {(e["job"], e["attempt"]): e["t"] for e in events(log, "end")}
+    intervals = [(e["t"], ends.get((e["job"], e["attempt"]), killed_at))
+                 for e in events(log, "start")]
+    assert _peak(intervals) <= 2
+    assert _peak(intervals) == 2  # the cap was reached, not merely respected by accident
