@@ -20,6 +20,8 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     flow/weight/{tenant}                            a tenant's weight (decimal text)
     flow/cap/{topic}                                a topic's max running (decimal text)
     slots/{topic}/{i}                               [tenant, job_id, token] of a capped run
+    flow/rate/{topic}                               a topic's rate: microseconds between starts
+    rates/{topic}                                   the rate's next free start time (8 bytes)
     held/{topic}/{tenant}/{job_id}                  ''  a job of a paused topic, set aside
                                                     (see core.pauses)
 
@@ -206,6 +208,7 @@ class Layout:
         self.flow_prefix = self.root + pack(("f",))
         self.held_prefix = self.root + pack(("fh",))  # outside flow/: not read by scanners
         self.slots_prefix = self.root + pack(("fs",))
+        self.rates_prefix = self.root + pack(("fr",))
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
 
     def _zone(self, tenant: str) -> Zone:
@@ -247,6 +250,12 @@ class Layout:
 
     def cap(self, topic: str) -> bytes:
         return self.flow_prefix + pack(("cap", topic))
+
+    def rate(self, topic: str) -> bytes:
+        return self.flow_prefix + pack(("rate", topic))
+
+    def rate_state(self, topic: str) -> bytes:
+        return self.rates_prefix + pack_str(topic)
 
     def slots(self, topic: str) -> bytes:
         return self.slots_prefix + pack_str(topic)

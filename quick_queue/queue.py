@@ -332,3 +332,9 @@ class JobQueue(Producing):
         slots come back when its leases run out. A job finding no free slot is handed back
         unrun (no attempt spent) and looks again a moment later."""
         flow.set_max_running(self.context, topic, limit)
+
+    def set_rate_limit(self, topic: str, rate: str | None) -> None:
+        """At most ``rate`` ("100/s", "30/min", "5/h") jobs of ``topic`` leased across every
+        worker, evenly spaced rather than in bursts at window edges (None removes it). A job
+        whose turn has not come is handed back unrun, with no attempt spent."""
+        flow.set_rate_limit(self.context, topic, rate)

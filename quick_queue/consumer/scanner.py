@@ -24,6 +24,7 @@ from quick_queue.core.caps import take_slots
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import scan_due
+from quick_queue.core.rates import take_turns
 from quick_queue.errors import UnreadableRecord
 from quick_queue.flow.view import FlowView, share_of, weighted_pick
 from quick_queue.kv.api import Transaction
@@ -176,6 +177,8 @@ class Scanner:
             if jobs and self.flow.state.capped:  # slots of capped topics, or hand back
                 jobs = take_slots(tr, context.layout, jobs, self.flow.state.capped, now,
                                   CAP_RETRY_US)
+            if jobs and self.flow.state.limited:  # rate-limited topics: their turn, or back
+                jobs = take_turns(tr, context.layout, jobs, self.flow.state.limited, now)
             tr.commit()
         except ZoneNotDue:
             self.counters.add("zone_not_due")

@@ -46,7 +46,7 @@ def _alive(tr: Transaction, layout: Layout, topic: str, now: int) -> set[int]:
     return alive
 
 
-def _hand_back(tr: Transaction, layout: Layout, job: LeasedJob, at: int, now: int) -> None:
+def hand_back(tr: Transaction, layout: Layout, job: LeasedJob, at: int, now: int) -> None:
     zone = layout.zone(job.tenant)
     job_id = job.record.job_id
     record = JobRecord.decode(job_id, tr.get(zone.item(job_id)) or b"")
@@ -82,7 +82,7 @@ def take_slots(
                 value = json.dumps([job.tenant, job.record.job_id, job.token]).encode()
                 tr.set(layout.slots(topic) + pack_int(index), value)
             else:
-                _hand_back(tr, layout, job, now + retry_us, now)
+                hand_back(tr, layout, job, now + retry_us, now)
                 back.add(job.record.job_id)
     return [job for job in jobs if job.record.job_id not in back]
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from quick_queue.context import QueueContext
-from quick_queue.core import caps, pauses, periodic
+from quick_queue.core import caps, pauses, periodic, rates
 from quick_queue.errors import InvalidArgument
 from quick_queue.flow.schedule import Schedule
 from quick_queue.flow.summary import FlowSummary, ScheduleInfo, read_flow
@@ -76,6 +76,15 @@ def set_max_running(context: QueueContext, topic: str, limit: int | None) -> Non
     context.db.transact(caps.set_cap, context.layout, topic, limit)
 
 
+def set_rate_limit(context: QueueContext, topic: str, rate: str | None) -> None:
+    """At most ``rate`` ("100/s", "30/min", "5/h") leases of ``topic`` across every worker,
+    evenly spaced (None removes the limit)."""
+    if not isinstance(topic, str) or not topic:
+        raise InvalidArgument(f"topic must be a non-empty string, got {topic!r}")
+    interval = None if rate is None else rates.parse_rate(rate)
+    context.db.transact(rates.set_rate, context.layout, topic, interval)
+
+
 def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
     if (topic is None) == (tenant is None):
         raise InvalidArgument("give exactly one of topic= or tenant=")
@@ -123,5 +132,6 @@ __all__ = [
     "resume",
     "schedules",
     "set_max_running",
+    "set_rate_limit",
     "set_weight",
 ]

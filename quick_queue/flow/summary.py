@@ -9,6 +9,7 @@ from typing import Any
 from quick_queue.core.caps import list_caps
 from quick_queue.core.pauses import list_pauses, list_weights
 from quick_queue.core.periodic import list_schedules
+from quick_queue.core.rates import list_rates
 from quick_queue.flow.schedule import Schedule
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction
@@ -43,10 +44,12 @@ class FlowSummary:
     schedules: list[ScheduleInfo] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
     caps: dict[str, int] = field(default_factory=dict)  # topic -> max running
+    rates: dict[str, int] = field(default_factory=dict)  # topic -> microseconds between leases
 
     def to_dict(self) -> dict[str, Any]:
         return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules],
-                "weights": self.weights, "max_running": self.caps}
+                "weights": self.weights, "max_running": self.caps,
+                "rate_per_second": {t: 1e6 / us for t, us in self.rates.items()}}
 
     def lines(self) -> list[str]:
         """One line per kind of pause and per schedule (none for a queue using neither)."""
@@ -56,6 +59,9 @@ class FlowSummary:
         if self.caps:
             out.append("max running: " + ", ".join(
                 f"{topic}={cap}" for topic, cap in sorted(self.caps.items())))
+        if self.rates:
+            out.append("rate limits: " + ", ".join(
+                f"{topic}={1e6 / us:g}/s" for topic, us in sorted(self.rates.items())))
         if self.weights:
             out.append("weights: " + ", ".join(
                 f"{tenant}={weight:g}" for tenant, weight in sorted(self.weights.items())))
@@ -69,7 +75,7 @@ def _read(tr: Transaction, layout: Layout) -> FlowSummary:
     infos = [ScheduleInfo(Schedule.decode(raw), cursor / 1e6)
              for _, cursor, raw in list_schedules(tr.snapshot, layout)]
     return FlowSummary(paused, infos, list_weights(tr.snapshot, layout),
-                       list_caps(tr.snapshot, layout))
+                       list_caps(tr.snapshot, layout), list_rates(tr.snapshot, layout))
 
 
 def read_flow(db: Database, layout: Layout) -> FlowSummary:

@@ -35,11 +35,12 @@ class FlowState:
     cursors: dict[str, int] = field(default_factory=dict)  # schedule name -> cursor
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
     capped: frozenset[str] = frozenset()  # topics with a max running
+    limited: frozenset[str] = frozenset()  # topics with a rate limit
 
 
 def read_state(tr: Transaction, prefix: bytes) -> FlowState:
     rows = tr.snapshot.get_range(prefix, prefix + b"\xff", limit=READ_LIMIT)
-    tenants, topics, cursors, weights, capped = set(), set(), {}, {}, set()
+    tenants, topics, cursors, weights, capped, limited = set(), set(), {}, {}, set(), set()
     for key, raw in rows:
         kind, name = unpack(key, len(prefix))[:2]
         if kind == "tenant":
@@ -52,7 +53,10 @@ def read_state(tr: Transaction, prefix: bytes) -> FlowState:
             weights[str(name)] = float(raw)
         elif kind == "cap":
             capped.add(str(name))
-    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights, frozenset(capped))
+        elif kind == "rate":
+            limited.add(str(name))
+    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights, frozenset(capped),
+                     frozenset(limited))
 
 
 def weighted_pick(

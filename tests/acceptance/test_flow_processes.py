@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,23 @@ def test_a_cap_holds_across_processes_and_a_killed_workers_slot_comes_back(
                  for e in events(log, "start")]
     assert _peak(intervals) <= 2
     assert _peak(intervals) == 2  # the cap was reached, not merely respected by accident
+
+
+def test_a_rate_limit_holds_across_processes(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """20/s across two processes: no window of one second holds more than 20 leases (each
+    lease's store time is its first deadline minus the item lease)."""
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    queue.set_rate_limit("proc:record", "20/s")
+    ids = queue.enqueue_many([("t", "proc:record", {}) for _ in range(30)])
+    workers += [Worker(db_url, log, concurrency=4, item_lease=5.0) for _ in range(2)]
+    wait_for(lambda: len(events(log, "end")) >= len(ids), timeout=30, what="every job")
+    for worker in workers:
+        worker.stop()
+    leased = sorted(e["deadline"] - 5.0 for e in events(log, "start"))
+    assert len(leased) == len(ids)
+    most = max(sum(1 for t in leased if start <= t < start + 1.0 - 1e-6) for start in leased)
+    assert most == 20  # the limit was reached, and never passed
+    assert all(b - a >= 0.05 - 1e-6 for a, b in pairwise(leased))
