@@ -1,26 +1,15 @@
 """The embedded engine: FoundationDB's transaction semantics on one durable SQLite file.
 
-How a commit works, and why:
-
 * Each transaction reads through a pooled connection holding one WAL read snapshot; the
   database's version counter read inside that snapshot is the transaction's read version.
-* Commits go through a *group commit*: the first committing thread of a process becomes the
-  leader, takes every commit request queued meanwhile, and resolves and applies them all under
-  one SQLite write transaction, so one fsync makes a whole batch durable. This is what
-  FoundationDB's commit proxies do, and it is the only way past SQLite's ~5k fsynced commits/s.
-* Resolution follows FoundationDB: in order, each request's read-conflict ranges are checked
-  against the write ranges of every batch committed after its read version (``qq_log``, shared
-  by all processes on the file) and against the requests accepted earlier in this batch. A hit
-  is ``not_committed`` (1020). One batch gets one commit version; the versionstamp of a request
-  is that version and its position in the batch, FoundationDB's 10-byte layout.
-* ``qq_log`` keeps a few seconds of write ranges for other processes; each process mirrors the
-  part it needs in memory (``ConflictHistory``).
+* Its commit goes through the group commit of ``sqlite_group_commit`` (a mixin of this class),
+  which explains how a batch is resolved, applied and made durable, and checkpointed.
+* ``wait_for_change`` wakes idle consumers on any commit to the file (``wakeup.CommitSignal``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import marshal
 import os
 import shutil
 import sqlite3
@@ -29,28 +18,19 @@ import threading
 import time
 
 from quick_queue.kv.api import Database, TimeSource
-from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet
-from quick_queue.kv.errors import (
-    DATABASE_LOCKED,
-    FILE_NOT_FOUND,
-    NOT_COMMITTED,
-    PERMISSION_DENIED,
-    TRANSACTION_TOO_OLD,
-    ConfigurationError,
-    KVError,
-    StorageError,
-)
+from quick_queue.kv.conflicts import ConflictHistory
+from quick_queue.kv.errors import FILE_NOT_FOUND, ConfigurationError, KVError, StorageError
 from quick_queue.kv.host_clock import HostClock
-from quick_queue.kv.sqlite_commit import (
-    Request,
-    add_write_ranges,
-    apply_batch,
-    apply_request,
-    storage_error,
+from quick_queue.kv.sqlite_commit import storage_error
+from quick_queue.kv.sqlite_file import (
+    STORE_TABLES,
+    check_file,
+    connect_read_only,
+    current_version,
 )
-from quick_queue.kv.sqlite_file import STORE_TABLES, check_file, connect_read_only
-from quick_queue.kv.sqlite_reads import Entry
-from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
+from quick_queue.kv.sqlite_group_commit import LOG_SECONDS as LOG_SECONDS  # re-exported
+from quick_queue.kv.sqlite_group_commit import GroupCommit
+from quick_queue.kv.sqlite_transaction import SQLiteTransaction
 from quick_queue.kv.wakeup import CommitSignal
 
 SCHEMA = (
@@ -62,14 +42,10 @@ SCHEMA = (
     # The newest log row carries the database version: pruning always keeps it.
     "INSERT OR IGNORE INTO qq_log (version, at, ranges) VALUES (0, 0, X'')",
 )
-# History kept for other processes: longer than a transaction may live, with room for clock skew.
-LOG_SECONDS = LIFETIME * 2
-CHECKPOINT_EVERY = 1000  # commits between background checkpoints under load
-CHECKPOINT_SECONDS = 1.0  # ... and at most this long between them otherwise
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
 
 
-class SQLiteDatabase(Database):
+class SQLiteDatabase(Database, GroupCommit):
     """The embedded engine. ``synchronous="FULL"`` (the default) makes every acknowledged commit
     survive power loss; ``"NORMAL"`` survives a process crash but may lose the last commits on
     power loss, for about twice the commit rate.
@@ -115,29 +91,21 @@ class SQLiteDatabase(Database):
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._all_connections: list[sqlite3.Connection] = []
-        self._pending: list[Request] = []
-        self._commit_cond = threading.Condition(threading.Lock())
-        self._leading = False
+        self._init_group_commit()
         self._signal = CommitSignal(self.path)
         self._signal_ok = True
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
-        self._last_prune = 0.0
         self._writer = self._connect()
         if read_only:
             self._open_read_only()
             return
-        # Checkpoints (copying the WAL back into the database file, with an fsync of it) run
-        # in a background thread instead of inside whichever commit crosses SQLite's
-        # threshold: that commit would otherwise wait several milliseconds (pick-up latency).
+        # Checkpoints run in a background thread (see sqlite_group_commit), not in a commit.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer: threading.Thread | None = None
-        self._checkpoint_wake = threading.Event()
-        self._commits_since_checkpoint = 0
         try:
             for statement in SCHEMA:
                 self._writer.execute(statement)
-            version = self._current_version(self._writer)
+            version = current_version(self._writer)
         except sqlite3.Error as error:
             self.close()
             raise storage_error(self.path, error, "creating its tables") from error
@@ -150,9 +118,6 @@ class SQLiteDatabase(Database):
         self._seen = version
 
     def _open_read_only(self) -> None:
-        self._checkpointer = None
-        self._checkpoint_wake = threading.Event()
-        self._commits_since_checkpoint = 0
         try:
             tables = {
                 str(row[0])
@@ -160,7 +125,7 @@ class SQLiteDatabase(Database):
             }
             if not STORE_TABLES <= tables:  # replaced since check_file looked
                 raise sqlite3.DatabaseError("not a quick_queue store")
-            version = self._current_version(self._writer)
+            version = current_version(self._writer)
         except sqlite3.Error as error:
             self.close()
             raise storage_error(self.path, error, "opening it read-only") from error
@@ -206,10 +171,6 @@ class SQLiteDatabase(Database):
         self._all_connections.append(conn)
         return conn
 
-    def _current_version(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT max(version) FROM qq_log").fetchone()
-        return int(row[0])
-
     def _begin_read(self) -> tuple[sqlite3.Connection, int]:
         """A connection inside a fresh read snapshot, and the version that snapshot shows."""
         if self._closed:
@@ -220,7 +181,7 @@ class SQLiteDatabase(Database):
             conn = self._connect()
         try:
             conn.execute("BEGIN")
-            version = self._current_version(conn)
+            version = current_version(conn)
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -244,197 +205,6 @@ class SQLiteDatabase(Database):
         if self._closed:
             raise KVError(2000, f"database {self.url} is closed")
         return SQLiteTransaction(self)
-
-    # -- group commit -----------------------------------------------------------------------
-    def _commit(
-        self,
-        read_version: int | None,
-        reads: list[Range],
-        writes: dict[bytes, Entry],
-        cleared: list[Range],
-        stamped: list[tuple[bytes, bytes]],
-        extra_writes: list[Range],
-        relaxed: bool = False,
-    ) -> bytes:
-        if self.read_only:
-            raise StorageError(
-                PERMISSION_DENIED,
-                f"{self.path} was opened read-only: this transaction's writes were not "
-                "committed (open it without read_only to write)",
-                path=self.path,
-            )
-        request = Request(read_version, reads, writes, cleared, stamped, extra_writes)
-        request.relaxed = relaxed
-        cond = self._commit_cond
-        with cond:
-            self._pending.append(request)
-            while not request.done:
-                if self._leading:
-                    cond.wait()
-                    continue
-                # No batch is in flight: this thread leads the next one, which carries every
-                # request queued while the previous batch was being made durable.
-                self._leading = True
-                batch, self._pending = self._pending, []
-                cond.release()
-                try:
-                    self._run_batch(batch)
-                finally:
-                    cond.acquire()
-                    self._leading = False
-                    cond.notify_all()
-        if request.error is not None:
-            raise request.error
-        assert request.stamp is not None
-        return request.stamp
-
-    def _sync_history(self, conn: sqlite3.Connection) -> int:
-        """Mirror the batches other processes committed since we last looked."""
-        # data_version moves only when another connection committed: skip the query otherwise.
-        data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if data_version == self._writer_data_version:
-            return self._seen
-        self._writer_data_version = data_version
-        rows = conn.execute(
-            "SELECT version, at, ranges FROM qq_log WHERE version > ? ORDER BY version",
-            (self._seen,),
-        ).fetchall()
-        current = self._current_version(conn)
-        expected = self._seen + 1
-        for version, at, blob in rows:
-            if version != expected:
-                self._history.note_gap(version - 1)
-            writes = WriteSet()
-            writes.add_all(marshal.loads(blob) if blob else [])
-            self._history.append(version, at, writes)
-            expected = version + 1
-        if current >= expected:
-            self._history.note_gap(current)
-        self._seen = current
-        return current
-
-    def _run_batch(self, batch: list[Request]) -> None:
-        conn = self._writer
-        try:
-            if self._closed:
-                raise KVError(2000, f"database {self.url} is closed")
-            # A batch of relaxed commits only is not synced; the next durable batch syncs it.
-            # (SQLite refuses to change the level inside a transaction: it is set first.)
-            level = "NORMAL" if all(r.relaxed for r in batch) else self.synchronous
-            if self.synchronous == "FULL" and level != self._writer_level:
-                conn.execute(f"PRAGMA synchronous={level}")
-                self._writer_level = level
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                if "locked" in str(error) or "busy" in str(error):
-                    raise KVError(
-                        DATABASE_LOCKED, f"{self.path} stayed locked by another process"
-                    ) from error
-                raise storage_error(self.path, error, "committing") from error
-            try:
-                self._resolve_and_apply(conn, batch)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-        except KVError as error:
-            for request in batch:
-                if not request.done:
-                    request.error = error
-                    request.done = True
-        except sqlite3.Error as error:
-            failure = storage_error(self.path, error, "committing")
-            for request in batch:
-                if not request.done:
-                    request.error = failure
-                    request.done = True
-        finally:
-            for request in batch:
-                if not request.done:  # an unexpected exception escaped: fail, never hang
-                    request.error = KVError(4000, "commit aborted by an internal error")
-                    request.done = True
-
-    def _resolve_and_apply(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
-        current = self._sync_history(conn)
-        version = current + 1
-        accepted: list[Request] = []
-        batch_writes = WriteSet()
-        history = self._history
-        for request in batch:
-            read_version = request.read_version if request.read_version is not None else current
-            if read_version < history.floor:
-                request.error = KVError(TRANSACTION_TOO_OLD)
-            elif request.reads and (
-                batch_writes.intersects(request.reads)
-                or history.conflicts(request.reads, read_version)
-            ):
-                request.error = KVError(NOT_COMMITTED)
-            else:
-                accepted.append(request)
-                add_write_ranges(batch_writes, request)
-                continue
-            request.done = True
-        if not accepted:
-            conn.execute("ROLLBACK")
-            return
-        now = time.time()
-        head = version.to_bytes(8, "big")
-        if len(accepted) == 1:  # the usual batch: no merging (see sqlite_commit.BatchWriter)
-            stamps = [head + b"\x00\x00"]
-            apply_request(conn, accepted[0], stamps[0], batch_writes)
-        else:
-            stamps = [head + order.to_bytes(2, "big") for order in range(len(accepted))]
-            apply_batch(conn, list(zip(accepted, stamps, strict=True)), batch_writes)
-        # This row is also the database version, so even a handle alone on the file writes it
-        # (issue 10, measured: moving the version to a row of its own to skip this insert
-        # when alone saved no instructions per commit and cost 5 % with two handles).
-        conn.execute(
-            "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
-            (version, now, marshal.dumps(batch_writes.as_list())),
-        )
-        if now - self._last_prune > 1.0:
-            self._last_prune = now
-            conn.execute(
-                "DELETE FROM qq_log WHERE at < ? AND version < ?", (now - LOG_SECONDS, version)
-            )
-            history.prune(now - LOG_SECONDS)
-        conn.execute("COMMIT")
-        history.append(version, now, batch_writes)
-        self._commits_since_checkpoint += 1
-        if self._checkpointer is None:
-            self._start_checkpointer()
-        elif self._commits_since_checkpoint >= CHECKPOINT_EVERY:
-            self._checkpoint_wake.set()
-        self._seen = version
-        for request, stamp in zip(accepted, stamps, strict=True):
-            request.stamp = stamp
-            request.done = True
-        self._signal.notify()
-
-    # -- checkpoints ------------------------------------------------------------------------
-    def _start_checkpointer(self) -> None:
-        thread = threading.Thread(
-            target=self._checkpoint_loop, name="quick_queue-checkpoint", daemon=True
-        )
-        self._checkpointer = thread
-        thread.start()
-
-    def _checkpoint_loop(self) -> None:
-        try:
-            conn = self._connect()
-        except KVError:
-            return
-        while not self._closed:
-            self._checkpoint_wake.wait(CHECKPOINT_SECONDS)
-            self._checkpoint_wake.clear()
-            if self._closed or not self._commits_since_checkpoint:
-                continue
-            self._commits_since_checkpoint = 0
-            # PASSIVE never blocks writers or readers; frames a reader still needs are copied
-            # on a later round.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     # -- idle wake-up -----------------------------------------------------------------------
     def wait_for_change(self, timeout: float) -> None:

@@ -4,6 +4,8 @@ Opening a file for writing creates the engine's tables and switches the file to 
 change the file for good. So before that, the file is looked at through a read-only connection:
 a folder, a file of another application, or (for a read-only open) a missing or empty file is
 refused with a message that names the path and says what to do instead.
+
+It also holds how the store's version is read from those tables (``current_version``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from quick_queue.kv.errors import (
 
 #: The tables of a quick_queue store (``sqlite_engine.SCHEMA``).
 STORE_TABLES = frozenset({"kv", "qq_meta", "qq_log"})
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The database version ``conn`` sees: the newest ``qq_log`` row (pruning always keeps it)."""
+    row = conn.execute("SELECT max(version) FROM qq_log").fetchone()
+    return int(row[0])
 
 
 def read_only_uri(path: str, *, immutable: bool = False) -> str:

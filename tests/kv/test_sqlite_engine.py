@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import quick_queue.kv as kv
-from quick_queue.kv import sqlite_engine
+from quick_queue.kv import sqlite_group_commit
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import (
     FILE_NOT_FOUND,
@@ -156,7 +156,7 @@ def test_pruned_history_gives_1007_not_a_missed_conflict(
     old = sqlite_tr(db)
     assert old.get(b"k") == b"1"
     put(db, b"k", b"2")  # conflicts with ``old``, and will age out of the log
-    monkeypatch.setattr(sqlite_engine, "time", ShiftedClock(LOG_SECONDS + 2))
+    monkeypatch.setattr(sqlite_group_commit, "time", ShiftedClock(LOG_SECONDS + 2))
     put(db, b"other", b"x")  # this commit prunes the log
     rows = db._writer.execute("SELECT count(*) FROM qq_log").fetchone()[0]
     assert rows == 1  # only the newest row is kept once the rest are old
@@ -179,7 +179,7 @@ def test_a_handle_that_missed_pruned_history_gives_1007(
         old = sqlite_tr(b)
         assert old.get(b"k") == b"1"
         put(a, b"k", b"2")
-        monkeypatch.setattr(sqlite_engine, "time", ShiftedClock(LOG_SECONDS + 2))
+        monkeypatch.setattr(sqlite_group_commit, "time", ShiftedClock(LOG_SECONDS + 2))
         put(a, b"other", b"x")  # a prunes the shared log before b ever saw version "k=2"
         old.set(b"k", b"3")
         with pytest.raises(KVError) as info:
