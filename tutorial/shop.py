@@ -12,6 +12,7 @@ Run a worker for it from the repository root::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
@@ -294,13 +295,18 @@ class Roast:
 class TillTotal:
     """Add up an order at the till. ``keep_result=600`` keeps what it returns for 10 minutes, so
     the till can wait for it with ``queue.result(...)``; a drink not on the menu is discarded,
-    and the till hears so (``qq.JobDiscarded``)."""
+    and the till hears so (``qq.JobDiscarded``). It is an ``async def perform``: it would ask a
+    price service over the network, and a worker runs such handlers as tasks on its event loop,
+    beside the plain ones in threads."""
 
     class Payload(BaseModel):
         order_id: str
         drinks: list[str]
 
-    def perform(self, payload: TillTotal.Payload, meta: qq.JobMeta) -> dict[str, Any] | qq.Discard:
+    async def perform(
+        self, payload: TillTotal.Payload, meta: qq.JobMeta
+    ) -> dict[str, Any] | qq.Discard:
+        await asyncio.sleep(0.01)  # stands in for the price service's answer
         unknown = [d for d in payload.drinks if d not in MENU]
         if unknown:
             return qq.Discard(f"not on the menu: {', '.join(unknown)}")

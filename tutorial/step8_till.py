@@ -14,7 +14,8 @@ def main() -> None:
     reset("corner")
     kit.say("The till enqueues a till.total job (typed: the handler class and its Payload) and\n"
             "waits for what it returns: @job(keep_result=600) keeps the result, and\n"
-            "queue.result(..., wait=10) returns it once a worker has run the job.")
+            "queue.result(..., wait=10) returns it once a worker has run the job. TillTotal\n"
+            "is an async def perform: the worker runs it on its event loop.")
     job_id = queue.enqueue("corner", TillTotal,
                            TillTotal.Payload(order_id="C-1", drinks=["latte", "espresso"]))
     odd_id = queue.enqueue("corner", TillTotal,
