@@ -29,7 +29,8 @@ def install_stop_handlers(stop: Callable[[], None]) -> Callable[[], None]:
             logging.shutdown()
             os._exit(128 + signum)
         received.append(signum)
-        log.info("%s: shutting down gracefully (a second signal exits at once)",
+        # a warning: shown by run()'s default log too, since it tells how to force the exit
+        log.warning("%s: shutting down gracefully (a second signal exits at once)",
                  signal.Signals(signum).name)
         stop()
 
