@@ -6,7 +6,8 @@ Two kinds, served from two places:
   (``quick_queue.events``) in every worker process: jobs by topic and event, handler run time,
   pick-up latency (due to started), lost leases, and, read from the process's running consumers
   at scrape time, jobs in flight, lease extensions and the scanner's counters (zone visits,
-  lease races). Serve
+  lease races), and the store's retries by error code (``quick_queue_store_retries_total``,
+  from ``quick_queue.kv.retries``: 1020 is a conflict). Serve
   them with ``quick-queue worker --metrics-port N``, ``serve(port)``, or mount them in an app
   that already serves HTTP with ``mount(app)`` / ``asgi_app()`` / ``wsgi_app()``.
 - **Queue metrics** (``QueueCollector``): what the store holds (ready, scheduled, leased, dead,
@@ -37,6 +38,7 @@ from prometheus_client.registry import Collector
 from quick_queue.consumer.heartbeat import LIVE
 from quick_queue.context import QueueContext
 from quick_queue.events import EventKind, EventStream, JobEvent
+from quick_queue.kv import retries as kv_retries
 from quick_queue.models import QueueStats
 
 #: seconds: handler run times from a millisecond to ten minutes
@@ -93,6 +95,24 @@ class _ConsumerCollector(Collector):
         yield extensions
 
 
+class _StoreRetryCollector(Collector):
+    """The store's retries in this process (every ``transact`` / ``@transactional`` run again
+    after a retryable error), by FoundationDB error code, read from ``kv.retries.counter()``
+    at scrape time. Conflicts are code 1020 (not_committed)."""
+
+    def __init__(self) -> None:
+        self.counter = kv_retries.counter()  # counting starts here, not at import
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("quick_queue_store_retries",
+                                     "Store transactions this process ran again, by "
+                                     "FoundationDB error code (1020 not_committed: conflicts)",
+                                     labels=["code", "name"])
+        for code, count in sorted(self.counter.snapshot().items()):
+            family.add_metric([str(code), kv_retries.name_of(code)], count)
+        yield family
+
+
 class WorkerMetrics:
     """Process metrics in ``registry`` (a fresh one by default). ``attach(context)`` subscribes
     to a queue's event stream; ``detach()`` stops."""
@@ -110,6 +130,7 @@ class WorkerMetrics:
                                 "job became due to when its handler started", ["queue", "topic"],
                                 buckets=PICKUP_BUCKETS, registry=self.registry)
         self.registry.register(_ConsumerCollector())
+        self.registry.register(_StoreRetryCollector())
         self._subscriptions: list[tuple[EventStream, Callable[[JobEvent], None]]] = []
 
     def attach(self, context: QueueContext) -> None:

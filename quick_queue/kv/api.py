@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from quick_queue.kv import retries
 from quick_queue.kv.errors import (
     INVALID_OPTION_VALUE,
     KVError,
@@ -256,7 +257,9 @@ class Database(ABC):
                 tr.commit()
                 return result
             except KVError as error:
-                tr.on_error(error)
+                tr.on_error(error)  # raises unless the transaction is to run again
+                if retries.listeners:
+                    retries.notify(error.code)
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until another transaction may have committed, or ``timeout`` seconds pass.

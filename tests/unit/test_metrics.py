@@ -134,3 +134,43 @@ def test_lease_extensions_of_a_running_worker(
     release.set()
     queue.stop()
     run.result()
+
+
+def _retries(registry: CollectorRegistry, labels: dict[str, str]) -> float:
+    value = registry.get_sample_value("quick_queue_store_retries_total", labels)
+    return 0.0 if value is None else value
+
+
+def test_store_retries_by_error_code(make_queue: QueueFactory, db: qq.Database) -> None:
+    from quick_queue.kv.api import Transaction
+    from quick_queue.kv.faults import FaultyDatabase
+
+    metrics = WorkerMetrics()  # starts the process's retry counter
+    reg = metrics.registry
+    conflict = {"code": "1020", "name": "not_committed"}
+    unknown = {"code": "1021", "name": "commit_unknown_result"}
+    before = _retries(reg, conflict)
+    calls: list[int] = []
+
+    def read_then_write(tr: Transaction) -> None:
+        tr.get(b"\x01metrics-test")
+        calls.append(1)
+        if len(calls) == 1:  # another transaction commits a write to the key read
+            other = db.create_transaction()
+            other.set(b"\x01metrics-test", b"theirs")
+            other.commit()
+        tr.set(b"\x01metrics-test", b"ours")
+
+    db.transact(read_then_write)
+    assert _retries(reg, conflict) == before + 1
+    # the queue's own transactions (enqueue) report theirs: 1021 from a faulty store
+    faulty = FaultyDatabase(db, seed=5, unknown_not_committed=0.5)
+    queue = make_queue(Ok, db=faulty)
+    before_unknown = _retries(reg, unknown)
+    for n in range(10):
+        queue.enqueue(f"t{n}", "m:ok", {})
+    injected = faulty.injected["unknown_not_committed"]
+    assert injected > 0
+    assert _retries(reg, unknown) == before_unknown + injected
+    assert b'quick_queue_store_retries_total{code="1020",name="not_committed"}' in \
+        generate_latest(reg)
