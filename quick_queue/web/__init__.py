@@ -18,6 +18,8 @@ The API (``/api/v1/``, OpenAPI document at ``/api/v1/openapi.json``)::
     POST dead/retry          {tenant, job_id[, payload]}: run a dead letter again (with an
                              edited payload, a JSON object checked as enqueue checks it)
     POST dead/purge          {tenant, job_id}: delete it
+    GET  paused              {tenant: [...], topic: [...]}: what flow control has paused
+    POST pause | resume      {topic} or {tenant}: stop / start again starting its jobs
 
 Reads need no token; every POST needs ``Authorization: Bearer TOKEN`` (or, from the page, a
 signed-in session plus its CSRF token). Bodies over 256 kB get 413, malformed or invalid input

@@ -23,6 +23,7 @@ from quick_queue.errors import InvalidArgument, KVError, QuickQueueError
 from quick_queue.metrics import QueueCollector
 from quick_queue.queue import JobQueue
 from quick_queue.web.dead_edit import retry_edited
+from quick_queue.web.flow import add_flow_routes
 from quick_queue.web.models import (
     ActionResult,
     DeadLetterRef,
@@ -80,6 +81,7 @@ def create_app(queue: JobQueue, *, token: str, refresh: float = 2.0,
     _pages(app, guard, queue.name)
     _reads(app, queue, snapshots)
     _actions(app, queue, snapshots, guard)
+    add_flow_routes(app, API, queue, snapshots, guard, ERRORS)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class EnqueueRequest(BaseModel):
@@ -65,3 +65,27 @@ class SessionInfo(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class PauseTarget(BaseModel):
+    """``POST /api/v1/pause`` and ``/resume``: exactly one of a topic or a tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str | None = Field(default=None, min_length=1, max_length=1000,
+                              description="Stop (or resume) starting jobs of this topic.")
+    tenant: str | None = Field(default=None, min_length=1, max_length=1000,
+                               description="Stop (or resume) starting this tenant's jobs.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PauseTarget:
+        if (self.topic is None) == (self.tenant is None):
+            raise ValueError("give exactly one of topic or tenant")
+        return self
+
+
+class Paused(BaseModel):
+    """What is paused: tenants (their zones parked) and topics (their jobs set aside)."""
+
+    tenant: list[str]
+    topic: list[str]

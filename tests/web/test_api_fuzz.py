@@ -87,6 +87,10 @@ def _check(case: Any, live: Live) -> str:
         assert job is not None and job.topic == "greet" == body["topic"]
         assert Greet.Payload.model_validate(job.payload).name == body["payload"]["name"]
         return "accepted"
+    if case.path in ("/api/v1/pause", "/api/v1/resume"):
+        # exactly one of topic or tenant was accepted (the other absent or null)
+        ((kind, name),) = [(k, v) for k, v in case.body.items() if v is not None]
+        assert (name in live.queue.paused()[kind]) == case.path.endswith("pause")
     return "acted"
 
 
