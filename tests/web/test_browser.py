@@ -28,7 +28,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from quick_queue.web import create_app
 
@@ -135,12 +135,12 @@ def _cells(driver: Any, css: str) -> list[str]:
         "return Array.from(document.querySelectorAll(arguments[0]), n => n.textContent);", css))
 
 
-def _click(driver: Any, css: str, job_id: str) -> bool:
+def _click(driver: Any, css: str, job_id: str, attribute: str = "data-job-id") -> bool:
     """Click the enabled button ``css`` of the row of ``job_id`` (False: not there yet, or
     redrawn under us: the wait tries again)."""
     for button in driver.find_elements(By.CSS_SELECTOR, css):
         try:
-            if button.get_attribute("data-job-id") == job_id and button.is_enabled():
+            if button.get_attribute(attribute) == job_id and button.is_enabled():
                 button.click()
                 return True
         except StaleElementReferenceException:
@@ -175,6 +175,23 @@ def _edit_and_retry(driver: Any, wait: WebDriverWait[Any], job_id: str, shot: Pa
     driver.find_element(By.ID, "dead-edit-retry").click()
     wait.until(lambda d: any("edited payload" in t for t in _cells(d, "#status")))
     assert not box.is_displayed()
+
+
+def _pause_and_resume(driver: Any, wait: WebDriverWait[Any], queue: qq.JobQueue,
+                      shot: Path) -> None:
+    """Pause a tenant with a hostile name from the overview's form (it shows as text in the
+    paused panel), then resume it with its button."""
+    Select(driver.find_element(By.ID, "pause-kind")).select_by_value("tenant")
+    driver.find_element(By.ID, "pause-name").send_keys(XSS)
+    driver.find_element(By.ID, "pause-button").click()
+    wait.until(lambda d: XSS in _cells(d, "#paused td"))
+    assert queue.paused() == {"tenant": [XSS], "topic": []}
+    driver.save_screenshot(str(shot))
+    with pytest.raises(NoAlertPresentException):
+        _ = driver.switch_to.alert.text
+    wait.until(lambda d: _click(d, "button.resume", XSS, "data-name"))
+    wait.until(lambda d: any("resumed" in t for t in _cells(d, "#status")))
+    assert queue.paused() == {"tenant": [], "topic": []}
 
 
 def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: Any,
@@ -234,6 +251,7 @@ def test_the_dashboard_over_a_running_worker(server: tuple[str, str], browser: A
         browser.get(page + "#/overview")
         wait.until(lambda d: _card(d, "dead") == 0)
         browser.save_screenshot(str(artifacts / "dashboard.png"))
+        _pause_and_resume(browser, wait, worker, artifacts / "dashboard-paused.png")
     except Exception:
         browser.save_screenshot(str(artifacts / "dashboard-failure.png"))
         raise

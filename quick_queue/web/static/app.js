@@ -83,6 +83,30 @@
       for (const [name, n] of Object.entries(counters)) rows.push(row([topic, name, n]));
     }
     fill("topics", rows);
+    await pausedPanel();
+  }
+  // What flow control has paused, each with a resume button; names go in as text.
+  async function pausedPanel() {
+    const p = await get("/paused");
+    const rows = [];
+    for (const kind of ["topic", "tenant"]) {
+      for (const name of p[kind]) {
+        const button = el("button", "resume", { type: "button", class: "resume",
+                                                "data-kind": kind, "data-name": name });
+        button.disabled = !session.authenticated;
+        button.addEventListener("click", () => flowAction("/resume", kind, name));
+        rows.push(row([kind, name, button]));
+      }
+    }
+    fill("paused", rows);
+    document.getElementById("paused").hidden = rows.length === 0;
+    document.getElementById("paused-none").hidden = rows.length !== 0;
+    document.getElementById("pause-button").disabled = !session.authenticated;
+  }
+  async function flowAction(path, kind, name) {
+    try { status((await post(path, { [kind]: name })).message, true); }
+    catch (error) { status(path.slice(1) + " failed: " + error.message); }
+    refresh();
   }
   function spark(series) {
     const svg = document.getElementById("spark");
@@ -247,6 +271,12 @@
         "&id=" + encodeURIComponent(document.getElementById("job-id").value);
     });
     document.getElementById("dead-edit").addEventListener("submit", retryEdited);
+    document.getElementById("pause-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const name = document.getElementById("pause-name");
+      flowAction("/pause", document.getElementById("pause-kind").value, name.value);
+      name.value = "";
+    });
     document.getElementById("dead-edit-cancel").addEventListener("click", closeEditor);
     document.getElementById("logout-button").addEventListener("click", async () => {
       await fetch("/logout", { method: "POST", credentials: "same-origin",
