@@ -155,7 +155,8 @@ class Core:
         )
 
     def done(self, job: LeasedJob, now: int) -> bool:
-        return self.settle([Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE)], now)[0]
+        done = Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE)
+        return self.settle([done], now)[0]
 
     def extend(self, leases: list[tuple[str, str, str]], now: int) -> list[bool]:
         return self.db.transact(extend_leases, self.layout, leases, now, self.item_lease)
