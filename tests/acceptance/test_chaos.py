@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fdb.tuple import pack
 from workers.procs import wait_for
 from workers.skewed_proc import Run, SkewedWorker, read_runs
 
 import quick_queue as qq
+from quick_queue.keys import pack
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fdb.tuple import pack
 from workers.procs import Worker, events, wait_for
 
 import quick_queue as qq
+from quick_queue.keys import pack
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fdb.tuple import pack
 
 import quick_queue as qq
 from quick_queue.consumer import transactional
+from quick_queue.keys import pack
 from quick_queue.kv import sqlite_transaction
 
 ORDER = pack(("shop", "order", "A-1"))

@@ -23,9 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from fdb.tuple import pack
-
 import quick_queue as qq
+from quick_queue.keys import pack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proc_jobs import LOG_ENV, log_event

@@ -49,9 +49,8 @@ time.time = _skewed_time  # before quick_queue is imported, so every use of it s
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from fdb.tuple import pack  # noqa: E402
-
 import quick_queue as qq  # noqa: E402
+from quick_queue.keys import pack  # noqa: E402
 
 
 def true_now() -> float:
