@@ -54,7 +54,9 @@ def test_a_users_fdb_transactional_retries_a_too_old_read_of_ours(fdb_db: FDBDat
     def place_order(tr: Any) -> None:
         attempts.append(1)
         if len(attempts) == 1:  # make this attempt's reads 6 s old: the cluster says 1007
-            version = tr.get_read_version().wait()
+            # Taken on another transaction: once read, a version cannot be set.
+            other = fdb_db.raw.create_transaction()  # kept alive: a dropped one cancels
+            version = other.get_read_version().wait()
             if version < 10_000_000:
                 pytest.skip("the cluster is too young to read 6 s in the past")
             tr.set_read_version(version - 6_000_000)
