@@ -130,6 +130,11 @@ def _card(driver: Any, name: str) -> int:
     return int(text) if str(text).isdigit() else -1
 
 
+def _polls(driver: Any) -> int:
+    """How many times the page has redrawn itself from the API."""
+    return int(driver.execute_script("return Number(document.body.dataset.polls || 0);"))
+
+
 def _cells(driver: Any, css: str) -> list[str]:
     return list(driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0]), n => n.textContent);", css))
@@ -179,8 +184,17 @@ def _edit_and_retry(driver: Any, wait: WebDriverWait[Any], job_id: str, shot: Pa
 
 def _pause_and_resume(driver: Any, wait: WebDriverWait[Any], queue: qq.JobQueue,
                       shot: Path) -> None:
-    """Pause a tenant with a hostile name from the overview's form (it shows as text in the
-    paused panel), then resume it with its button."""
+    """Pause a misspelt topic (refused: the reason stays on screen through later polls), then
+    a tenant with a hostile name from the overview's form (it shows as text in the paused
+    panel), then resume it with its button."""
+    Select(driver.find_element(By.ID, "pause-kind")).select_by_value("topic")
+    driver.find_element(By.ID, "pause-name").send_keys("brwe")
+    driver.find_element(By.ID, "pause-button").click()
+    wait.until(lambda d: any("unknown topic 'brwe'" in t for t in _cells(d, "#status")))
+    polled = _polls(driver)
+    wait.until(lambda d: _polls(d) >= polled + 2)  # two redraws later, the reason is still there
+    assert any("pause failed: unknown topic 'brwe'" in t for t in _cells(driver, "#status"))
+    assert queue.paused() == {"tenant": [], "topic": []}
     Select(driver.find_element(By.ID, "pause-kind")).select_by_value("tenant")
     driver.find_element(By.ID, "pause-name").send_keys(XSS)
     driver.find_element(By.ID, "pause-button").click()

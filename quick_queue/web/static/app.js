@@ -6,6 +6,7 @@
   const POLL_MS = 2000;
   let session = { authenticated: false, csrf: null };
   let timer = null;
+  let polls = 0;
   let editing = null; // the dead letter whose payload is open in the editor
 
   function el(tag, text, attrs) {
@@ -33,10 +34,13 @@
     if (seconds < 5400) return (seconds / 60).toFixed(1) + " min";
     return (seconds / 3600).toFixed(1) + " h";
   }
-  function status(text, ok) {
+  // kind: "ok" (an action done) or "error" (an action refused) stay until the next action or
+  // page, so a poll cannot wipe them before they are read; no kind (a load failed, a sign-in
+  // refused) is cleared by the next good load.
+  function status(text, kind) {
     const node = document.getElementById("status");
     node.textContent = text || "";
-    node.className = ok ? "ok" : "";
+    node.className = kind || "";
   }
   async function get(path) {
     const response = await fetch(API + path, { credentials: "same-origin" });
@@ -104,8 +108,8 @@
     document.getElementById("pause-button").disabled = !session.authenticated;
   }
   async function flowAction(path, kind, name) {
-    try { status((await post(path, { [kind]: name })).message, true); }
-    catch (error) { status(path.slice(1) + " failed: " + error.message); }
+    try { status((await post(path, { [kind]: name })).message, "ok"); }
+    catch (error) { status(path.slice(1) + " failed: " + error.message, "error"); }
     refresh();
   }
   function spark(series) {
@@ -174,8 +178,8 @@
         button.addEventListener("click", async () => {
           if (verb === "purge" && !window.confirm("Delete this dead letter for good?")) return;
           try {
-            status((await post(path, { tenant: j.tenant, job_id: j.job_id })).message, true);
-          } catch (error) { status(verb + " failed: " + error.message); }
+            status((await post(path, { tenant: j.tenant, job_id: j.job_id })).message, "ok");
+          } catch (error) { status(verb + " failed: " + error.message, "error"); }
           refresh();
         });
         actions.appendChild(button);
@@ -218,7 +222,7 @@
       editorError("the payload must be a JSON object ({...})"); return;
     }
     try {
-      status((await post("/dead/retry", { ...editing, payload })).message, true);
+      status((await post("/dead/retry", { ...editing, payload })).message, "ok");
       closeEditor();
     } catch (error) { editorError("refused: " + error.message); }
     refresh();
@@ -254,7 +258,8 @@
     const [page, params] = route();
     try {
       await PAGES[page](params);
-      if (document.getElementById("status").className !== "ok") status("");
+      if (document.getElementById("status").className === "") status("");
+      document.body.dataset.polls = String(++polls); // lets a test wait for the next poll
     } catch (error) { status("could not load: " + error.message); }
   }
   async function loadSession() {
