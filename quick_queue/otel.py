@@ -13,10 +13,10 @@
   its outcome is settled; its attributes give the outcome, and a failed attempt's status is
   ERROR with the error. A lease lost meanwhile is a span event.
 
-While a plain (``def``) handler runs, its attempt span is the current span of its worker thread,
-so spans the handler starts (and jobs it enqueues) are its children. An ``async def`` handler
-runs on the consumer's event loop, where the attempt span is not current: pass it on yourself
-if you need it.
+While a handler runs, its attempt span is the current span, so spans the handler starts (and
+jobs it enqueues) are its children: for a plain (``def``) handler in its worker thread, and for
+an ``async def`` one in its task (the worker thread hands the run to the event loop with
+``call_soon_threadsafe``, which carries the thread's context, span included, into the task).
 
 Call ``instrument`` where the queue is made (the app module ``quick-queue worker`` imports):
 then every process that imports it, producers and each worker process, traces. (Processes

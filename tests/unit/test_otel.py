@@ -40,6 +40,12 @@ class Ok:
         SEEN.append(trace.get_current_span().get_span_context().span_id)
 
 
+@qq.job(topic="o:async")
+class AsyncOk:
+    async def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        SEEN.append(trace.get_current_span().get_span_context().span_id)
+
+
 @qq.job(topic="o:fail", max_retries=1)
 class Fail:
     def perform(self, payload: Any, meta: qq.JobMeta) -> None:
@@ -84,6 +90,21 @@ def test_the_attempt_span_is_a_child_of_the_enqueue_span(
     assert SEEN == [attempt.context.span_id]
     assert attempt.attributes is not None and attempt.attributes["messaging.message.id"] == job_id
     assert attempt.attributes["quick_queue.outcome"] == "completed"
+
+
+def test_an_async_handler_runs_inside_its_own_attempt_span(
+    make_queue: QueueFactory, spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    SEEN.clear()
+    queue = make_queue(AsyncOk)
+    traced = otel.instrument(queue, tracer_provider=provider)
+    for n in range(4):  # several at once on one loop: each task sees its own span
+        queue.enqueue("acme", "o:async", {"n": n})
+    assert queue.drain(timeout=10).completed == 4
+    traced.close()
+    attempts = _named(tuple(exporter.get_finished_spans()), "process o:async")
+    assert sorted(SEEN) == sorted(a.context.span_id for a in attempts) and len(SEEN) == 4
 
 
 def test_every_attempt_gets_a_span_and_a_failed_one_says_why(
