@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pydantic
 
+from quick_queue.core.rates import parse_rate
 from quick_queue.errors import ConfigurationError, HandlerError, InvalidArgument, PayloadError
 from quick_queue.meta import JobMeta, LeaseFlag
 
@@ -38,6 +39,7 @@ from quick_queue.settings import MAX_PRIORITY
 
 T = TypeVar("T")
 MAX_SNOOZE = 10 * 366 * 86400.0  # ten years, in seconds
+MAX_RUNNING = 100_000  # the largest max_running, @job's or the queue's
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,13 @@ class JobSpec:
     backoff_cap: float | None
     keep_result: float | None = None  # seconds; None: the queue's keep_result setting
     is_async: bool = False  # perform is ``async def``: the worker must await it
+    max_running: int | None = None  # attempts at once across every worker (quick_queue.flow)
+    rate_limit: str | None = None  # e.g. "100/s": leases across every worker
+
+    @property
+    def rate_interval(self) -> int | None:
+        """``rate_limit`` as microseconds between leases (None: no limit)."""
+        return None if self.rate_limit is None else parse_rate(self.rate_limit)
 
     def keep_seconds(self, queue_default: float) -> float:
         """How long a finished job of this handler is kept (0: not at all)."""
@@ -148,6 +157,8 @@ def job(
     backoff_factor: float | None = None,
     backoff_cap: float | None = None,
     keep_result: float | timedelta | None = None,
+    max_running: int | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[type[T]], type[T]]:
     """Declare a handler class for ``topic``.
 
@@ -189,8 +200,14 @@ def job(
       timings, returned value and last error are kept that long, for ``get_job`` and
       ``queue.result``. None: the queue's ``keep_result`` setting (0 by default: nothing is
       kept); 0 keeps nothing even on a queue that keeps results.
+    * ``max_running`` (1..100000) and ``rate_limit`` ("100/s", "30/min", "5/h") hold across
+      every worker process and machine, in the store (see ``quick_queue.flow``): each worker
+      that runs this handler writes them there when it starts (the last one started wins for
+      the topic), and a queue-level ``set_max_running`` / ``set_rate_limit`` of the topic wins
+      over them while it is set.
     """
     _check_options(topic, priority, max_retries, timeout)
+    _check_flow(topic, max_running, rate_limit)
     keep = keep_seconds(f"@job(topic={topic!r}): keep_result", keep_result)
 
     def decorate(cls: type[T]) -> type[T]:
@@ -199,7 +216,8 @@ def job(
         _check_async(cls, transactional, is_async)
         spec = JobSpec(
             topic, cls, model, priority, max_retries, timeout, transactional,
-            backoff_base, backoff_factor, backoff_cap, keep, is_async,
+            backoff_base, backoff_factor, backoff_cap, keep, is_async, max_running,
+            rate_limit,
         )
         cls.__qq_job__ = spec  # type: ignore[attr-defined]
         return cls
@@ -243,6 +261,22 @@ def _check_options(
         raise ConfigurationError(
             f"@job(topic={topic!r}): timeout must be a number of seconds > 0, got {timeout!r}"
         )
+
+
+def _check_flow(topic: object, max_running: object, rate_limit: object) -> None:
+    if max_running is not None and (
+        isinstance(max_running, bool) or not isinstance(max_running, int)
+        or not 1 <= max_running <= MAX_RUNNING
+    ):
+        raise ConfigurationError(
+            f"@job(topic={topic!r}): max_running must be a whole number from 1 to "
+            f"{MAX_RUNNING}, got {max_running!r}"
+        )
+    if rate_limit is not None:
+        try:
+            parse_rate(rate_limit)  # type: ignore[arg-type]
+        except InvalidArgument as error:
+            raise ConfigurationError(f"@job(topic={topic!r}): rate_limit: {error}") from None
 
 
 # A century, in seconds: longer retention is surely a unit mistake (milliseconds?).

@@ -338,3 +338,13 @@ class JobQueue(Producing):
         worker, evenly spaced rather than in bursts at window edges (None removes it). A job
         whose turn has not come is handed back unrun, with no attempt spent."""
         flow.set_rate_limit(self.context, topic, rate)
+
+    def set_tenant_max_running(self, tenant: str, limit: int | None) -> None:
+        """At most ``limit`` attempts of ``tenant``'s jobs (any topic) run at once across
+        every worker (None removes the cap); a job waiting for a slot spends no attempt."""
+        flow.set_tenant_max_running(self.context, tenant, limit)
+
+    def set_tenant_rate_limit(self, tenant: str, rate: str | None) -> None:
+        """At most ``rate`` ("100/s", "30/min", "5/h") of ``tenant``'s jobs leased across
+        every worker, evenly spaced (None removes it)."""
+        flow.set_tenant_rate_limit(self.context, tenant, rate)

@@ -19,6 +19,7 @@ from quick_queue.core import caps, pauses, periodic, rates
 from quick_queue.errors import InvalidArgument
 from quick_queue.flow.schedule import Schedule
 from quick_queue.flow.summary import FlowSummary, ScheduleInfo, read_flow
+from quick_queue.jobs import MAX_RUNNING
 from quick_queue.models import to_us
 from quick_queue.producer import Producer
 
@@ -65,24 +66,45 @@ def set_weight(context: QueueContext, tenant: str, weight: float) -> None:
     context.db.transact(pauses.set_weight, context.layout, tenant, float(weight))
 
 
+def _name(what: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{what} must be a non-empty string, got {name!r}")
+    return name
+
+
+def _limit(limit: object) -> int | None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= MAX_RUNNING):
+        raise InvalidArgument(
+            f"max_running is a whole number from 1 to {MAX_RUNNING}, got {limit!r}")
+    return limit
+
+
 def set_max_running(context: QueueContext, topic: str, limit: int | None) -> None:
     """At most ``limit`` attempts of ``topic`` run at once on every worker together (None:
-    no cap)."""
-    if not isinstance(topic, str) or not topic:
-        raise InvalidArgument(f"topic must be a non-empty string, got {topic!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or not 1 <= limit <= 100_000):
-        raise InvalidArgument(f"max_running is a whole number from 1 to 100000, got {limit!r}")
-    context.db.transact(caps.set_cap, context.layout, topic, limit)
+    no cap). While set, it wins over the handler's ``@job(max_running=...)``."""
+    context.db.transact(caps.set_cap, context.layout, _name("topic", topic), _limit(limit))
+
+
+def set_tenant_max_running(context: QueueContext, tenant: str, limit: int | None) -> None:
+    """At most ``limit`` attempts of ``tenant`` (any topic) run at once (None: no cap)."""
+    context.db.transact(caps.set_cap, context.layout, _name("tenant", tenant), _limit(limit),
+                        caps.TENANT)
 
 
 def set_rate_limit(context: QueueContext, topic: str, rate: str | None) -> None:
     """At most ``rate`` ("100/s", "30/min", "5/h") leases of ``topic`` across every worker,
-    evenly spaced (None removes the limit)."""
-    if not isinstance(topic, str) or not topic:
-        raise InvalidArgument(f"topic must be a non-empty string, got {topic!r}")
+    evenly spaced (None removes the limit). While set, it wins over the handler's
+    ``@job(rate_limit=...)``."""
     interval = None if rate is None else rates.parse_rate(rate)
-    context.db.transact(rates.set_rate, context.layout, topic, interval)
+    context.db.transact(rates.set_rate, context.layout, _name("topic", topic), interval)
+
+
+def set_tenant_rate_limit(context: QueueContext, tenant: str, rate: str | None) -> None:
+    """At most ``rate`` leases of ``tenant``'s jobs (any topic) across every worker."""
+    interval = None if rate is None else rates.parse_rate(rate)
+    context.db.transact(rates.set_rate, context.layout, _name("tenant", tenant), interval,
+                        rates.TENANT)
 
 
 def _target(topic: str | None, tenant: str | None) -> tuple[str, str]:
@@ -133,5 +155,7 @@ __all__ = [
     "schedules",
     "set_max_running",
     "set_rate_limit",
+    "set_tenant_max_running",
+    "set_tenant_rate_limit",
     "set_weight",
 ]

@@ -1,12 +1,15 @@
-"""What ``inspect`` and the read model show of flow control: pauses, schedules and weights
-(one bounded read of each range; a queue that uses none reads a few empty ranges)."""
+"""What ``inspect`` and the read model show of flow control: pauses, schedules, weights, caps
+and rate limits (of topics, in force: the queue's setting else the handler's declaration; and
+of tenants); one bounded read of each range, so a queue that uses none reads a few empty
+ranges."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from quick_queue.core.caps import list_caps
+from quick_queue.core import caps, rates
+from quick_queue.core.caps import list_caps, list_kind
 from quick_queue.core.pauses import list_pauses, list_weights
 from quick_queue.core.periodic import list_schedules
 from quick_queue.core.rates import list_rates
@@ -38,6 +41,15 @@ class ScheduleInfo:
         return f"{s.name}: {s.tenant}/{s.topic} {when}, next {nxt} UTC"
 
 
+def rate_text(interval_us: int) -> str:
+    """An interval between leases as a rate: "100/s", "30/min", "5/h"."""
+    for unit, seconds in (("s", 1), ("min", 60), ("h", 3600)):
+        count = seconds * 1e6 / interval_us
+        if count >= 1:
+            return f"{count:.4g}/{unit}"
+    return f"{3600 * 1e6 / interval_us:.4g}/h"
+
+
 @dataclass(frozen=True)
 class FlowSummary:
     paused: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
@@ -45,23 +57,31 @@ class FlowSummary:
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
     caps: dict[str, int] = field(default_factory=dict)  # topic -> max running
     rates: dict[str, int] = field(default_factory=dict)  # topic -> microseconds between leases
+    tenant_caps: dict[str, int] = field(default_factory=dict)  # tenant -> max running
+    tenant_rates: dict[str, int] = field(default_factory=dict)  # tenant -> us between leases
 
     def to_dict(self) -> dict[str, Any]:
         return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules],
                 "weights": self.weights, "max_running": self.caps,
-                "rate_per_second": {t: 1e6 / us for t, us in self.rates.items()}}
+                "rate_per_second": {t: 1e6 / us for t, us in self.rates.items()},
+                "tenant_max_running": self.tenant_caps,
+                "tenant_rate_per_second": {t: 1e6 / us for t, us in self.tenant_rates.items()}}
 
     def lines(self) -> list[str]:
         """One line per kind of pause and per schedule (none for a queue using neither)."""
         out = [f"paused {kind}s: {', '.join(names)}"
                for kind, names in self.paused.items() if names]
         out += [f"schedule {info.describe()}" for info in self.schedules]
-        if self.caps:
-            out.append("max running: " + ", ".join(
-                f"{topic}={cap}" for topic, cap in sorted(self.caps.items())))
-        if self.rates:
-            out.append("rate limits: " + ", ".join(
-                f"{topic}={1e6 / us:g}/s" for topic, us in sorted(self.rates.items())))
+        for what, limits in (("max running", self.caps),
+                             ("tenant max running", self.tenant_caps)):
+            if limits:
+                out.append(f"{what}: " + ", ".join(
+                    f"{name}={cap}" for name, cap in sorted(limits.items())))
+        for what, intervals in (("rate limits", self.rates),
+                                ("tenant rate limits", self.tenant_rates)):
+            if intervals:
+                out.append(f"{what}: " + ", ".join(
+                    f"{name}={rate_text(us)}" for name, us in sorted(intervals.items())))
         if self.weights:
             out.append("weights: " + ", ".join(
                 f"{tenant}={weight:g}" for tenant, weight in sorted(self.weights.items())))
@@ -75,7 +95,9 @@ def _read(tr: Transaction, layout: Layout) -> FlowSummary:
     infos = [ScheduleInfo(Schedule.decode(raw), cursor / 1e6)
              for _, cursor, raw in list_schedules(tr.snapshot, layout)]
     return FlowSummary(paused, infos, list_weights(tr.snapshot, layout),
-                       list_caps(tr.snapshot, layout), list_rates(tr.snapshot, layout))
+                       list_caps(tr.snapshot, layout), list_rates(tr.snapshot, layout),
+                       list_kind(tr.snapshot, layout, caps.TENANT),
+                       list_kind(tr.snapshot, layout, rates.TENANT))
 
 
 def read_flow(db: Database, layout: Layout) -> FlowSummary:

@@ -4,6 +4,12 @@ The whole ``flow/`` range (schedules and pauses) is read with one snapshot range
 once per ``scan_interval``; a queue that uses none of it pays that one read of an empty range
 per interval and per consumer, and nothing per zone visit. Changes (a pause, a new schedule)
 therefore reach every worker within one scan interval.
+
+A worker also publishes its handlers' declarations (``@job(max_running=..., rate_limit=...)``)
+at its first read: it writes ``flow/dcap/{topic}`` and ``flow/drate/{topic}`` where they differ
+from what its handlers declare (clearing a declaration its handler no longer makes), so the
+last worker started wins for a topic; a queue-level setting still wins over any declaration
+(``core.caps``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import time
 from dataclasses import dataclass, field
 
 from quick_queue.context import QueueContext
+from quick_queue.core import caps, rates
+from quick_queue.core.caps import Targets
 from quick_queue.core.pauses import park_zone
 from quick_queue.core.periodic import decode, tick
 from quick_queue.flow.schedule import Schedule, planner
 from quick_queue.jobs import Registry
-from quick_queue.keys import unpack
+from quick_queue.keys import Layout, unpack
 from quick_queue.kv.api import Transaction
 from quick_queue.models import to_us
 from quick_queue.producer import Producer
@@ -34,29 +42,62 @@ class FlowState:
     paused_topics: frozenset[str] = frozenset()
     cursors: dict[str, int] = field(default_factory=dict)  # schedule name -> cursor
     weights: dict[str, float] = field(default_factory=dict)  # tenants not weighing 1
-    capped: frozenset[str] = frozenset()  # topics with a max running
-    limited: frozenset[str] = frozenset()  # topics with a rate limit
+    capped: Targets = field(default_factory=Targets)  # topics and tenants with a max running
+    limited: Targets = field(default_factory=Targets)  # topics and tenants with a rate limit
+    declared: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, topic) -> n
+
+
+_CAPS = {caps.QUEUE: "topic", caps.DECLARED: "topic", caps.TENANT: "tenant"}
+_RATES = {rates.QUEUE: "topic", rates.DECLARED: "topic", rates.TENANT: "tenant"}
 
 
 def read_state(tr: Transaction, prefix: bytes) -> FlowState:
     rows = tr.snapshot.get_range(prefix, prefix + b"\xff", limit=READ_LIMIT)
-    tenants, topics, cursors, weights, capped, limited = set(), set(), {}, {}, set(), set()
+    tenants, topics, cursors, weights = set(), set(), {}, {}
+    capped: dict[str, set[str]] = {"topic": set(), "tenant": set()}
+    limited: dict[str, set[str]] = {"topic": set(), "tenant": set()}
+    declared: dict[tuple[str, str], int] = {}
     for key, raw in rows:
-        kind, name = unpack(key, len(prefix))[:2]
+        kind, name = (str(x) for x in unpack(key, len(prefix))[:2])
         if kind == "tenant":
-            tenants.add(str(name))
+            tenants.add(name)
         elif kind == "topic":
-            topics.add(str(name))
+            topics.add(name)
         elif kind == "s":
-            cursors[str(name)] = decode(raw)[0]
+            cursors[name] = decode(raw)[0]
         elif kind == "weight":
-            weights[str(name)] = float(raw)
-        elif kind == "cap":
-            capped.add(str(name))
-        elif kind == "rate":
-            limited.add(str(name))
-    return FlowState(frozenset(tenants), frozenset(topics), cursors, weights, frozenset(capped),
-                     frozenset(limited))
+            weights[name] = float(raw)
+        elif kind in _CAPS:
+            capped[_CAPS[kind]].add(name)
+        elif kind in _RATES:
+            limited[_RATES[kind]].add(name)
+        if kind in (caps.DECLARED, rates.DECLARED):
+            declared[(kind, name)] = int(raw)
+    return FlowState(
+        frozenset(tenants), frozenset(topics), cursors, weights,
+        Targets(frozenset(capped["topic"]), frozenset(capped["tenant"])),
+        Targets(frozenset(limited["topic"]), frozenset(limited["tenant"])), declared,
+    )
+
+
+def declarations(registry: Registry) -> dict[tuple[str, str], int | None]:
+    """What this worker's handlers declare, for every topic it has a handler for (None: the
+    handler declares nothing, so a stored declaration is cleared)."""
+    out: dict[tuple[str, str], int | None] = {}
+    for topic in registry.topics():
+        spec = registry.get(topic)
+        assert spec is not None
+        out[(caps.DECLARED, topic)] = spec.max_running
+        out[(rates.DECLARED, topic)] = spec.rate_interval
+    return out
+
+
+def publish(tr: Transaction, layout: Layout, changes: dict[tuple[str, str], int | None]) -> None:
+    for (kind, topic), value in changes.items():
+        if kind == caps.DECLARED:
+            caps.set_cap(tr, layout, topic, value, caps.DECLARED)
+        else:
+            rates.set_rate(tr, layout, topic, value, rates.DECLARED)
 
 
 def weighted_pick(
@@ -89,6 +130,7 @@ class FlowView:
         self.context = context
         self.state = FlowState()
         self._read_at = -1e18  # monotonic time of the last read
+        self._published = False  # this worker's handler declarations written (_publish)
         # No registry: the job was checked against the handler when the schedule was defined,
         # and a worker without that handler must not warn about it at every tick.
         producer = Producer(Registry(), context.settings)
@@ -106,7 +148,19 @@ class FlowView:
             prefix = self.context.layout.flow_prefix
             self.state = self.context.db.transact(read_state, prefix)
             self._read_at = mono
+            if not self._published:
+                self._publish()
         return self.state
+
+    def _publish(self) -> None:
+        """Write what this worker's handlers declare where the store differs (once, at the
+        first read: a worker changes handlers only by restarting)."""
+        wanted = declarations(self.context.registry)
+        changes = {k: v for k, v in wanted.items() if self.state.declared.get(k) != v}
+        if changes:
+            self.context.db.transact(publish, self.context.layout, changes)
+            self.state = self.context.db.transact(read_state, self.context.layout.flow_prefix)
+        self._published = True
 
     def tick_due(self, now: int) -> int:
         """Enqueue the due ticks of every schedule whose cached cursor has come (one

@@ -14,6 +14,7 @@ from quick_queue.models import to_us
 from tests.conftest import Background, QueueFactory, wait_until
 
 state: dict[str, Any] = {}
+CAPPED = caps.Targets(frozenset({"flow:capped"}))
 
 
 @qq.job(topic="flow:capped")
@@ -70,14 +71,14 @@ def test_a_slot_whose_lease_ran_out_is_free_again(make_queue: QueueFactory,
                        promote_max=10, min_inactive=0, new_token=lambda: f"tok{at}")
 
     jobs = lease(first, now)
-    assert caps.take_slots(first, queue.layout, jobs, frozenset({"flow:capped"}), now, 1) == jobs
+    assert caps.take_slots(first, queue.layout, jobs, CAPPED, now, 1) == jobs
     first.commit()  # the worker holding the slot dies here
     clock.advance(2)  # its lease runs out: the slot is free for the job's next attempt
     later = to_us(clock.now())
     second = queue.db.create_transaction()
     again = lease(second, later)
     assert len(again) == 1
-    assert caps.take_slots(second, queue.layout, again, frozenset({"flow:capped"}), later,
+    assert caps.take_slots(second, queue.layout, again, CAPPED, later,
                            1) == again
 
 
