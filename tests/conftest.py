@@ -1,4 +1,13 @@
-"""Shared fixtures: a ManualClock, databases, and a JobQueue factory."""
+"""Shared fixtures: a ManualClock, databases, and a JobQueue factory.
+
+The FoundationDB leg: with ``QUICK_QUEUE_FDB_CLUSTER_FILE`` set, every test that takes ``db``,
+``db_url`` or ``file_db`` runs twice, on the embedded engine and (marked ``fdb``, id ``fdb``) on
+that cluster, each FDB test starting from a cluster with no queue in it (``tests/fdb/cluster.py``
+says when that clearing is allowed). Without the variable nothing changes (same tests, same ids)
+but one line at the end; with it but no cluster answering, the FDB tests are left out with one
+line. A test that is about SQLite itself carries ``@pytest.mark.sqlite_only("why")`` and is
+skipped in the FDB leg with that reason.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,9 @@ from typing import Any
 import pytest
 
 import quick_queue as qq
+from tests.fdb import cluster
+
+FDB_LEG = cluster.named_cluster_file() is not None
 
 
 @pytest.fixture(autouse=True)
@@ -30,11 +42,57 @@ def clock() -> qq.ManualClock:
     return qq.ManualClock()
 
 
+if FDB_LEG:
+    @pytest.fixture(params=["embedded", pytest.param("fdb", marks=pytest.mark.fdb)])
+    def queue_engine(request: pytest.FixtureRequest) -> str:
+        """Which engine the queue tests run on: the embedded one, or the FoundationDB leg."""
+        return str(request.param)
+else:
+    @pytest.fixture
+    def queue_engine() -> str:
+        """Which engine the queue tests run on (no FoundationDB leg: the embedded one)."""
+        return "embedded"
+
+
+def _empty_cluster() -> Iterator[qq.Database]:
+    why = cluster.unavailable()
+    if why is not None:  # left out at collection; a test that asks anyway is skipped
+        pytest.skip(why)
+    try:
+        with cluster.empty_cluster() as database:
+            yield database
+    except cluster.Refused as refused:
+        pytest.fail(str(refused), pytrace=False)
+
+
 @pytest.fixture
-def db(clock: qq.ManualClock) -> Iterator[qq.Database]:
+def empty_fdb(queue_engine: str) -> Iterator[qq.Database | None]:
+    """In the FDB leg, the cluster with no queue in it, held for this test (None otherwise)."""
+    if queue_engine != "fdb":
+        yield None
+        return
+    yield from _empty_cluster()
+
+
+@pytest.fixture
+def fdb_queue_url() -> Iterator[str]:
+    """For tests about FoundationDB only (tests/fdb): the cluster's URL, with no queue in it,
+    held for this test."""
+    for _ in _empty_cluster():
+        yield cluster.url()
+
+
+@pytest.fixture
+def db(clock: qq.ManualClock, queue_engine: str,
+       request: pytest.FixtureRequest) -> Iterator[qq.Database]:
     """An ephemeral embedded database (one process) whose time is the ``clock`` fixture:
-    leases follow the store's time, so moving the clock moves them too."""
-    database = qq.open("memory://", clock=clock)
+    leases follow the store's time, so moving the clock moves them too. In the FDB leg: the
+    cluster, its time the ``clock`` fixture too."""
+    if queue_engine == "fdb":
+        request.getfixturevalue("empty_fdb")
+        database = qq.open(cluster.url(), clock=clock)
+    else:
+        database = qq.open("memory://", clock=clock)
     try:
         yield database
     finally:
@@ -42,8 +100,12 @@ def db(clock: qq.ManualClock) -> Iterator[qq.Database]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """The URL of a fresh SQLite file that several processes can open."""
+def db_url(tmp_path: Path, queue_engine: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh SQLite file that several processes can open (in the FDB leg: the
+    cluster's URL, with no queue in it)."""
+    if queue_engine == "fdb":
+        request.getfixturevalue("empty_fdb")
+        return cluster.url()
     return f"sqlite:///{tmp_path}/q.db"
 
 
@@ -132,3 +194,43 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
 def wait_until_fixture() -> Callable[..., Any]:
     """``wait_until(condition, timeout=10, what=...)``: a bounded poll."""
     return wait_until
+
+
+_LEFT_OUT: list[str] = []
+
+
+FDB_ONLY = Path(__file__).parent / "fdb"
+
+
+def _in_fdb_leg(item: pytest.Item) -> bool:
+    """A test of the FDB leg, or one of tests/fdb (about FoundationDB only)."""
+    if FDB_ONLY in Path(str(item.path)).parents:
+        return item.get_closest_marker("fdb") is not None
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("queue_engine") == "fdb"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The FDB leg: SQLite-specific tests skipped with their reason; with no cluster answering,
+    the whole leg left out (one line at the end, not one skip per test)."""
+    leg = [item for item in items if _in_fdb_leg(item)]
+    why = cluster.unavailable()
+    if why is not None:
+        if not FDB_LEG and not leg:
+            _LEFT_OUT.append(f"FoundationDB: the queue tests' fdb leg not run: {why}")
+            return
+        config.hook.pytest_deselected(items=leg)
+        dropped = set(map(id, leg))
+        items[:] = [item for item in items if id(item) not in dropped]
+        _LEFT_OUT.append(f"FoundationDB: {len(leg)} queue tests of the fdb leg not run: {why}")
+        return
+    for item in leg:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "about SQLite itself"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite-specific: {reason}"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _LEFT_OUT:
+        terminalreporter.write_line(line)

@@ -2,7 +2,12 @@
 
 Python threads share one interpreter lock, so past about one core of queue work a worker needs
 processes. The supervisor forks N children, each opening the database afresh (a SQLite
-connection must not cross a fork) and running a ``Consumer``; it restarts a child that dies (a
+connection must not cross a fork) and running a ``Consumer``. On a database whose client does
+not survive ``fork()`` (FoundationDB: its network thread stays behind in the parent, and a
+forked child would wait forever for its first answer), the children are *spawned* instead: a
+fresh interpreter that gets the URL, queue name, settings, clock, the handlers' import paths
+and the logging set-up (``ChildSpec``), imports the handlers and opens the database itself.
+The supervisor restarts a child that dies (a
 job that kills its process loses no work: its lease expires and another consumer takes it) and
 forwards SIGINT/SIGTERM so every child shuts down gracefully. A second signal kills the
 children and exits at once.
@@ -15,38 +20,153 @@ orphans taking jobs beside its restarted self. Each child reports its counts whe
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from quick_queue.clock import Clock, StoreClock
 from quick_queue.consumer.parent import exit_with_parent
 from quick_queue.consumer.runner import Consumer
 from quick_queue.consumer.signals import install_stop_handlers
 from quick_queue.context import QueueContext
 from quick_queue.errors import ConfigurationError
 from quick_queue.events import Summary
+from quick_queue.jobs import Registry
 from quick_queue.kv import open as open_db
+from quick_queue.settings import Settings
 
 log = logging.getLogger("quick_queue.worker")
 RESTART_BACKOFF_MAX = 10.0
 SETTLE_MARGIN = 15.0  # seconds past shutdown_grace a child gets to hand its leases back
 
 
-def _child(context: QueueContext, concurrency: int, index: int, parent: int,
+#: (stream name, level, formatter) of one handler the supervisor's logging writes through.
+LogHandler = tuple[str, int, logging.Formatter]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a spawned child needs to rebuild the queue (it inherits nothing): ``clock`` None
+    means the store's clock on the child's own connection; ``handlers`` are import paths
+    (``module:qualname``); ``log`` is the ``quick_queue`` logger's level, propagation and
+    stream handlers."""
+
+    url: str
+    name: str
+    settings: Settings
+    handlers: tuple[str, ...]
+    clock: Clock | None
+    seed: int | None
+    log: tuple[int, bool, tuple[LogHandler, ...]]
+
+    @classmethod
+    def of(cls, context: QueueContext) -> ChildSpec:
+        clock = None if isinstance(context.clock, StoreClock) else context.clock
+        try:
+            pickle.dumps(clock)
+        except Exception as error:
+            raise ConfigurationError(
+                f"processes > 1 on {context.db.url} starts fresh (spawned) processes, which "
+                f"need the queue's clock pickled: {type(context.clock).__name__} cannot be "
+                f"({error})"
+            ) from error
+        paths = tuple(_import_path(h, context.db.url) for h in context.registry.handlers())
+        return cls(context.db.url, context.name, context.settings, paths, clock,
+                   context.seed, _log_setup())
+
+    def context(self, index: int) -> QueueContext:
+        """The queue in the spawned child, on a database opened here."""
+        _apply_log_setup(self.log)
+        handlers = [_resolve(path) for path in self.handlers]
+        db = open_db(self.url)
+        seed = None if self.seed is None else self.seed * 1_000 + index
+        clock = StoreClock(db) if self.clock is None else self.clock
+        return QueueContext(db, self.name, self.settings, clock, Registry(handlers), seed)
+
+
+def _resolve(path: str) -> Any:
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import_path(handler: type, url: str) -> str:
+    """``module:qualname`` of ``handler``, checked to import back to the same class (a spawned
+    child finds its handlers by importing them)."""
+    path = f"{handler.__module__}:{handler.__qualname__}"
+    try:
+        found = _resolve(path)
+    except (ImportError, AttributeError):
+        found = None
+    if found is not handler:
+        raise ConfigurationError(
+            f"processes > 1 on {url} starts fresh (spawned) processes, which import their "
+            f"handlers: {handler.__qualname__} (module {handler.__module__}) cannot be imported "
+            "by name; define it at the top level of a module"
+        )
+    return path
+
+
+def _stream(name: str) -> Any:
+    return sys.stderr if name == "stderr" else sys.stdout
+
+
+def _log_setup() -> tuple[int, bool, tuple[LogHandler, ...]]:
+    logger = logging.getLogger("quick_queue")
+    kept: list[LogHandler] = []
+    for handler in logger.handlers:
+        stream = getattr(handler, "stream", None)
+        name = next((n for n in ("stderr", "stdout") if _stream(n) is stream), None)
+        if name is None or handler.formatter is None:
+            continue  # files, sockets, captured streams: nothing a fresh process can reopen
+        try:
+            pickle.dumps(handler.formatter)
+        except Exception:  # noqa: BLE001 - an unpicklable formatter: the default one
+            kept.append((name, handler.level, logging.Formatter()))
+            continue
+        kept.append((name, handler.level, handler.formatter))
+    return logger.level, logger.propagate, tuple(kept)
+
+
+def _apply_log_setup(setup: tuple[int, bool, tuple[LogHandler, ...]]) -> None:
+    level, propagate, handlers = setup
+    logger = logging.getLogger("quick_queue")
+    logger.setLevel(level)
+    logger.propagate = propagate
+    for name, handler_level, formatter in handlers:
+        handler = logging.StreamHandler(_stream(name))
+        handler.setLevel(handler_level)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+
+
+def _child(source: QueueContext | ChildSpec, concurrency: int, index: int, parent: int,
            results: Any) -> None:
-    # Runs in the forked child: a fresh database, the same queue settings and handlers.
+    # Runs in the child: a fresh database, the same queue settings and handlers (forked: the
+    # parent's context; spawned: rebuilt from its spec).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = 0
     try:
-        db = open_db(context.db.url)
-        seed = None if context.seed is None else context.seed * 1_000 + index
-        consumer = Consumer(context.with_db(db, seed=seed), concurrency)
+        if isinstance(source, ChildSpec):
+            context = source.context(index)
+            db = context.db
+        else:
+            db = open_db(source.db.url)
+            seed = None if source.seed is None else source.seed * 1_000 + index
+            context = source.with_db(db, seed=seed)
+        consumer = Consumer(context, concurrency)
         restore = install_stop_handlers(consumer.stop)
         # Ctrl-C reaches the whole process group: the supervisor alone takes SIGINT and
         # forwards a SIGTERM, which a child would otherwise take as a second, forcing signal.
@@ -76,7 +196,9 @@ class _Supervisor:
     def __init__(self, context: QueueContext, concurrency: int, processes: int) -> None:
         self.context = context
         self.concurrency = concurrency
-        self.mp: Any = multiprocessing.get_context("fork")
+        self.spawn = not context.db.reopen_after_fork
+        self.source: QueueContext | ChildSpec = ChildSpec.of(context) if self.spawn else context
+        self.mp: Any = multiprocessing.get_context("spawn" if self.spawn else "fork")
         self.results = self.mp.SimpleQueue()
         self.stop = threading.Event()
         self.children: list[BaseProcess] = []
@@ -87,7 +209,7 @@ class _Supervisor:
     def start(self, index: int) -> BaseProcess:
         process: BaseProcess = self.mp.Process(
             target=_child, name="quick_queue-consumer", daemon=False,
-            args=(self.context, self.concurrency, index, os.getpid(), self.results),
+            args=(self.source, self.concurrency, index, os.getpid(), self.results),
         )
         process.start()
         self.started[index] = time.monotonic()

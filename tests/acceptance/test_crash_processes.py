@@ -74,6 +74,8 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.sqlite_only("counts 2 children; a spawning supervisor also has multiprocessing's "
+                        "resource tracker (tests/fdb/test_fdb_processes.py checks spawned ones)")
 def test_consumer_processes_exit_when_their_supervisor_is_killed(
     db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
 ) -> None:

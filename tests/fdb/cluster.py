@@ -1,0 +1,123 @@
+"""The FoundationDB leg of the queue tests: which cluster, whether it opens, and the guard that
+lets a test start from an empty queue on it.
+
+The leg runs only when ``QUICK_QUEUE_FDB_CLUSTER_FILE`` names a cluster file (never the
+platform's default cluster file: a test clears keys, so the cluster must be chosen on purpose).
+Before each test of the leg every queue's keys (the tuple prefix ``("qq",)``) are cleared, which
+is acceptable only on a cluster meant for tests, so the first use of a cluster checks it:
+
+* it holds the marker key ``("qq.tests", "designated")``: a test cluster, go on;
+* it holds no quick_queue data at all (nothing under ``("qq",)``): the marker is written, and
+  the cluster is a test cluster from then on;
+* otherwise the leg refuses (``Refused``), saying how to clear the cluster by hand if it really
+  is a test cluster.
+
+kv's own keys (``("qq.kv", ...)``: the store clock's anchor, the change counter) are left alone:
+other processes on the cluster share them, and clearing the anchor under them would shift their
+store time. Several test sessions may use one cluster at once (helpers run theirs in parallel),
+so each test of the leg holds a file lock for the cluster from its clearing to its end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import quick_queue.kv as kv
+from quick_queue.keys import pack
+from quick_queue.kv.api import Transaction, strinc
+
+ENV = "QUICK_QUEUE_FDB_CLUSTER_FILE"
+QUEUES = pack(("qq",))
+MARKER_KEY = pack(("qq.tests", "designated"))
+SKIP = f"no FoundationDB cluster: set {ENV} to a test cluster's file to run this"
+
+
+class Refused(Exception):
+    """The named cluster holds quick_queue data and was never designated for tests."""
+
+
+def named_cluster_file() -> str | None:
+    """The cluster file ``QUICK_QUEUE_FDB_CLUSTER_FILE`` names (absolute), or None."""
+    named = os.environ.get(ENV)
+    return os.path.abspath(named) if named else None
+
+
+_WHY: dict[str, str | None] = {}
+
+
+def unavailable() -> str | None:
+    """Why the leg cannot run (None: it can). Asked once per process: one bounded open."""
+    if "why" not in _WHY:
+        cluster_file = named_cluster_file()
+        why: str | None = None
+        if cluster_file is None:
+            why = SKIP
+        else:
+            try:
+                kv.open("fdb://" + cluster_file).close()
+            except Exception as error:  # noqa: BLE001 - any failure to open: no cluster here
+                why = f"{SKIP} ({cluster_file} did not open: {error})"
+        _WHY["why"] = why
+    return _WHY["why"]
+
+
+def url() -> str:
+    cluster_file = named_cluster_file()
+    assert cluster_file is not None
+    return "fdb://" + cluster_file
+
+
+def refusal(cluster_file: str) -> str:
+    return (
+        f"refusing to clear quick_queue's keys on the FoundationDB cluster {cluster_file}: it "
+        "holds quick_queue data and was never designated for tests. If it is a test cluster, "
+        f"clear them by hand (fdbcli -C {cluster_file} --exec "
+        "'writemode on; clearrange \\x02qq\\x00 \\x02qq\\x01') and run again; otherwise point "
+        f"{ENV} at a test cluster"
+    )
+
+
+def _designate(tr: Transaction, cluster_file: str) -> None:
+    if tr.get(MARKER_KEY) is not None:
+        return
+    if tr.get_range(QUEUES, strinc(QUEUES), limit=1):
+        raise Refused(refusal(cluster_file))
+    tr.set(MARKER_KEY, b"quick_queue tests may clear ('qq',) here")
+
+
+def _clear(tr: Transaction) -> None:
+    tr.clear_range(QUEUES, strinc(QUEUES))
+
+
+@contextmanager
+def _locked(cluster_file: str) -> Iterator[None]:
+    digest = hashlib.sha1(cluster_file.encode()).hexdigest()[:12]
+    path = os.path.join(tempfile.gettempdir(), f"quick_queue-fdb-tests-{digest}.lock")
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def empty_cluster(**open_options: Any) -> Iterator[kv.Database]:
+    """The named cluster, opened with ``open_options`` (``clock=``), with no queue in it, held
+    for this test alone; refuses (``Refused``) a cluster not designated for tests."""
+    cluster_file = named_cluster_file()
+    assert cluster_file is not None, f"{ENV} is not set"
+    with _locked(cluster_file):
+        database = kv.open("fdb://" + cluster_file, **open_options)
+        try:
+            database.transact(lambda tr: _designate(tr, cluster_file))
+            database.transact(_clear)
+            yield database
+        finally:
+            database.close()
