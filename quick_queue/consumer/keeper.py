@@ -1,5 +1,6 @@
-"""The lease keeper: extends the leases of every in-flight job (one transaction per 500) every
-``extend_interval``, and enforces ``@job(timeout=...)``.
+"""The lease keeper: extends the leases of every in-flight job every ``extend_interval`` (up to
+500 per round of transactions, each transaction cut at ``BATCH_BYTES``), and enforces
+``@job(timeout=...)``.
 
 A handler learns that its lease is gone (it timed out, the job was cancelled, or another
 consumer took it after the lease expired) through ``meta.lease_lost``, which the keeper sets:
@@ -31,12 +32,12 @@ from quick_queue.consumer.executor import timeout_outcome
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.consumer.settler import Settler, why_lost
 from quick_queue.context import QueueContext
-from quick_queue.core.settle import extend_leases
+from quick_queue.core.settle import BATCH_BYTES, extend_leases
 from quick_queue.events import OTHER_COUNTERS, EventKind, EventStream, JobEvent
 from quick_queue.models import to_us
 
 log = logging.getLogger("quick_queue.worker")
-EXTEND_CHUNK = 500  # leases per extension transaction
+EXTEND_CHUNK = 500  # leases claimed at once; their transactions are cut by bytes
 
 
 def store_time_or_none(context: QueueContext) -> float | None:
@@ -182,23 +183,28 @@ class Keeper:
         context = self.context
         lease = to_us(context.settings.item_lease)
         leases = [(r.job.tenant, r.job.record.job_id, r.job.token) for r in chunk]
+        kept: list[bool] = []
         try:
             now = to_us(context.db.store_time())  # leases are in the store's time
-            kept = context.db.transact(extend_leases, context.layout, leases, now, lease)
+            while len(kept) < len(leases):  # each transaction stops at its byte budget
+                kept += context.db.transact(extend_leases, context.layout, leases[len(kept):],
+                                            now, lease, budget=BATCH_BYTES)
         except Exception as error:
             # Tried again next round: a lease outlasts several rounds, one that expires
             # meanwhile is fenced off by its token, and the handler is told at the next round
-            # that works.
+            # that works. What committed before the error is taken in below.
             if is_transient(error):
                 self.outage.failed(error)
             else:
                 log.exception("lease extension failed")
-            return
-        self.outage.recovered()
+            if not kept:
+                return
+        else:
+            self.outage.recovered()
         self.extended += sum(kept)  # only this thread writes it
         lost = []
         with self.inflight.cond:
-            for running, ok in zip(chunk, kept, strict=True):
+            for running, ok in zip(chunk, kept, strict=False):
                 if ok:
                     running.job.record.at = max(running.job.record.at, now + lease)
                 elif not running.settled and not running.meta.lease_lost.is_set():

@@ -4,6 +4,11 @@ stream what each did.
 If a batch's transaction fails as a whole, its outcomes are settled again one by one, so one
 outcome that cannot be applied never takes its neighbours' completions with it (those jobs
 would otherwise run again when their leases expire).
+
+A batch is cut by bytes, not only by count: its transaction stops taking outcomes at
+``BATCH_BYTES`` (FoundationDB refuses 10 MB and advises under 1 MB; 512 retried jobs with
+20 kB payloads would pass 10 MB), and the outcomes it did not take go first into the next
+transaction, at once.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from quick_queue.consumer.backoff import Outage, is_transient
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
-from quick_queue.core.settle import lease_loss, settle_many
+from quick_queue.core.settle import BATCH_BYTES, lease_loss, settle_many
 from quick_queue.events import (
     OTHER_COUNTERS,
     EventKind,
@@ -69,14 +74,16 @@ class Settler:
                     self._wake.wait(0.5)  # woken by every outcome and at shutdown
                 batch = self._pending[:batch_size]
                 del self._pending[:batch_size]
-            applied = self._apply(batch)
+            applied, failing = self._apply(batch)
             for (running, outcome), ok in zip(batch, applied, strict=False):
                 self.finish(running, outcome, applied=ok)
-            if len(applied) < len(batch):  # the store is failing: the rest waits for it
-                self._put_back(batch[len(applied):])
+            if len(applied) < len(batch):
+                # the store is failing: the rest waits for it; else the batch was cut by its
+                # byte budget and the rest goes first into the next transaction, now
+                self._put_back(batch[len(applied):], wait=failing)
 
-    def _put_back(self, batch: list[tuple[Running, Outcome]]) -> None:
-        end = time.monotonic() + self.outage.delay()
+    def _put_back(self, batch: list[tuple[Running, Outcome]], *, wait: bool = True) -> None:
+        end = time.monotonic() + (self.outage.delay() if wait else 0.0)
         with self._wake:
             self._pending[:0] = batch
             # new outcomes do not cut the wait short; a shutdown does (its flush gives up
@@ -84,32 +91,33 @@ class Settler:
             while not self._closed and (left := end - time.monotonic()) > 0:
                 self._wake.wait(left)
 
-    def _apply(self, batch: list[tuple[Running, Outcome]]) -> list[bool]:
+    def _apply(self, batch: list[tuple[Running, Outcome]]) -> tuple[list[bool], bool]:
         """Settle the batch; returns whether each outcome was applied, for a prefix of the
-        batch: the outcomes left out met a transient store error (disk full, the store
-        unreachable) and are tried again later. If the batch fails otherwise, its outcomes
-        are settled one by one, so one bad outcome cannot lose the others."""
+        batch, and whether the store is failing. The outcomes left out met a transient store
+        error (disk full, the store unreachable: failing) and are tried again later, or did
+        not fit the transaction's byte budget (not failing). If the batch fails otherwise,
+        its outcomes are settled one by one, so one bad outcome cannot lose the others."""
         try:
             applied = self._settle([o for _, o in batch])
         except Exception as error:
             if is_transient(error):
                 self.outage.failed(error)
-                return []
+                return [], True
             if len(batch) == 1:
                 log.exception("could not settle %s for %s; its lease will expire",
                               batch[0][1].kind, batch[0][0].where)
-                return [False]
+                return [False], False
             log.warning("a batch of %d outcomes failed to settle; settling them one by one",
                         len(batch), exc_info=True)
             applied = []
             for item in batch:
-                one = self._apply([item])
-                if not one:
-                    break
+                one, failing = self._apply([item])
+                if failing:
+                    return applied, True
                 applied += one
-            return applied
+            return applied, False
         self.outage.recovered()
-        return applied
+        return applied, False
 
     def _settle(self, outcomes: list[Outcome]) -> list[bool]:
         settings = self.context.settings
@@ -117,6 +125,7 @@ class Settler:
             settle_many, self.context.layout, outcomes, to_us(self.context.db.store_time()),
             to_us(settings.pointer_slack), settings.max_snoozes,
             on_kept=self.context.db.notify_change,  # wakes queue.result() waiters (H)
+            budget=BATCH_BYTES,
         )
 
     def finish(self, running: Running, outcome: Outcome, *, applied: bool) -> None:

@@ -3,13 +3,20 @@
 Every function checks the lease token first: a consumer whose lease expired (and whose job
 another consumer may have taken) changes nothing. Outcomes of many jobs settle in one
 transaction (``settle_many``), which is how completions are batched.
+
+Round trips and size (issue 14). On FoundationDB every read that waits is a network round
+trip, and a transaction is refused past 10 MB (mutations and conflict ranges; under 1 MB is
+advised). So a batch reads together (``get_many``: every completion's leased entry in one
+round, then the records it needs ``READ_WINDOW`` at a time), and the runtime gives each batch
+a byte ``budget``: the batch stops taking outcomes once the transaction's approximate size
+reaches it, and the caller settles the rest in the next transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from quick_queue.core import history
+from quick_queue.core import dependencies, history
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
     Stats,
@@ -23,7 +30,29 @@ from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, Zone
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord
-from quick_queue.outcomes import FinalState, LeaseLoss, Outcome
+from quick_queue.outcomes import FinalState, LeaseLoss, Outcome, OutcomeKind
+
+#: The byte budget the runtime gives a settle or extension batch: a transaction stops taking
+#: more work once its approximate size reaches it. FoundationDB advises staying under 1 MB
+#: (its limit is 10 MB); the outcome that crosses the budget adds at most about two records
+#: (100 kB each at most), so a batch stays about at or below 1 MB.
+BATCH_BYTES = 800_000
+READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little it won't use)
+_PLAIN_CHECK = 32  # plain completions (about 100 bytes each) between two size checks
+# Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
+_RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
+Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
+
+
+def _held(job_id: str, raw: bytes | None, token: str) -> JobRecord | None:
+    """The record stored as ``raw`` if it is leased with ``token`` (``UnreadableRecord`` if it
+    cannot be decoded)."""
+    if raw is None:
+        return None
+    record = JobRecord.decode(job_id, raw)
+    if record.state != "l" or record.token != token:
+        return None
+    return record
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -52,13 +81,22 @@ def settle(
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
-    record = _leased(tr, layout, outcome.tenant, outcome.job_id, outcome.token)
+    raw = tr.get(layout.zone(outcome.tenant).item(outcome.job_id))
+    return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats, prune=prune)
+
+
+def _settle_record(
+    tr: Transaction, layout: Layout, outcome: Outcome, raw: bytes | None, now: int, slack: int,
+    max_snoozes: int, stats: Stats, *, prune: bool, markers: Markers | None = None,
+) -> bool:
+    """``settle`` past its fast path, on the record's stored bytes ``raw`` (already read)."""
+    record = _held(outcome.job_id, raw, outcome.token)
     if record is None:
         return False
     zone = layout.zone(outcome.tenant)
     clear_index(tr, zone, record)
     if not _ends(tr, zone, record, outcome, now, max_snoozes, stats):
-        _reschedule(tr, layout, zone, record, outcome, now, slack)
+        _reschedule(tr, layout, zone, record, outcome, now, slack, markers)
     elif outcome.kept is not None:
         state = history.final_state(outcome.kind, buried=record.state == "d")
         if state is not None:
@@ -127,9 +165,10 @@ def _ends(
 
 def _reschedule(
     tr: Transaction, layout: Layout, zone: Zone, record: JobRecord, outcome: Outcome, now: int,
-    slack: int,
+    slack: int, markers: Markers | None = None,
 ) -> None:
-    """Back to ready (due now; a released job keeps its FIFO place) or scheduled."""
+    """Back to ready (due now; a released job keeps its FIFO place) or scheduled. ``markers``:
+    the zones' markers a batch already read (``touch_pointer`` then reads nothing)."""
     release = outcome.kind == "release"
     record.token = None
     due = now if release else outcome.at
@@ -141,50 +180,99 @@ def _reschedule(
         record.state, record.at, record.seq = "s", due, due
     tr.set(zone.index_key(record.state, record.priority, record.at, record.job_id), b"")
     tr.set(zone.item(record.job_id), record.encode())
-    touch_pointer(tr, layout, outcome.tenant, record.at if record.state == "s" else now, now,
-                  slack)
+    when = record.at if record.state == "s" else now
+    if markers is not None and outcome.tenant in markers:
+        markers[outcome.tenant] = touch_pointer(tr, layout, outcome.tenant, when, now, slack,
+                                                markers[outcome.tenant])
+    else:
+        touch_pointer(tr, layout, outcome.tenant, when, now, slack)
+
+
+class _BatchReads:
+    """The reads of a settle batch, made together: one round for the leased entries of every
+    completion (the fast path), then the records (and zone markers) of the outcomes that need
+    them, ``READ_WINDOW`` outcomes per round, in the order the batch meets them.
+
+    An outcome whose job appeared earlier in the batch (a repeat) reads for itself instead:
+    the earlier outcome may have settled it, which the batched reads predate."""
+
+    def __init__(self, tr: Transaction, layout: Layout, outcomes: list[Outcome]) -> None:
+        self.tr, self.layout, self.outcomes = tr, layout, outcomes
+        seen: set[tuple[str, str]] = set()
+        self.repeat: list[bool] = []
+        for outcome in outcomes:
+            ident = (outcome.tenant, outcome.job_id)
+            self.repeat.append(ident in seen)
+            seen.add(ident)
+        fast = [i for i, o in enumerate(outcomes)
+                if o.kind == "done" and o.lease_at and not self.repeat[i]]
+        keys = [layout.zone(outcomes[i].tenant).leased_key(outcomes[i].lease_at,
+                                                            outcomes[i].job_id) for i in fast]
+        self.intact = {
+            i: key for i, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
+            if value == outcomes[i].token.encode()
+        }
+        self._slow = [i for i in range(len(outcomes))
+                      if i not in self.intact and not self.repeat[i]]
+        self._fetched = 0  # how many of ``_slow`` were read
+        self._raw: dict[int, bytes | None] = {}
+        self.markers: Markers = {}
+
+    def record(self, index: int) -> bytes | None:
+        """The stored record of ``outcomes[index]`` (a slow-path outcome, met in order)."""
+        if index not in self._raw:
+            window = self._slow[self._fetched : self._fetched + READ_WINDOW]
+            assert window and window[0] == index, "slow outcomes are met in batch order"
+            self._fetched += len(window)
+            items = [self.layout.zone(self.outcomes[i].tenant).item(self.outcomes[i].job_id)
+                     for i in window]
+            tenants = sorted({self.outcomes[i].tenant for i in window
+                              if self.outcomes[i].kind in _RESCHEDULING} - set(self.markers))
+            values = self.tr.get_many(items + [self.layout.marker(t) for t in tenants])
+            self._raw.update(zip(window, values, strict=False))
+            self.markers.update(zip(tenants, values[len(items):], strict=True))
+        return self._raw.pop(index)
 
 
 def settle_many(
     tr: Transaction, layout: Layout, outcomes: list[Outcome], now: int, slack: int,
-    max_snoozes: int, on_kept: Callable[[Transaction], None] | None = None,
+    max_snoozes: int, on_kept: Callable[[Transaction], None] | None = None, *,
+    budget: int | None = None,
 ) -> list[bool]:
     """Apply a batch of outcomes in ``tr``; whether each was applied. ``on_kept(tr)`` is
     called once if the batch kept any result (the consumer passes ``db.notify_change``, so
-    ``queue.result`` waiters wake on this commit on every engine)."""
+    ``queue.result`` waiters wake on this commit on every engine).
+
+    With ``budget`` (bytes), no outcome is started once the transaction's approximate size
+    has reached it (the first always is): the list returned is then shorter than
+    ``outcomes``, and the outcomes past its end were not looked at."""
     stats: Stats = {}
-    applied = []
-    # The fast path of every completion at once: one read of all their leased entries.
-    fast = [o for o in outcomes if o.kind == "done" and o.lease_at]
-    keys = [layout.zone(o.tenant).leased_key(o.lease_at, o.job_id) for o in fast]
-    intact = {
-        id(o): key
-        for o, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
-        if value == o.token.encode()
-    }
-    # A job met again in the batch may have been settled by its earlier outcome, which the
-    # batched read above predates: it takes settle's own (read-your-writes) checks instead.
-    seen: set[tuple[str, str]] = set()
+    applied: list[bool] = []
+    reads = _BatchReads(tr, layout, outcomes)
     kept = 0  # history entries written: they pay for pruning as many expired ones
-    for outcome in outcomes:
-        ident = (outcome.tenant, outcome.job_id)
-        repeat = ident in seen
-        seen.add(ident)
-        leased_key = None if repeat else intact.get(id(outcome))
+    heavy, plain = False, 0  # since the last size check: a record written; plain completions
+    for index, outcome in enumerate(outcomes):
+        if budget is not None and applied and (heavy or plain >= _PLAIN_CHECK):
+            if tr.get_approximate_size() >= budget:
+                break
+            heavy, plain = False, 0
+        leased_key = reads.intact.get(index)
         if leased_key is not None:
             tr.clear(leased_key)
             tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=False)
-            ok = True
+            ok, heavy, plain = True, heavy or outcome.kept is not None, plain + 1
         else:
-            ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats,
-                                  prechecked=not repeat)
+            ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats, reads,
+                                  index)
+            heavy = True
         applied.append(ok)
         kept += ok and outcome.kept is not None
         if ok and outcome.kind == "done":
             key = (outcome.topic or "?", "completed")
             stats[key] = stats.get(key, 0) + 1
+    dependencies.settled(tr, layout, outcomes, applied, now, slack)  # jobs waiting on these
     stale = len(applied) - sum(applied)
     if stale:
         stats[("*", "stale")] = stale
@@ -198,15 +286,18 @@ def settle_many(
 
 def _settle_isolated(
     tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
-    stats: Stats, *, prechecked: bool,
+    stats: Stats, reads: _BatchReads, index: int,
 ) -> bool:
     """``settle`` for one outcome of a batch: a record that cannot be decoded fails only its
     own outcome (it is buried as "unreadable", the outcome reported not applied), never the
     batch. ``settle`` reads the record before it writes anything, so nothing half-applied
     stays behind."""
     try:
-        return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prechecked=prechecked,
-                      prune=False)
+        if reads.repeat[index]:
+            reads.markers.pop(outcome.tenant, None)  # settle may move it: not known any more
+            return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prune=False)
+        return _settle_record(tr, layout, outcome, reads.record(index), now, slack,
+                              max_snoozes, stats, prune=False, markers=reads.markers)
     except UnreadableRecord as error:
         zone = layout.zone(outcome.tenant)
         if outcome.lease_at:
@@ -217,20 +308,26 @@ def _settle_isolated(
 
 def extend_leases(
     tr: Transaction, layout: Layout, leases: list[tuple[str, str, str]], now: int,
-    item_lease: int,
+    item_lease: int, *, budget: int | None = None,
 ) -> list[bool]:
-    """Push the expiry of each (tenant, job_id, token) lease; False where the lease is lost."""
+    """Push the expiry of each (tenant, job_id, token) lease; False where the lease is lost.
+    The records are read together (one round). With ``budget`` (bytes), as ``settle_many``:
+    the list returned may be shorter than ``leases``."""
     expiry = now + item_lease
-    kept = []
-    for tenant, job_id, token in leases:
+    zones = [layout.zone(tenant) for tenant, _, _ in leases]
+    raws = tr.get_many([zone.item(job_id) for zone, (_, job_id, _) in zip(zones, leases,
+                                                                             strict=True)])
+    kept: list[bool] = []
+    for zone, (_, job_id, token), raw in zip(zones, leases, raws, strict=True):
+        if budget is not None and kept and tr.get_approximate_size() >= budget:
+            break
         try:
-            record = _leased(tr, layout, tenant, job_id, token)
+            record = _held(job_id, raw, token)
         except UnreadableRecord:
             record = None  # lost: whoever settles or dequeues it next buries it
         if record is None:
             kept.append(False)
             continue
-        zone = layout.zone(tenant)
         if expiry > record.at:
             tr.clear(zone.leased_key(record.at, job_id))
             record.at = expiry

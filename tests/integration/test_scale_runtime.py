@@ -1,0 +1,78 @@
+"""Issue 14, the runtime's side of byte-cut batches: the settler and the lease keeper take a
+batch their transaction did not finish (its byte budget reached) into the next transaction at
+once, so every outcome is settled and every lease extended however small the budget.
+
+The budget is shrunk to one byte here so each transaction takes a single item (the sizes
+themselves are tested with 20 kB payloads in ``test_scale_batches``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import quick_queue as qq
+from quick_queue.consumer import keeper, settler
+
+QueueFactory = Callable[..., qq.JobQueue]
+
+
+def test_settler_settles_every_outcome_of_a_batch_cut_to_one_per_transaction(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settler, "BATCH_BYTES", 1)
+
+    @qq.job(topic="flaky", max_retries=3)
+    class Flaky:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> qq.Error | None:
+            return qq.Error("not yet") if payload["fail"] else None
+
+    queue = make_queue(Flaky)
+    ids = [queue.enqueue(f"t{i % 3}", "flaky", {"fail": i % 2 == 0, "pad": "x" * 2000})
+           for i in range(40)]
+    summary = queue.drain(concurrency=8)
+    assert summary.completed == 20 and summary.retried == 20, summary
+    for i, job_id in enumerate(ids):
+        info = queue.get_job(f"t{i % 3}", job_id)
+        if i % 2:
+            assert info is None
+        else:
+            assert info is not None and (info.state, info.attempt, info.last_error) == (
+                "scheduled", 1, "not yet")
+
+
+def test_keeper_extends_every_lease_when_each_transaction_takes_one(
+    make_queue: QueueFactory, clock: qq.ManualClock, background: Any, wait_until: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(keeper, "BATCH_BYTES", 1)
+    started, release = threading.Semaphore(0), threading.Event()
+
+    @qq.job(topic="long")
+    class Long:
+        def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+            started.release()
+            release.wait(10)
+            assert not meta.lease_lost.is_set()
+
+    worker = make_queue(Long)
+    ids = [worker.enqueue("t", "long", {"pad": "x" * 20_000}) for _ in range(12)]
+    drain = background(worker.drain, 12)
+    for _ in ids:
+        assert started.acquire(timeout=5)
+    clock.advance(20)
+    expected = clock.now() + 30
+
+    def all_extended() -> bool:
+        infos = [worker.get_job("t", job_id) for job_id in ids]
+        return all(i is not None and i.lease_expires_at is not None
+                   and i.lease_expires_at.timestamp() == expected for i in infos)
+
+    wait_until(all_extended, what="the keeper to extend all 12 leases")
+    clock.advance(15)  # past the first lease: nobody else may take the jobs
+    assert make_queue(Long).drain().completed == 0
+    release.set()
+    summary = drain.result()
+    assert summary.completed == 12 and summary.stale == 0
