@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quick_queue.errors import InvalidArgument, UnreadableRecord
+from quick_queue.header import Header, HeaderError, decode_header, encode_header
 
 US = 1_000_000
 # Module-level coder objects skip json.dumps/loads' per-call set-up (a few us on every job).
@@ -176,6 +177,25 @@ class JobRecord:
         self.state, self.at, self.token, self.error = "d", died, None, None
         self.died, self.dead_kind, self.reason = died, kind, reason
 
+    def _header_bytes(self) -> bytes:
+        # The compiled codec (quick_queue.header) for the common record; the hand-formatted
+        # text below for the rest: a progress report (checked JSON, kept as is) and text that
+        # is not ASCII, which json writes as \u escapes, so a record's size (the limit is
+        # checked at enqueue by ``record_overhead``) stays what it was, as do its bytes.
+        dead = self.state == "d"
+        texts = (self.topic, self.token, self.error, self.key, self.trace)
+        if self.progress is None and _ascii(*texts) and (
+            not dead or _ascii(self.dead_kind, self.reason)
+        ):
+            return encode_header(Header(
+                self.topic, self.priority, self.max_retries if self.retries_set else None,
+                self.state, self.at, self.seq, self.enqueued,  # type: ignore[arg-type]
+                self.attempt, self.snoozes, self.token, self.error, self.key, None,
+                self.trace, self.died if dead else 0, self.dead_kind if dead else None,
+                self.reason if dead else None, self.raw_body and dead,
+            ))
+        return self._header().encode()
+
     def _header(self) -> str:
         # Formatted directly (what json.dumps would write, at a fraction of the cost on the
         # hot path): strings through json's own escaper, numbers are ints.
@@ -200,7 +220,7 @@ class JobRecord:
     def encode(self) -> bytes:
         """The stored value. An error or dead reason too long for the value limit is trimmed
         (the rest of the record is never cut), so saving a result cannot fail on size."""
-        out = self._header().encode() + b"\n" + self.payload_raw
+        out = self._header_bytes() + b"\n" + self.payload_raw
         if len(out) > VALUE_LIMIT:
             out = self._encode_trimmed(out)
         return out
@@ -214,7 +234,7 @@ class JobRecord:
                 keep = max(0, len(text) - (len(out) - VALUE_LIMIT) - len(_TRIMMED))
                 text = text[:keep] + _TRIMMED if keep else ""
                 setattr(self, name, text)
-                out = self._header().encode() + b"\n" + self.payload_raw
+                out = self._header_bytes() + b"\n" + self.payload_raw
         return out
 
     @classmethod
@@ -222,34 +242,32 @@ class JobRecord:
         """The record stored as ``raw``; ``UnreadableRecord`` when it is not one."""
         head, newline, body = raw.partition(b"\n")
         try:
-            d = load(head)
             if not newline:
-                return _decode_old_dead(job_id, d)
-            # what later steps rely on; a foreign writer's JSON fails here, not mid-settle
-            if (
-                type(d["t"]) is not str or d["st"] not in _STATES or type(d["pr"]) is not int
-                or type(d["at"]) is not int or type(d["sq"]) is not int
-                or type(d["a"]) is not int or type(d["sn"]) is not int
-                or type(d["e"]) is not int or not _optional(d["m"], int)
-                or not _optional(d["tk"], str) or not _optional(d["er"], str)
-                or not _optional(d["k"], str)
-            ):
-                raise ValueError("a field of the header has the wrong type")
-            record = cls(
-                job_id, d["t"], _UNSET, d["pr"], d["m"], d["st"], d["at"], d["sq"], d["e"],
-                attempt=d["a"], snoozes=d["sn"], token=d["tk"], error=d["er"], key=d["k"],
-                payload_raw=body,
-            )
-            record.progress = d.get("pg")
-            trace = d.get("tp")
-            record.trace = trace if type(trace) is str else None
-            if record.state == "d":
-                record.died, record.dead_kind, record.reason = d["dd"], d["kd"], d["r"]
-                record.raw_body = bool(d.get("raw"))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+                return _decode_old_dead(job_id, load(head))
+            # the field types are checked by the decoder (quick_queue.header)
+            return cls._of_header(job_id, decode_header(head), body)
+        except (ValueError, KeyError, TypeError, AttributeError, HeaderError) as error:
             raise UnreadableRecord(
                 f"the record of job {job_id!r}", raw, f"{type(error).__name__}: {error}"
             ) from None
+
+    @classmethod
+    def _of_header(cls, job_id: str, h: Header, body: bytes) -> JobRecord:
+        # Slots filled directly rather than through __init__: this runs for every job leased
+        # and every job settled.
+        record = cls.__new__(cls)
+        record.job_id, record.topic, record.priority = job_id, h.t, h.pr
+        record._payload, record._payload_raw = _UNSET, body
+        record.retries_set = h.m is not None
+        record.max_retries = DEFAULT_MAX_RETRIES if h.m is None else h.m
+        record.state, record.at, record.seq, record.enqueued = h.st, h.at, h.sq, h.e
+        record.attempt, record.snoozes, record.token, record.error = h.a, h.sn, h.tk, h.er
+        record.key, record.progress = h.k, h.pg
+        record.trace = h.tp if type(h.tp) is str else None
+        if h.st == "d":
+            record.died, record.dead_kind, record.reason, record.raw_body = h.dd, h.kd, h.r, h.raw
+        else:
+            record.died, record.dead_kind, record.reason, record.raw_body = 0, None, None, False
         return record
 
     @classmethod
@@ -268,11 +286,8 @@ class JobRecord:
         return record
 
 
-_STATES = frozenset("rsld")
-
-
-def _optional(value: object, kind: type) -> bool:
-    return value is None or type(value) is kind
+def _ascii(*texts: str | None) -> bool:
+    return all(text is None or text.isascii() for text in texts)
 
 
 def record_overhead(topic: str, key: str | None) -> int:
