@@ -35,6 +35,33 @@ BATCH_LIMIT = 9_000_000  # bytes of payload
 FIELDS = frozenset({"tenant", "topic", "payload", "in_", "at", "priority", "max_retries", "key"})
 
 
+MAX_PARENTS = 1000  # jobs one job may wait for (enqueue's after=)
+
+
+def parents_of(tenant: str, after: object, rule: object) -> list[tuple[str, str]]:
+    """``enqueue``'s ``after=`` as (tenant, job id) pairs: a job id is of ``tenant``, a
+    ``(tenant, job_id)`` pair of another tenant; ``rule`` is ``on_parent_failure``."""
+    if rule not in ("dead", "run"):
+        raise InvalidArgument(
+            f'on_parent_failure is "dead" (the job becomes a dead letter when a job it waits '
+            f'for dies) or "run" (it runs anyway), not {rule!r}')
+    if isinstance(after, str | bytes) or not isinstance(after, list | tuple | set | frozenset):
+        raise InvalidArgument(
+            f"after= takes a list of job ids (or (tenant, job_id) pairs), not {after!r:.80}")
+    refs: list[tuple[str, str]] = []
+    for item in after:
+        ref = (tenant, item) if isinstance(item, str) else item
+        if not (isinstance(ref, tuple | list) and len(ref) == 2
+                and all(isinstance(x, str) and x for x in ref)):
+            raise InvalidArgument(
+                f"after= holds job ids (non-empty strings) or (tenant, job_id) pairs, not "
+                f"{item!r:.80}")
+        refs.append((ref[0], ref[1]))
+    if len(refs) > MAX_PARENTS:
+        raise InvalidArgument(f"a job may wait for at most {MAX_PARENTS} jobs, not {len(refs)}")
+    return list(dict.fromkeys(refs))
+
+
 def job_id_for_key(key: str) -> str:
     """The job id of ``key``: the same key gives the same id, so a keyed enqueue is unique
     per tenant (two tenants may each hold a job with one key)."""

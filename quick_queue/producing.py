@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
 from quick_queue.context import QueueContext
+from quick_queue.core.dependencies import enqueue_after
 from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
 from quick_queue.errors import ArgumentTypeError
 from quick_queue.kv.api import Transaction, as_transaction
 from quick_queue.meta import JobMeta
 from quick_queue.models import to_us
-from quick_queue.producer import Producer
+from quick_queue.producer import Producer, parents_of
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -59,6 +60,7 @@ class Producing:
         tr: Transaction | RawTransaction | None = None, in_: float | timedelta | None = None,
         at: datetime | None = None, priority: int | None = None,
         max_retries: int | None = None, key: str | None = None,
+        after: Iterable[str | tuple[str, str]] | None = None, on_parent_failure: str = "dead",
     ) -> str: ...
 
     @overload
@@ -67,6 +69,7 @@ class Producing:
         tr: Transaction | RawTransaction | None = None, in_: float | timedelta | None = None,
         at: datetime | None = None, priority: int | None = None,
         max_retries: int | None = None, key: str | None = None,
+        after: Iterable[str | tuple[str, str]] | None = None, on_parent_failure: str = "dead",
     ) -> str: ...
 
     def enqueue(
@@ -81,6 +84,8 @@ class Producing:
         priority: int | None = None,
         max_retries: int | None = None,
         key: str | None = None,
+        after: Iterable[str | tuple[str, str]] | None = None,
+        on_parent_failure: str = "dead",
     ) -> str:
         """Add a job for ``tenant`` (one zone per tenant: tenants are served fairly); returns
         its id.
@@ -118,6 +123,13 @@ class Producing:
         calls ``enqueue`` again with a fresh id: a first attempt that did commit leaves a
         second job. Pass ``key=`` to make the retry find the first job instead.
 
+        ``after``: job ids (of ``tenant``, or ``(tenant, job_id)`` pairs of other tenants)
+        this job waits for: it becomes due only once every one of them has completed (a job
+        that no longer exists counts as completed), in its place in line as of now. If one
+        of them dies (a dead letter), ``on_parent_failure`` decides: ``"dead"`` (default)
+        makes this job a dead letter of kind ``parent_failed`` naming that job, ``"run"``
+        runs it anyway. See ``quick_queue.core.dependencies``.
+
         Raises ``InvalidArgument`` (a ``ValueError``) for a bad tenant, topic, priority,
         ``in_``/``at``, ``max_retries`` or key, ``PayloadError`` (also one) for a payload that
         fails its model, is not JSON or is too large, and ``KVError`` if the store refuses.
@@ -127,9 +139,14 @@ class Producing:
         new = self._new_job(tenant, topic, payload, now, in_, at, priority, max_retries, key)
         slack = to_us(self.context.settings.pointer_slack)
         now_us = to_us(now)
+        parents = None if after is None else parents_of(tenant, after, on_parent_failure)
 
         def write(t: Transaction) -> str:
-            job_id = enqueue(t, self.context.layout, new, now_us, slack)
+            if parents:
+                job_id = enqueue_after(t, self.context.layout, new, parents, on_parent_failure,
+                                       now_us, slack)
+            else:
+                job_id = enqueue(t, self.context.layout, new, now_us, slack)
             self.context.db.notify_change(t)  # wakes idle consumers where the engine needs telling
             return job_id
 
@@ -179,6 +196,7 @@ class Producing:
         tr: Transaction | RawTransaction | None = None, in_: float | timedelta | None = None,
         at: datetime | None = None, priority: int | None = None,
         max_retries: int | None = None, key: str | None = None,
+        after: Iterable[str | tuple[str, str]] | None = None, on_parent_failure: str = "dead",
     ) -> str: ...
 
     @overload
@@ -187,6 +205,7 @@ class Producing:
         tr: Transaction | RawTransaction | None = None, in_: float | timedelta | None = None,
         at: datetime | None = None, priority: int | None = None,
         max_retries: int | None = None, key: str | None = None,
+        after: Iterable[str | tuple[str, str]] | None = None, on_parent_failure: str = "dead",
     ) -> str: ...
 
     async def enqueue_async(

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from quick_queue.context import QueueContext
-from quick_queue.core import caps, rates
+from quick_queue.core import caps, dependencies, rates
 from quick_queue.core.caps import Targets
 from quick_queue.core.pauses import park_zone
 from quick_queue.core.periodic import decode, tick
@@ -34,6 +34,8 @@ from quick_queue.producer import Producer
 
 log = logging.getLogger("quick_queue.worker")
 READ_LIMIT = 10_000
+RECONCILE_EVERY = 2.0  # seconds between a worker's passes over waiting jobs (if any)
+RECONCILE_BATCH = 100  # waiting jobs a pass looks at
 
 
 @dataclass
@@ -45,6 +47,7 @@ class FlowState:
     capped: Targets = field(default_factory=Targets)  # topics and tenants with a max running
     limited: Targets = field(default_factory=Targets)  # topics and tenants with a rate limit
     declared: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, topic) -> n
+    dependencies: bool = False  # the queue has used enqueue(after=...)
 
 
 _CAPS = {caps.QUEUE: "topic", caps.DECLARED: "topic", caps.TENANT: "tenant"}
@@ -77,6 +80,7 @@ def read_state(tr: Transaction, prefix: bytes) -> FlowState:
         frozenset(tenants), frozenset(topics), cursors, weights,
         Targets(frozenset(capped["topic"]), frozenset(capped["tenant"])),
         Targets(frozenset(limited["topic"]), frozenset(limited["tenant"])), declared,
+        any(unpack(k, len(prefix))[0] == "deps" for k, _ in rows),
     )
 
 
@@ -131,6 +135,8 @@ class FlowView:
         self.state = FlowState()
         self._read_at = -1e18  # monotonic time of the last read
         self._published = False  # this worker's handler declarations written (_publish)
+        self._reconciled_at = -1e18  # monotonic time of the last reconcile pass
+        self._cursor: bytes | None = None  # where the next reconcile pass starts
         # No registry: the job was checked against the handler when the schedule was defined,
         # and a worker without that handler must not warn about it at every tick.
         producer = Producer(Registry(), context.settings)
@@ -150,7 +156,23 @@ class FlowView:
             self._read_at = mono
             if not self._published:
                 self._publish()
+            if self.state.dependencies and mono - self._reconciled_at >= RECONCILE_EVERY:
+                self._reconciled_at = mono
+                self.reconcile()
         return self.state
+
+    def reconcile(self) -> None:
+        """Look at the next batch of waiting jobs (``core.dependencies.reconcile``): a parent
+        that ended outside a settle (cancelled, out of leases, completed by a transactional
+        handler) releases or buries them here, within a few passes."""
+        layout, now = self.context.layout, to_us(self.context.db.store_time())
+        slack = to_us(self.context.settings.pointer_slack)
+        try:
+            self._cursor = self.context.db.transact(
+                dependencies.reconcile, layout, self._cursor or b"", RECONCILE_BATCH, now, slack
+            )
+        except Exception as error:  # noqa: BLE001 - the next pass tries again
+            log.error("dependencies: %s: %s", type(error).__name__, error)
 
     def _publish(self) -> None:
         """Write what this worker's handlers declare where the store differs (once, at the

@@ -1,0 +1,244 @@
+"""Jobs that wait for other jobs (issue 13): ``enqueue(..., after=[job_id, ...])``.
+
+A *child* enqueued after *parents* that are still live is written as a normal job, scheduled
+at ``PARKED`` (9999-12-31, like a job of a paused topic: lookups, ``cancel`` and the zone's
+pointer work as usual, and it is never due), plus:
+
+    dw/{tenant}/{child}                         what it waits for: JSON {"p": [[tenant, id],
+                                                ...] parents still live, "due": its own due
+                                                time (us), "on": the rule if a parent dies}
+    de/{parent tenant}/{parent}/{tenant}/{child}  ''  one edge per parent and child
+    dh/{parent tenant}/{parent}                 ''  the parent has children (a point read)
+    flow/deps/on                                ''  the queue has used ``after=`` (never
+                                                cleared; read by every settle, see below)
+
+When a parent ends, the settle that ends it (``settled``, called by ``core.settle``) takes it
+off its children's lists in the same transaction; the child whose list empties is released:
+due at its own due time, in its FIFO place as of its enqueue. Every step reads the child's
+``dw`` record with a regular read, so two parents of one child settling at once conflict and
+the child is released exactly once.
+
+The rule when a parent dies (dead letter: failed, discarded, dead): ``on_parent_failure="dead"``
+(the default) buries the child as a dead letter of kind ``parent_failed`` whose reason names the
+parent (and, in turn, its own children); ``"run"`` counts the dead parent as done. A parent that
+no longer exists when the child is enqueued (completed, cancelled, purged, or never existed)
+counts as completed; one already dead applies the rule at once. Parents may be in other
+tenants (``(tenant, job_id)`` pairs). A cycle cannot be made: a parent must exist before its
+child, and an id that does not exist yet counts as completed.
+
+Hot path: a queue that never used ``after=`` pays one point read per settle transaction (of
+``flow/deps/on``, not per job) and nothing on enqueue. The read is a regular one so that a
+settle racing the queue's first ``after=`` conflicts with it instead of missing the new edge;
+once the key exists it never changes, so it never conflicts again. Queues using dependencies
+pay one more batched point read (``dh``) per settle and the edges of the jobs that have some.
+
+A parent that ends outside a settle (cancelled, or buried because its lease ran out on every
+attempt) is found by ``reconcile``, which the workers run over the waiting children now and
+then (``quick_queue.flow.view``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from quick_queue.core.enqueue import NewJob, enqueue
+from quick_queue.core.pauses import PARKED
+from quick_queue.core.pointers import touch_pointer
+from quick_queue.core.records import Stats, bury, clear_index, flush_stats
+from quick_queue.keys import Layout, pack, pack_str, unpack
+from quick_queue.kv.api import Transaction
+from quick_queue.models import JobRecord
+from quick_queue.outcomes import Outcome
+
+RULES = ("dead", "run")
+DEAD_KIND = "parent_failed"
+Ref = tuple[str, str]  # (tenant, job id)
+
+
+def flag_key(layout: Layout) -> bytes:
+    return layout.flow_prefix + pack(("deps", "on"))
+
+
+def wait_key(layout: Layout, child: Ref) -> bytes:
+    return layout.root + pack(("dw",)) + pack_str(child[0]) + pack_str(child[1])
+
+
+def edges_of(layout: Layout, parent: Ref) -> bytes:
+    return layout.root + pack(("de",)) + pack_str(parent[0]) + pack_str(parent[1])
+
+
+def has_key(layout: Layout, parent: Ref) -> bytes:
+    return layout.root + pack(("dh",)) + pack_str(parent[0]) + pack_str(parent[1])
+
+
+def _state(tr: Transaction, layout: Layout, refs: list[Ref]) -> list[tuple[str, str]]:
+    """("live" | "dead" | "done", why) of each job (regular reads: a settle that ends one
+    conflicts with the caller)."""
+    keys = []
+    for tenant, job_id in refs:
+        zone = layout.zone(tenant)
+        keys += [zone.item(job_id), zone.dead_key(job_id)]
+    raws = tr.get_many(keys)
+    out = []
+    for (_, job_id), live, dead in zip(refs, raws[::2], raws[1::2], strict=True):
+        if live is not None:
+            out.append(("live", ""))
+        elif dead is not None:
+            record = JobRecord.decode(job_id, dead)
+            out.append(("dead", f"{record.dead_kind}: {record.reason}"))
+        else:
+            out.append(("done", ""))
+    return out
+
+
+def enqueue_after(
+    tr: Transaction, layout: Layout, job: NewJob, parents: list[Ref], rule: str, now: int,
+    slack: int,
+) -> str:
+    """``enqueue`` of a job that waits for ``parents``; idempotent per job id like it."""
+    zone = layout.zone(job.tenant)
+    if any(tr.get_many([zone.item(job.job_id), zone.dead_key(job.job_id)])):
+        return job.job_id  # a keyed job already there: nothing is written (see enqueue)
+    states = _state(tr, layout, parents)
+    dead = [(p, why) for p, (s, why) in zip(parents, states, strict=True) if s == "dead"]
+    live = [p for p, (s, _) in zip(parents, states, strict=True) if s == "live"]
+    if dead and rule == "dead":
+        enqueue(tr, layout, replace(job, due=PARKED), now, slack)
+        stats: Stats = {}
+        _bury_child(tr, layout, (job.tenant, job.job_id), dead[0][0], dead[0][1], now, stats)
+        flush_stats(tr, layout, stats)
+        return job.job_id
+    if not live:
+        return enqueue(tr, layout, job, now, slack)
+    enqueue(tr, layout, replace(job, due=PARKED), now, slack)
+    child = (job.tenant, job.job_id)
+    tr.set(wait_key(layout, child),
+           json.dumps({"p": [list(p) for p in live], "due": job.due, "on": rule}).encode())
+    for parent in live:
+        tr.set(edges_of(layout, parent) + pack_str(child[0]) + pack_str(child[1]), b"")
+        tr.set(has_key(layout, parent), b"")
+    if tr.snapshot.get(flag_key(layout)) is None:
+        tr.set(flag_key(layout), b"")  # the first use: settles read it from now on
+    return job.job_id
+
+
+def settled(
+    tr: Transaction, layout: Layout, outcomes: list[Outcome], applied: list[bool], now: int,
+    slack: int,
+) -> None:
+    """The hook of ``core.settle.settle_many``, after its outcomes are applied: release or
+    bury the children of the jobs that ended. See the module docstring for what it costs."""
+    if tr.get(flag_key(layout)) is None:  # regular: see the module docstring
+        return
+    # ``applied`` may be shorter than ``outcomes`` (a batch cut by its byte budget)
+    refs = list(dict.fromkeys(
+        (o.tenant, o.job_id) for o, ok in zip(outcomes, applied, strict=False) if ok))
+    marked = [ref for ref, raw in zip(refs, tr.get_many([has_key(layout, r) for r in refs]),
+                                      strict=True) if raw is not None]
+    if marked:
+        ended(tr, layout, marked, now, slack)
+
+
+def ended(tr: Transaction, layout: Layout, parents: list[Ref], now: int, slack: int) -> None:
+    """Settle the children of ``parents`` whose jobs are gone (completed, or dead): a parent
+    still live (retried, snoozed) is left alone. A child buried for a dead parent is itself a
+    dead parent for its own children (the worklist)."""
+    stats: Stats = {}
+    work = [(p, s, why) for p, (s, why) in zip(parents, _state(tr, layout, parents),
+                                                 strict=True) if s != "live"]
+    while work:
+        parent, state, why = work.pop()
+        tr.clear(has_key(layout, parent))
+        prefix = edges_of(layout, parent)
+        for key, _ in tr.get_range(prefix, prefix + b"\xff"):
+            tr.clear(key)
+            tenant, job_id = (str(x) for x in unpack(key, len(prefix)))
+            if _drop_parent(tr, layout, (tenant, job_id), parent, state, why, now, slack,
+                            stats):
+                work.append(((tenant, job_id), "dead", f"{DEAD_KIND}: parent {parent[0]}/"
+                                                        f"{parent[1]} died"))
+    flush_stats(tr, layout, stats)
+
+
+def _drop_parent(
+    tr: Transaction, layout: Layout, child: Ref, parent: Ref, state: str, why: str, now: int,
+    slack: int, stats: Stats,
+) -> bool:
+    """Take ``parent`` off ``child``'s list; release it when the list empties. True when the
+    child was buried instead (its parent died and its rule is "dead")."""
+    key = wait_key(layout, child)
+    raw = tr.get(key)  # regular: two parents ending at once conflict here
+    if raw is None:
+        return False  # released, buried or cancelled already
+    waiting: dict[str, Any] = json.loads(raw)
+    if list(parent) not in waiting["p"]:
+        return False
+    if state == "dead" and waiting["on"] == "dead":
+        tr.clear(key)
+        return _bury_child(tr, layout, child, parent, why, now, stats)
+    waiting["p"].remove(list(parent))
+    if waiting["p"]:
+        tr.set(key, json.dumps(waiting).encode())
+        return False
+    tr.clear(key)
+    _release(tr, layout, child, int(waiting["due"]), now, slack)
+    return False
+
+
+def _waiting_record(tr: Transaction, layout: Layout, child: Ref) -> JobRecord | None:
+    raw = tr.get(layout.zone(child[0]).item(child[1]))
+    if raw is None:
+        return None  # cancelled while it waited
+    record = JobRecord.decode(child[1], raw)
+    return record if record.state == "s" and record.at == PARKED else None
+
+
+def _release(tr: Transaction, layout: Layout, child: Ref, due: int, now: int,
+             slack: int) -> None:
+    record = _waiting_record(tr, layout, child)
+    if record is None:
+        return
+    zone = layout.zone(child[0])
+    clear_index(tr, zone, record)
+    # its place in line is its enqueue's: it goes ahead of jobs enqueued after it
+    record.state, record.at, record.seq = ("r" if due <= now else "s"), due, due
+    tr.set(zone.index_key(record.state, record.priority, due, child[1]), b"")
+    tr.set(zone.item(child[1]), record.encode())
+    touch_pointer(tr, layout, child[0], max(due, now), now, slack)
+
+
+def _bury_child(tr: Transaction, layout: Layout, child: Ref, parent: Ref, why: str,
+                now: int, stats: Stats) -> bool:
+    record = _waiting_record(tr, layout, child)
+    if record is None:
+        return False
+    zone = layout.zone(child[0])
+    clear_index(tr, zone, record)
+    bury(tr, zone, record, now, DEAD_KIND,
+         f"parent job {parent[0]}/{parent[1]} died ({why}); this job waited for it", stats)
+    return True
+
+
+def waiting_for(tr: Transaction, layout: Layout, child: Ref) -> list[Ref] | None:
+    """The parents ``child`` still waits for (None: it waits for nothing)."""
+    raw = tr.snapshot.get(wait_key(layout, child))
+    return None if raw is None else [(str(t), str(j)) for t, j in json.loads(raw)["p"]]
+
+
+def reconcile(tr: Transaction, layout: Layout, after: bytes, limit: int, now: int,
+              slack: int) -> bytes | None:
+    """Look at up to ``limit`` waiting children after key ``after``: the parents of theirs
+    that ended outside a settle are ended now. Returns the key to go on from (None: done)."""
+    begin = layout.root + pack(("dw",))
+    rows = tr.snapshot.get_range(max(after, begin), begin + b"\xff", limit=limit)
+    parents: dict[Ref, None] = {}
+    for key, raw in rows:
+        if key == after:
+            continue
+        for tenant, job_id in json.loads(raw)["p"]:
+            parents[(str(tenant), str(job_id))] = None
+    if parents:
+        ended(tr, layout, list(parents), now, slack)
+    return rows[-1][0] if len(rows) >= limit else None
