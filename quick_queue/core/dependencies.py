@@ -61,8 +61,12 @@ def flag_key(layout: Layout) -> bytes:
     return layout.flow_prefix + pack(("deps", "on"))
 
 
+def waiting_prefix(layout: Layout) -> bytes:
+    return layout.root + pack(("dw",))
+
+
 def wait_key(layout: Layout, child: Ref) -> bytes:
-    return layout.root + pack(("dw",)) + pack_str(child[0]) + pack_str(child[1])
+    return waiting_prefix(layout) + pack_str(child[0]) + pack_str(child[1])
 
 
 def edges_of(layout: Layout, parent: Ref) -> bytes:
@@ -231,7 +235,7 @@ def reconcile(tr: Transaction, layout: Layout, after: bytes, limit: int, now: in
               slack: int) -> bytes | None:
     """Look at up to ``limit`` waiting children after key ``after``: the parents of theirs
     that ended outside a settle are ended now. Returns the key to go on from (None: done)."""
-    begin = layout.root + pack(("dw",))
+    begin = waiting_prefix(layout)
     rows = tr.snapshot.get_range(max(after, begin), begin + b"\xff", limit=limit)
     parents: dict[Ref, None] = {}
     for key, raw in rows:

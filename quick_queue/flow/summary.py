@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from quick_queue.core import caps, rates
+from quick_queue.core import caps, dependencies, rates
 from quick_queue.core.caps import list_caps, list_kind
 from quick_queue.core.pauses import list_pauses, list_weights
 from quick_queue.core.periodic import list_schedules
@@ -41,6 +41,9 @@ class ScheduleInfo:
         return f"{s.name}: {s.tenant}/{s.topic} {when}, next {nxt} UTC"
 
 
+WAITING_MAX = 10_000
+
+
 def rate_text(interval_us: int) -> str:
     """An interval between leases as a rate: "100/s", "30/min", "5/h"."""
     for unit, seconds in (("s", 1), ("min", 60), ("h", 3600)):
@@ -59,13 +62,15 @@ class FlowSummary:
     rates: dict[str, int] = field(default_factory=dict)  # topic -> microseconds between leases
     tenant_caps: dict[str, int] = field(default_factory=dict)  # tenant -> max running
     tenant_rates: dict[str, int] = field(default_factory=dict)  # tenant -> us between leases
+    waiting: int = 0  # jobs waiting for others (enqueue(after=...)), counted up to WAITING_MAX
 
     def to_dict(self) -> dict[str, Any]:
         return {"paused": self.paused, "schedules": [s.to_dict() for s in self.schedules],
                 "weights": self.weights, "max_running": self.caps,
                 "rate_per_second": {t: 1e6 / us for t, us in self.rates.items()},
                 "tenant_max_running": self.tenant_caps,
-                "tenant_rate_per_second": {t: 1e6 / us for t, us in self.tenant_rates.items()}}
+                "tenant_rate_per_second": {t: 1e6 / us for t, us in self.tenant_rates.items()},
+                "waiting_for_other_jobs": self.waiting}
 
     def lines(self) -> list[str]:
         """One line per kind of pause and per schedule (none for a queue using neither)."""
@@ -82,6 +87,9 @@ class FlowSummary:
             if intervals:
                 out.append(f"{what}: " + ", ".join(
                     f"{name}={rate_text(us)}" for name, us in sorted(intervals.items())))
+        if self.waiting:
+            more = "+" if self.waiting > WAITING_MAX else ""
+            out.append(f"waiting for other jobs: {min(self.waiting, WAITING_MAX)}{more}")
         if self.weights:
             out.append("weights: " + ", ".join(
                 f"{tenant}={weight:g}" for tenant, weight in sorted(self.weights.items())))
@@ -97,7 +105,16 @@ def _read(tr: Transaction, layout: Layout) -> FlowSummary:
     return FlowSummary(paused, infos, list_weights(tr.snapshot, layout),
                        list_caps(tr.snapshot, layout), list_rates(tr.snapshot, layout),
                        list_kind(tr.snapshot, layout, caps.TENANT),
-                       list_kind(tr.snapshot, layout, rates.TENANT))
+                       list_kind(tr.snapshot, layout, rates.TENANT), _waiting(tr, layout))
+
+
+def _waiting(tr: Transaction, layout: Layout) -> int:
+    """How many jobs wait for others, counted up to WAITING_MAX + 1 (none read at all for a
+    queue that never used ``after=``)."""
+    if tr.snapshot.get(dependencies.flag_key(layout)) is None:
+        return 0
+    begin = dependencies.waiting_prefix(layout)
+    return len(tr.snapshot.get_range(begin, begin + b"\xff", limit=WAITING_MAX + 1))
 
 
 def read_flow(db: Database, layout: Layout) -> FlowSummary:

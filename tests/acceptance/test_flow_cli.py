@@ -57,3 +57,26 @@ def test_pause_needs_exactly_one_target(url: str, args: list[str]) -> None:
     result = run("pause", *args, "--db", url)
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: give exactly one of --topic or --tenant"
+
+
+def test_inspect_shows_caps_rates_tenant_limits_and_waiting_jobs(url: str) -> None:
+    db = qq.open(url)
+    try:
+        queue = qq.JobQueue(db)
+        queue.set_max_running("email", 5)
+        queue.set_rate_limit("email", "30/min")
+        queue.set_tenant_max_running("acme", 2)
+        queue.set_tenant_rate_limit("acme", "10/s")
+        first = queue.enqueue("acme", "email", {}, in_=60)
+        queue.enqueue("acme", "email", {}, after=[first])
+    finally:
+        db.close()
+    text = run("inspect", "--db", url).stdout
+    for line in ("max running: email=5", "rate limits: email=30/min",
+                 "tenant max running: acme=2", "tenant rate limits: acme=10/s",
+                 "waiting for other jobs: 1"):
+        assert line in text
+    data = json.loads(run("inspect", "--db", url, "--json").stdout)
+    assert (data["max_running"], data["tenant_max_running"]) == ({"email": 5}, {"acme": 2})
+    assert data["tenant_rate_per_second"] == {"acme": 10.0}
+    assert data["waiting_for_other_jobs"] == 1

@@ -12,6 +12,7 @@ import quick_queue as qq
 from quick_queue.core import dependencies
 from quick_queue.core.dequeue import dequeue
 from quick_queue.core.settle import settle_many
+from quick_queue.flow.summary import read_flow
 from quick_queue.kv.errors import KVError
 from quick_queue.models import to_us
 from quick_queue.outcomes import Outcome, OutcomeKind
@@ -54,10 +55,12 @@ def test_a_chain_of_three_runs_in_order(make_queue: QueueFactory) -> None:
     b = queue.enqueue("t", "dep:step", "b", after=[a])
     c = queue.enqueue("t", "dep:step", "c", after=[b])
     assert _state(queue, "t", b) == _state(queue, "t", c) == "scheduled"  # waiting
+    assert "waiting for other jobs: 2" in read_flow(queue.db, queue.layout).lines()
     assert queue.db.transact(dependencies.waiting_for, queue.layout, ("t", c)) == [("t", b)]
     _drain(queue)
     assert ran == ["a", "b", "c"]
     assert queue.stats().dead == 0
+    assert read_flow(queue.db, queue.layout).waiting == 0
 
 
 def test_fan_in_of_five_waits_for_the_last(make_queue: QueueFactory,
@@ -66,7 +69,7 @@ def test_fan_in_of_five_waits_for_the_last(make_queue: QueueFactory,
     parents = [queue.enqueue("t", "dep:step", n) for n in range(4)]
     parents.append(queue.enqueue("other", "dep:step", 4, in_=60))  # another tenant, later
     child = queue.enqueue("t", "dep:step", "child",
-                          after=parents[:4] + [("other", parents[4])])
+                          after=[*parents[:4], ("other", parents[4])])
     _drain(queue)
     assert sorted(ran) == [0, 1, 2, 3] and _state(queue, "t", child) == "scheduled"
     clock.advance(61)
