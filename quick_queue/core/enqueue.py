@@ -30,6 +30,15 @@ class NewJob:
     due: int  # microseconds since the epoch
     key: str | None = None
     trace: str | None = None  # W3C traceparent of the enqueue span (quick_queue.otel), if any
+    # The id was made for this call (no key=): no job can hold it unless an earlier attempt of
+    # this same transaction committed, which only a 1021 leaves in doubt (``unknown_result``).
+    fresh: bool = False
+
+
+def _blind(tr: Transaction, job: NewJob) -> bool:
+    """Whether ``job`` may be written without looking for an earlier copy of it (see
+    ``enqueue``): its id is fresh and no attempt of this transaction may have committed."""
+    return job.fresh and not tr.unknown_result
 
 
 def enqueue(
@@ -37,6 +46,10 @@ def enqueue(
     stats: Stats | None = None,
 ) -> str:
     zone = layout.zone(job.tenant)
+    if _blind(tr, job):
+        # A fresh id cannot collide: only the marker is read (what touch_pointer needs).
+        _write_job(tr, layout, job, now, slack, tr.get(layout.marker(job.tenant)), stats)
+        return job.job_id
     # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
     # the job and writes nothing, instead of resetting a job a consumer may have leased by then.
@@ -57,21 +70,29 @@ def enqueue_many(
     """``enqueue`` for a batch in one transaction: every read of the batch in one go, and one
     counter update per topic."""
     keys: list[bytes] = []
-    for job in jobs:
-        zone = layout.zone(job.tenant)
-        keys.append(zone.item(job.job_id))
-        keys.append(zone.dead_key(job.job_id))
+    checked: list[int] = []  # the jobs that may already exist (keyed, or a retry after 1021)
+    for i, job in enumerate(jobs):
+        if not _blind(tr, job):
+            zone = layout.zone(job.tenant)
+            keys.append(zone.item(job.job_id))
+            keys.append(zone.dead_key(job.job_id))
+            checked.append(i)
     tenants = list(dict.fromkeys(job.tenant for job in jobs))
     values = tr.get_many(keys + [layout.marker(tenant) for tenant in tenants])
     markers = dict(zip(tenants, values[len(keys):], strict=True))
+    there = {
+        i for n, i in enumerate(checked)
+        if values[2 * n] is not None or values[2 * n + 1] is not None
+    }
     stats: Stats = {}
     written: set[tuple[str, str]] = set()
     for i, job in enumerate(jobs):
-        if values[2 * i] is not None or values[2 * i + 1] is not None:
+        if i in there:
             continue
-        if (job.tenant, job.job_id) in written:
-            continue  # the same keyed job twice in one batch: once
-        written.add((job.tenant, job.job_id))
+        if not job.fresh:
+            if (job.tenant, job.job_id) in written:
+                continue  # the same keyed job twice in one batch: once
+            written.add((job.tenant, job.job_id))
         markers[job.tenant] = _write_job(
             tr, layout, job, now, slack, markers[job.tenant], stats
         )

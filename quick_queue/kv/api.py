@@ -19,6 +19,7 @@ from quick_queue.kv.errors import (
     INVALID_OPTION_VALUE,
     KVError,
     is_retryable,
+    maybe_committed,
 )
 
 P = ParamSpec("P")
@@ -123,6 +124,11 @@ class Transaction(ReadView):
 
     options: TransactionOptions
     snapshot: ReadView
+    #: Set by ``Database.transact`` once an attempt of this transaction failed with an error
+    #: after which its commit may have happened (1021): a retried write that is not
+    #: idempotent by itself (an enqueue under a freshly made id) then checks for its earlier
+    #: commit first. Never reset: it speaks of the retry loop, not of one attempt.
+    unknown_result: bool = False
 
     # -- writes ---------------------------------------------------------------------------
     @abstractmethod
@@ -258,6 +264,8 @@ class Database(ABC):
                 return result
             except KVError as error:
                 tr.on_error(error)  # raises unless the transaction is to run again
+                if maybe_committed(error):
+                    tr.unknown_result = True
                 if retries.listeners:
                     retries.notify(error.code)
 
