@@ -203,9 +203,10 @@ FDB_ONLY = Path(__file__).parent / "fdb"
 
 
 def _in_fdb_leg(item: pytest.Item) -> bool:
-    """A test of the FDB leg, or one of tests/fdb (about FoundationDB only)."""
+    """A test of the FDB leg, or one of tests/fdb on the named cluster (a test there that
+    starts a server of its own skips by itself)."""
     if FDB_ONLY in Path(str(item.path)).parents:
-        return item.get_closest_marker("fdb") is not None
+        return "fdb_queue_url" in getattr(item, "fixturenames", ())
     callspec = getattr(item, "callspec", None)
     return callspec is not None and callspec.params.get("queue_engine") == "fdb"
 

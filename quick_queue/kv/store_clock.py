@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from quick_queue.kv.api import Database, Transaction
-from quick_queue.kv.errors import KVError
+from quick_queue.kv.errors import TRANSACTION_TIMED_OUT, KVError
 
 #: ``fdb.tuple.pack(("qq.kv", "clock"))``: outside every queue's ``("qq", name)`` subspace.
 ANCHOR_KEY = b"\x02qq.kv\x00\x02clock\x00"
@@ -37,6 +37,9 @@ JUMP_SLACK = 2.0
 #: A reading younger than this (seconds, monotonic) is extended locally instead of asking the
 #: cluster again: callers may ask for the time often, and each reading costs a round trip.
 REUSE_SECONDS = 0.05
+#: Seconds after a reading timed out (the cluster unreachable) during which the time is carried
+#: on from the last reading without asking the cluster again.
+OUTAGE_QUIET = 1.0
 _ANCHOR = struct.Struct(">qd")
 
 
@@ -62,11 +65,15 @@ class VersionClock:
         self._lock = threading.Lock()
         #: (read version, store time, monotonic time) of this process's last reading.
         self._last: tuple[int, float, float] | None = None
+        #: Until then (monotonic), the cluster timed out lately: carry the last reading on.
+        self._quiet_until = 0.0
 
     def now(self) -> float:
         with self._lock:
             last = self._last
-        if last is not None and 0 <= self._monotonic() - last[2] < self._reuse:
+            quiet = self._quiet_until
+        if last is not None and (0 <= self._monotonic() - last[2] < self._reuse
+                                 or self._monotonic() < quiet):
             return last[1] + (self._monotonic() - last[2])
         tr = self._db.create_transaction()
         while True:
@@ -74,7 +81,17 @@ class VersionClock:
                 version, moment = self._reading(tr)
                 break
             except KVError as error:
-                tr.on_error(error)
+                try:
+                    tr.on_error(error)
+                except KVError as final:
+                    if last is None or final.code != TRANSACTION_TIMED_OUT:
+                        raise
+                    # The cluster does not answer: the last reading goes on by the monotonic
+                    # clock (as between readings), and for OUTAGE_QUIET s nobody waits out
+                    # another timeout for the time (a worker thread would, after each job).
+                    with self._lock:
+                        self._quiet_until = self._monotonic() + OUTAGE_QUIET
+                    return last[1] + max(0.0, self._monotonic() - last[2])
         with self._lock:
             last = self._last
             if last is not None and version >= last[0]:

@@ -7,15 +7,22 @@ Before each test of the leg every queue's keys (the tuple prefix ``("qq",)``) ar
 is acceptable only on a cluster meant for tests, so the first use of a cluster checks it:
 
 * it holds the marker key ``("qq.tests", "designated")``: a test cluster, go on;
-* it holds no quick_queue data at all (nothing under ``("qq",)``): the marker is written, and
-  the cluster is a test cluster from then on;
+* nothing is in the ranges a test clears (``CLEARED``: the queues ``("qq", name)``, their live
+  workers ``("qqw", name)``, and the application keys the tests write, ``app/`` and
+  ``order/``): the marker is written, and the cluster is a test cluster from then on;
 * otherwise the leg refuses (``Refused``), saying how to clear the cluster by hand if it really
   is a test cluster.
 
-kv's own keys (``("qq.kv", ...)``: the store clock's anchor, the change counter) are left alone:
-other processes on the cluster share them, and clearing the anchor under them would shift their
-store time. Several test sessions may use one cluster at once (helpers run theirs in parallel),
-so each test of the leg holds a file lock for the cluster from its clearing to its end.
+kv's own keys (``("qq.kv", ...)``: the store clock's anchor, the change counter) are shared by
+every process on the cluster and are not cleared. But the store's time drifts from the wall
+clock when the cluster's versions lag (a starved or paused server: tens of seconds on a loaded
+machine), and some tests compare a lease deadline with ``time.time()``; so a test starting on a
+store more than ``MAX_DRIFT`` s off the wall clock re-anchors it to this host's clock (a jump
+for other processes on the cluster, acceptable on a test cluster only).
+
+Several test sessions may use one cluster at once (helpers run theirs in parallel), so each
+test of the leg holds a file lock for the cluster from its clearing to its end (the kv contract
+suite's random ``qq-test/`` spaces are not touched).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import struct
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,8 +42,10 @@ from quick_queue.keys import pack
 from quick_queue.kv.api import Transaction, strinc
 
 ENV = "QUICK_QUEUE_FDB_CLUSTER_FILE"
-QUEUES = pack(("qq",))
+CLEARED = (pack(("qq",)), pack(("qqw",)), b"app/", b"order/")
 MARKER_KEY = pack(("qq.tests", "designated"))
+ANCHOR_KEY = pack(("qq.kv", "clock"))  # quick_queue.kv.store_clock's: (read version, time)
+MAX_DRIFT = 1.0
 SKIP = f"no FoundationDB cluster: set {ENV} to a test cluster's file to run this"
 
 
@@ -78,7 +89,9 @@ def refusal(cluster_file: str) -> str:
         f"refusing to clear quick_queue's keys on the FoundationDB cluster {cluster_file}: it "
         "holds quick_queue data and was never designated for tests. If it is a test cluster, "
         f"clear them by hand (fdbcli -C {cluster_file} --exec "
-        "'writemode on; clearrange \\x02qq\\x00 \\x02qq\\x01') and run again; otherwise point "
+        "'writemode on; clearrange \\x02qq\\x00 \\x02qq\\x01; clearrange \\x02qqw\\x00 "
+        "\\x02qqw\\x01; clearrange app/ app0; clearrange order/ order0') and run again; "
+        "otherwise point "
         f"{ENV} at a test cluster"
     )
 
@@ -86,13 +99,18 @@ def refusal(cluster_file: str) -> str:
 def _designate(tr: Transaction, cluster_file: str) -> None:
     if tr.get(MARKER_KEY) is not None:
         return
-    if tr.get_range(QUEUES, strinc(QUEUES), limit=1):
+    if any(tr.get_range(prefix, strinc(prefix), limit=1) for prefix in CLEARED):
         raise Refused(refusal(cluster_file))
     tr.set(MARKER_KEY, b"quick_queue tests may clear ('qq',) here")
 
 
 def _clear(tr: Transaction) -> None:
-    tr.clear_range(QUEUES, strinc(QUEUES))
+    for prefix in CLEARED:
+        tr.clear_range(prefix, strinc(prefix))
+
+
+def _reanchor(tr: Transaction) -> None:
+    tr.set(ANCHOR_KEY, struct.pack(">qd", tr.get_read_version(), time.time()))
 
 
 @contextmanager
@@ -118,6 +136,8 @@ def empty_cluster(**open_options: Any) -> Iterator[kv.Database]:
         try:
             database.transact(lambda tr: _designate(tr, cluster_file))
             database.transact(_clear)
+            if abs(database.store_time() - time.time()) > MAX_DRIFT:
+                database.transact(_reanchor)
             yield database
         finally:
             database.close()

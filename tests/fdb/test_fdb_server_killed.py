@@ -1,0 +1,213 @@
+"""Killing the FoundationDB server for ten seconds mid-drain (issue 14): no job is lost, every
+job runs, the workers live through it and log that the cluster is unreachable.
+
+The test starts its own one-process cluster (never the shared one) from the ``fdbserver``
+binary named by ``QUICK_QUEUE_FDBSERVER`` or found on PATH, with ``fdbcli`` beside it, in
+``tmp_path`` on a free port, configured ``single memory`` (the memory engine keeps its data in
+files of the data directory, so a restart on the same directory keeps every job: the test
+checks that too)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import quick_queue as qq
+from quick_queue.kv import KVError
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.fdb, pytest.mark.slow]
+
+APP = """
+from __future__ import annotations
+import os
+import time
+import quick_queue as qq
+
+queue = qq.JobQueue(qq.open(os.environ["QUICK_QUEUE_URL"]), name="killtest")
+
+@queue.job(topic="brew")
+class Brew:
+    def perform(self, payload, meta):
+        time.sleep(0.1)
+        fd = os.open(os.environ["RUNS_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{meta.job_id} {os.getpid()}\\n".encode())
+        finally:
+            os.close(fd)
+"""
+
+
+def _binaries() -> tuple[str, str] | str:
+    """(fdbserver, fdbcli), or why they are not here."""
+    server = os.environ.get("QUICK_QUEUE_FDBSERVER") or shutil.which("fdbserver")
+    if not server or not os.access(server, os.X_OK):
+        return ("no fdbserver: set QUICK_QUEUE_FDBSERVER to the binary (or put it on PATH) to "
+                "run the kill-the-server test")
+    cli = os.path.join(os.path.dirname(server), "fdbcli")
+    cli = cli if os.access(cli, os.X_OK) else shutil.which("fdbcli") or ""
+    if not cli:
+        return f"no fdbcli beside {server} or on PATH: the kill-the-server test needs it"
+    return server, cli
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OwnServer:
+    """A one-process FoundationDB cluster of this test's own."""
+
+    server: str
+    cli: str
+    folder: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.folder / "fdb.cluster"
+
+    def start(self) -> None:
+        for sub in ("data", "logs"):
+            (self.folder / sub).mkdir(exist_ok=True)
+        address = f"127.0.0.1:{self.port}"
+        with open(self.folder / "server.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.server, "-p", address, "-l", address, "-C", str(self.cluster_file),
+                 "-d", str(self.folder / "data"), "-L", str(self.folder / "logs")],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def fdbcli(self, command: str, timeout: int = 30) -> str:
+        done = subprocess.run(
+            [self.cli, "-C", str(self.cluster_file), "--exec", command, "--timeout",
+             str(timeout)], capture_output=True, text=True, timeout=timeout + 15,
+        )
+        return done.stdout + done.stderr
+
+    def wait_available(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "available" not in (said := self.fdbcli("status minimal", 10)):
+            assert time.monotonic() < deadline, f"the test cluster never came up: {said}"
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[OwnServer]:
+    found = _binaries()
+    if isinstance(found, str):
+        pytest.skip(found)
+    try:
+        from quick_queue.kv.fdb_load import load_fdb
+
+        load_fdb()
+    except Exception as error:  # noqa: BLE001 - no binding or client library: nothing to test
+        pytest.skip(f"the FoundationDB client does not load here: {error}")
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    server = OwnServer(found[0], found[1], folder, _free_port())
+    server.cluster_file.write_text(f"killtest:{os.getpid()}@127.0.0.1:{server.port}\n")
+    server.start()
+    try:
+        said = server.fdbcli("configure new single memory", 60)
+        assert "Database created" in said or "already exists" in said, said
+        server.wait_available()
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def _wait(condition: Callable[[], object], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s: {what()}"
+        time.sleep(0.1)
+
+
+def _consumers(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"resource_tracker" not in cmd and fields[0] not in "ZX":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _ran(runs: Path) -> list[str]:
+    return [line.split()[0] for line in runs.read_text().splitlines()] if runs.exists() else []
+
+
+def _completed(queue: qq.JobQueue) -> int:
+    try:
+        return int(queue.stats().topics.get("brew", {}).get("completed", 0))
+    except KVError:  # the cluster is coming back
+        return 0
+
+
+def test_killing_the_server_for_ten_seconds_mid_drain(own_server: OwnServer,
+                                                      tmp_path: Path) -> None:
+    url = f"fdb://{own_server.cluster_file}"
+    db = qq.open(url)
+    queue = qq.JobQueue(db, name="killtest")
+    jobs = set(queue.enqueue_many([(f"shop-{n % 5}", "brew", {"n": n}) for n in range(240)]))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "jobsapp.py").write_text(textwrap.dedent(APP))
+    runs, err = tmp_path / "runs.log", tmp_path / "worker.err"
+    env = dict(os.environ, QUICK_QUEUE_URL=url, RUNS_LOG=str(runs))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with open(err, "wb") as stderr:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "quick_queue.cli", "worker", "jobsapp:queue", "-p", "2",
+             "-c", "4"], cwd=tmp_path / "app", env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        _wait(lambda: len(_ran(runs)) >= 30, 60, lambda: f"30 jobs ran: {err.read_text()}")
+        children = _consumers(worker.pid)
+        assert len(children) == 2, err.read_text()
+        own_server.kill()  # mid-drain: about 200 jobs still to go
+        ran_before = len(_ran(runs))
+        time.sleep(10)  # the outage itself: nothing to poll for
+        assert worker.poll() is None and _consumers(worker.pid) == children, err.read_text()
+        own_server.start()  # the same data directory
+        own_server.wait_available()
+        _wait(lambda: _completed(queue) >= len(jobs), 120,
+              lambda: f"{_completed(queue)} of {len(jobs)} completed; log:\n{err.read_text()}")
+        assert worker.poll() is None and _consumers(worker.pid) == children, err.read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, err.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    log = err.read_text()
+    assert ran_before < len(jobs), "the drain ended before the server was killed"
+    assert set(_ran(runs)) == jobs  # every job ran at least once, none invented
+    stats = queue.stats()
+    assert (stats.ready, stats.scheduled, stats.leased, stats.dead) == (0, 0, 0, 0), stats
+    assert "unreachable" in log or "(1031)" in log, log
+    assert "Traceback" not in log, log
+    db.close()
