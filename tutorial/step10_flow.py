@@ -1,10 +1,22 @@
-"""Step 10: the PA system breaks (pause a topic) and the shop calls closing time every second
-(a periodic job): flow control kept in the store, followed by every worker."""
+"""Step 10: the PA system breaks (pause a topic), the shop calls closing time every second (a
+periodic job), has only two espresso machines (a cap on a topic) and calls it a day only once
+every customer was called (a job that waits for others): flow control kept in the store,
+followed by every worker."""
 
 from __future__ import annotations
 
 from tutorial import kit
-from tutorial.shop import Order, db, order_of, outbox, place_order, queue, reset
+from tutorial.shop import (
+    Order,
+    db,
+    order_of,
+    orders_of,
+    outbox,
+    place_catering,
+    place_order,
+    queue,
+    reset,
+)
 
 CLOSING = "pier-closing-call"
 
@@ -40,6 +52,38 @@ def main() -> None:
         queue.remove_periodic(CLOSING)
     kit.check(outbox("pier", "closing", "ready") == "Closing time!",
               "a tick of the schedule called closing time")
+    two_machines()
+    last_call()
+
+
+def two_machines() -> None:
+    kit.say("\nPier has two espresso machines: at most 2 brews at once, across every worker\n"
+            "process and machine (slots held in the store, freed when a lease ends).")
+    queue.set_max_running("brew", 2)
+    try:
+        place_catering(db, "pier", 6)
+        kit.cli("inspect")
+        kit.work_until(lambda: all(o["status"] == "ready" for o in orders_of("pier")
+                                   if o["id"].startswith("C-")))
+        kit.check(len([o for o in orders_of("pier") if o["id"].startswith("C-")]) == 6,
+                  "all six espressos brewed, two machines at a time")
+    finally:
+        queue.set_max_running("brew", None)
+
+
+def last_call() -> None:
+    kit.say("\nThe barista goes home only once every customer was called: the last call\n"
+            "waits for the three calls (enqueue(..., after=[job ids])).")
+    calls = [queue.enqueue("pier", "notify", {"order_id": f"L-{n}", "text": f"call {n}"})
+             for n in range(3)]
+    last = queue.enqueue("pier", "notify", {"order_id": "last", "text": "Good night!"},
+                         after=calls)
+    info = queue.get_job("pier", last)
+    kit.check(info is not None and info.state == "scheduled",
+              "the last call waits (it shows as scheduled, far in the future)")
+    kit.work_until(lambda: outbox("pier", "last", "ready"))
+    kit.check(all(outbox("pier", f"L-{n}", "ready") for n in range(3)),
+              "it went out once the three calls it waited for were done")
 
 
 if __name__ == "__main__":
