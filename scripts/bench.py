@@ -21,7 +21,12 @@ Prints a table and writes JSON (--json, default bench-results/queue.json):
   tenants (``--quick``: 100,000 over 10,000).
 
 Run: ``python scripts/bench.py [--quick] [--only cpu,drain,enqueue,latency,scheduled,races,scale]
-[--json PATH]``.
+[--json PATH] [--db URL]``.
+
+``--db fdb:///path/to/fdb.cluster`` (any ``quick_queue.open`` URL) runs drain, enqueue and
+latency a second time on that store, at small sizes (a shared test cluster should not notice),
+each under a queue name of its own that is deleted afterwards; the JSON keeps those figures
+under ``drain@db``, ``enqueue@db`` and ``latency@db`` beside the embedded engine's.
 """
 
 from __future__ import annotations
@@ -62,13 +67,40 @@ class NoOp:
             os.close(fd)
 
 
-def open_queue(url: str, **settings: Any) -> tuple[qq.Database, qq.JobQueue]:
+def open_queue(
+    url: str, name: str = "default", **settings: Any
+) -> tuple[qq.Database, qq.JobQueue]:
     db = qq.open(url)
-    return db, qq.JobQueue(db, jobs=[NoOp], **settings)
+    return db, qq.JobQueue(db, name, jobs=[NoOp], **settings)
 
 
-def worker_main(url: str, concurrency: int, processes: int) -> None:
-    _, queue = open_queue(url)
+class Target:
+    """Where a bench's queues live: a SQLite file per bench in ``tmp`` (the default), or one
+    shared store (``--db``) with a queue name per bench, deleted when the bench is done."""
+
+    def __init__(self, tmp: str, db_url: str | None = None) -> None:
+        self.tmp, self.db_url = tmp, db_url
+
+    def place(self, label: str) -> tuple[str, str]:
+        """(URL, queue name) for the bench ``label``."""
+        if self.db_url is None:
+            return f"sqlite:///{self.tmp}/{label}.db", "default"
+        return self.db_url, f"bench-{os.getpid()}-{label}"
+
+    def forget(self, db: qq.Database, name: str) -> None:
+        """Delete a shared store's bench queue (in pieces: one transaction holds 10 MB)."""
+        if self.db_url is None:
+            return
+        root = qq.JobQueue(db, name).layout.root
+
+        def clear(tr: Any) -> None:
+            tr.clear_range(root, root + b"\xff")
+
+        db.transact(clear)
+
+
+def worker_main(url: str, concurrency: int, processes: int, name: str = "default") -> None:
+    _, queue = open_queue(url, name)
     summary = queue.run(concurrency=concurrency, processes=processes)
     if summary is not None:  # one process: report what it counted
         print("SUMMARY " + json.dumps(dataclasses.asdict(summary)), flush=True)
@@ -76,9 +108,9 @@ def worker_main(url: str, concurrency: int, processes: int) -> None:
 
 def start_worker(url: str, concurrency: int, processes: int,
                  env: dict[str, str] | None = None,
-                 capture: bool = False) -> subprocess.Popen[bytes]:
+                 capture: bool = False, name: str = "default") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, __file__, "--worker", url, str(concurrency), str(processes)],
+        [sys.executable, __file__, "--worker", url, str(concurrency), str(processes), name],
         env={**os.environ, **(env or {})}, start_new_session=True,
         stdout=subprocess.PIPE if capture else None,
     )
@@ -129,11 +161,12 @@ def rss_kb(pid: int) -> int:
 
 
 def timed_drain(url: str, n: int, tenants: int, concurrency: int, processes: int,
-                stop_after: int | None = None, cap: float = 180.0) -> dict[str, Any]:
-    db, queue = open_queue(url)
+                stop_after: int | None = None, cap: float = 180.0,
+                name: str = "default") -> dict[str, Any]:
+    db, queue = open_queue(url, name)
     fill(queue, n, tenants)
     target = stop_after or n
-    proc = start_worker(url, concurrency, processes)
+    proc = start_worker(url, concurrency, processes, name=name)
     try:
         first_t = first_n = None
         deadline = time.monotonic() + cap
@@ -157,26 +190,31 @@ def timed_drain(url: str, n: int, tenants: int, concurrency: int, processes: int
         db.close()
 
 
-def bench_drain(tmp: str, quick: bool) -> dict[str, Any]:
-    n = 5_000 if quick else 20_000
+def bench_drain(target: Target, quick: bool) -> dict[str, Any]:
+    n = 2_000 if target.db_url else 5_000 if quick else 20_000
     out = {}
     for processes, concurrency in ((1, 16), (2, 8), (2, 16)):
-        url = f"sqlite:///{tmp}/drain-{processes}x{concurrency}.db"
-        result = timed_drain(url, n, 1, concurrency, processes)
+        url, name = target.place(f"drain-{processes}x{concurrency}")
+        try:
+            result = timed_drain(url, n, 1, concurrency, processes, name=name)
+        finally:
+            with qq.open(url) as db:
+                target.forget(db, name)
         out[f"{processes}x{concurrency}"] = result
         print(f"  drain {processes} proc x {concurrency}: {result}", flush=True)
     return {"n": n, "tenants": 1, "configs": out}
 
 
-def bench_enqueue(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_enqueue(target: Target, quick: bool) -> dict[str, Any]:
     n = 1_000 if quick else 5_000
     out: dict[str, Any] = {}
-    _, queue = open_queue(f"sqlite:///{tmp}/enq1.db")
+    db, queue = open_queue(*target.place("enq1"))
     t0 = time.perf_counter()
     for i in range(n):
         queue.enqueue("default", "noop", {"i": i})
     out["one_per_txn_1_thread"] = round(n / (time.perf_counter() - t0))
-    _, queue = open_queue(f"sqlite:///{tmp}/enq8.db")
+    target.forget(db, queue.layout.name)
+    db, queue = open_queue(*target.place("enq8"))
 
     def produce(k: int) -> None:
         for i in range(n // 8):
@@ -189,8 +227,10 @@ def bench_enqueue(tmp: str, quick: bool) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     out["one_per_txn_8_threads"] = round(n // 8 * 8 / (time.perf_counter() - t0))
-    _, queue = open_queue(f"sqlite:///{tmp}/enqb.db")
+    target.forget(db, queue.layout.name)
+    db, queue = open_queue(*target.place("enqb"))
     out["enqueue_many_batch_1000"] = round(fill(queue, n * 10, 1))
+    target.forget(db, queue.layout.name)
     print(f"  enqueue: {out}", flush=True)
     return out
 
@@ -214,12 +254,12 @@ def percentile(ordered: list[float], p: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2)
 
 
-def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_latency(target: Target, quick: bool) -> dict[str, Any]:
     count = 50 if quick else 200
-    url = f"sqlite:///{tmp}/latency.db"
-    db, queue = open_queue(url)
-    lat_file = f"{tmp}/latency.txt"
-    proc = start_worker(url, 16, 1, env={"QQ_BENCH_LATENCY_FILE": lat_file})
+    url, name = target.place("latency")
+    db, queue = open_queue(url, name)
+    lat_file = f"{target.tmp}/latency-{name}.txt"
+    proc = start_worker(url, 16, 1, env={"QQ_BENCH_LATENCY_FILE": lat_file}, name=name)
     try:
         queue.enqueue("warm", "noop", {"t": time.time()})
         time.sleep(1.0)
@@ -233,6 +273,7 @@ def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
         samples = collect_samples(lat_file, count)
     finally:
         stop_worker(proc)
+        target.forget(db, name)
         db.close()
     samples.sort()
     out = {"n": len(samples), "p50_ms": percentile(samples, 0.5),
@@ -242,9 +283,10 @@ def bench_latency(tmp: str, quick: bool) -> dict[str, Any]:
     return out
 
 
-def bench_scheduled(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_scheduled(target: Target, quick: bool) -> dict[str, Any]:
     """Jobs enqueued with at= a moment 0.3-0.5 s ahead, on an idle worker: start - due time."""
     count = 20 if quick else 100
+    tmp = target.tmp
     url = f"sqlite:///{tmp}/scheduled.db"
     db, queue = open_queue(url)
     lat_file = f"{tmp}/scheduled.txt"
@@ -273,12 +315,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_races(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_races(target: Target, quick: bool) -> dict[str, Any]:
     """16 consumer processes (one job at a time each) over 1,000 tenants: how many zone visits
     end in a lost race (a 1020 on the visit's commit)."""
     consumers, tenants = 16, 1000
     per_tenant = 2 if quick else 5
-    url = f"sqlite:///{tmp}/races.db"
+    url = f"sqlite:///{target.tmp}/races.db"
     db, queue = open_queue(url)
     fill(queue, tenants * per_tenant, tenants)
     procs = [start_worker(url, 1, 1, capture=True) for _ in range(consumers)]
@@ -307,7 +349,8 @@ def bench_races(tmp: str, quick: bool) -> dict[str, Any]:
     return out
 
 
-def bench_scale(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_scale(target: Target, quick: bool) -> dict[str, Any]:
+    tmp = target.tmp
     big, big_tenants = (100_000, 10_000) if quick else (1_000_000, 100_000)
     sample = 5_000 if quick else 20_000
     # The same shape at both sizes (jobs per tenant, so jobs per zone visit): what changes is
@@ -450,10 +493,11 @@ def cpu_enqueue(tmp: str, n: int) -> dict[str, float]:
             "system": round((t1.system - t0.system) / n * 1e6, 1)}
 
 
-def bench_cpu(tmp: str, quick: bool) -> dict[str, Any]:
+def bench_cpu(target: Target, quick: bool) -> dict[str, Any]:
     """Worker CPU per no-op job by stage, with every job of one tenant and with 20 jobs per
     tenant (QuiCK's shape: a zone visit per 20 jobs), and CPU per enqueue; each the best of
     ``rounds`` runs (other processes on the machine only ever add to a figure)."""
+    tmp = target.tmp
     n, n_enqueue, rounds = (600, 300, 2) if quick else (1_500, 500, 3)
     out: dict[str, Any] = {"jobs": n, "enqueues": n_enqueue, "rounds": rounds}
     for label, tenants in (("drain_1_tenant", 1), ("drain_20_jobs_per_tenant", n // 20)):
@@ -471,6 +515,8 @@ def bench_cpu(tmp: str, quick: bool) -> dict[str, Any]:
     out["all_enqueues"] = enqueues
     return out
 
+# What --db runs on the other store too (at the --quick sizes).
+ON_DB = ("drain", "enqueue", "latency")
 BENCHES = {"cpu": bench_cpu, "drain": bench_drain, "enqueue": bench_enqueue,
            "latency": bench_latency,
            "scheduled": bench_scheduled,
@@ -479,13 +525,15 @@ BENCHES = {"cpu": bench_cpu, "drain": bench_drain, "enqueue": bench_enqueue,
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--only", default=",".join(BENCHES),
                         help=f"comma-separated, some of: {','.join(BENCHES)}")
     parser.add_argument("--json", default=str(ROOT / "bench-results" / "queue.json"))
+    parser.add_argument("--db", help="also run drain, enqueue and latency on this store "
+                        "(e.g. fdb:///etc/foundationdb/fdb.cluster), at the --quick sizes")
     args = parser.parse_args()
     unknown = [name for name in args.only.split(",") if name not in BENCHES]
     if unknown:
@@ -496,7 +544,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qq-bench-") as tmp:
         for name in args.only.split(","):
             print(f"{name}:", flush=True)
-            results[name] = BENCHES[name](tmp, args.quick)
+            results[name] = BENCHES[name](Target(tmp), args.quick)
+        if args.db:
+            results["db"] = args.db
+            for name in (n for n in args.only.split(",") if n in ON_DB):
+                print(f"{name} on {args.db}:", flush=True)
+                results[f"{name}@db"] = BENCHES[name](Target(tmp, args.db), True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

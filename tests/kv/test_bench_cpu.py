@@ -47,3 +47,21 @@ def test_thread_cpu_restores_thread_run_and_counts_each_thread() -> None:
 def test_cpu_enqueue_reports_user_and_system_time(tmp_path: Path) -> None:
     figures = load_bench().cpu_enqueue(str(tmp_path), 20)
     assert figures["total"] > 0 and set(figures) == {"total", "user", "system"}
+
+
+def test_a_shared_store_gets_a_queue_per_bench_deleted_afterwards(tmp_path: Path) -> None:
+    """``--db``: the benches share one store (a test cluster) under names of their own."""
+    bench = load_bench()
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    target = bench.Target(str(tmp_path), shared)
+    url, name = target.place("enq1")
+    assert url == shared and name.startswith("bench-") and name.endswith("-enq1")
+    db, queue = bench.open_queue(url, name)
+    _, neighbour = bench.open_queue(url, "someone-elses")
+    queue.enqueue("t", "noop", {"i": 1})
+    neighbour.enqueue("t", "noop", {"i": 2})
+    target.forget(db, name)
+    root = queue.layout.root
+    assert db.transact(lambda tr: tr.get_range(root, root + b"\xff")) == []
+    assert neighbour.stats().ready == 1
+    assert bench.Target(str(tmp_path)).place("enq1") == (f"sqlite:///{tmp_path}/enq1.db", "default")
