@@ -176,13 +176,18 @@ def _child(source: QueueContext | ChildSpec, concurrency: int, index: int, paren
             summary = consumer.run()
         finally:
             restore()
-        results.put(summary.extra | _known_counts(summary))
+        results.send(summary.extra | _known_counts(summary))
         db.close()
     except BaseException:
         log.exception("consumer process %d failed", os.getpid())
         code = 1
     finally:
         logging.shutdown()
+    if isinstance(source, ChildSpec):
+        # A spawned child inherited nothing: a normal exit, whose finalizers unlink the named
+        # semaphores the FoundationDB binding makes per thread (else multiprocessing's resource
+        # tracker reports them leaked).
+        sys.exit(code)
     # Skip the inherited objects' finalizers (the parent's SQLite connections among them).
     os._exit(code)
 
@@ -199,7 +204,10 @@ class _Supervisor:
         self.spawn = not context.db.reopen_after_fork
         self.source: QueueContext | ChildSpec = ChildSpec.of(context) if self.spawn else context
         self.mp: Any = multiprocessing.get_context("spawn" if self.spawn else "fork")
-        self.results = self.mp.SimpleQueue()
+        # One pipe per child for its counts (not a SimpleQueue: its lock is a named semaphore,
+        # which a spawning supervisor's resource tracker reports as leaked at exit, and a child
+        # killed while holding it would block its siblings' reports).
+        self.results: list[Any] = []
         self.stop = threading.Event()
         self.children: list[BaseProcess] = []
         self.started = [time.monotonic()] * processes
@@ -207,11 +215,14 @@ class _Supervisor:
         self.counts: dict[str, int] = {}
 
     def start(self, index: int) -> BaseProcess:
+        reader, writer = self.mp.Pipe(duplex=False)
         process: BaseProcess = self.mp.Process(
             target=_child, name="quick_queue-consumer", daemon=False,
-            args=(self.source, self.concurrency, index, os.getpid(), self.results),
+            args=(self.source, self.concurrency, index, os.getpid(), writer),
         )
         process.start()
+        writer.close()  # the child's end: EOF here once it exits
+        self.results.append(reader)
         self.started[index] = time.monotonic()
         return process
 
@@ -258,9 +269,14 @@ class _Supervisor:
         self._collect()
 
     def _collect(self) -> None:
-        while not self.results.empty():
-            for name, value in self.results.get().items():
-                self.counts[name] = self.counts.get(name, 0) + value
+        for reader in list(self.results):
+            try:
+                while reader.poll():
+                    for name, value in reader.recv().items():
+                        self.counts[name] = self.counts.get(name, 0) + value
+            except (EOFError, OSError):  # that child is gone and said all it had to say
+                self.results.remove(reader)
+                reader.close()
 
 
 def run_processes(context: QueueContext, concurrency: int, processes: int) -> Summary:

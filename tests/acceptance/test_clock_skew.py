@@ -85,6 +85,8 @@ def test_a_worker_whose_clock_steps_mid_run_keeps_its_job_to_itself(
     assert sum(s["stale"] for s in summaries) == 0
 
 
+@pytest.mark.sqlite_only("counts the SQLite file's clock-anchor rows; FoundationDB's store time "
+                         "comes from read versions (tests/kv/test_store_clock.py)")
 def test_a_store_anchored_by_a_worker_an_hour_behind_still_runs_jobs_when_due(
     db_url: str, tmp_path: Path, workers: list[SkewedWorker]
 ) -> None:

@@ -97,6 +97,7 @@ def test_sigkilled_worker_loses_no_job_and_another_runs_it_once(
     assert counters["lease_expired"] == 1
 
 
+@pytest.mark.sqlite_only("SIGSTOPs the worker outside a commit by probing the SQLite write lock")
 def test_stopped_worker_loses_its_lease_and_its_late_completion_is_stale(
     db_url: str, queue: qq.JobQueue, log: Path, workers: list[Worker]
 ) -> None:

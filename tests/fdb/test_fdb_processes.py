@@ -117,6 +117,7 @@ def test_a_two_process_worker_drains_on_the_cluster(
     assert proc.wait(30) == 0, err.read_text()
     log = err.read_text()
     assert "Traceback" not in log and f"stopped: {jobs} completed" in log, log
+    assert "leaked semaphore" not in log, log  # before: the resource tracker complained
     lines = runs.read_text().split("\n")[:-1]
     ran = {line.split()[0] for line in lines}
     pids = {line.split()[1] for line in lines}

@@ -533,6 +533,8 @@ def test_discard_with_a_non_string_reason_does_not_poison_other_outcomes(
     assert all(queue.get_job("t", j) is None for j in others)
 
 
+@pytest.mark.sqlite_only("shortens the embedded engine's 5 s transaction lifetime; "
+                         "tests/kv/test_fdb_live.py shows FoundationDB's own 1007")
 def test_transactional_job_outliving_the_transaction_limit_fails_instead_of_rerunning_forever(
     make_queue: QueueFactory, db: qq.Database, monkeypatch: pytest.MonkeyPatch, background: Any
 ) -> None:
