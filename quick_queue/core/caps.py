@@ -11,9 +11,10 @@ deploy, and removing the setting gives the handler's declaration back.
 Each running attempt of a capped topic holds a *slot*, ``slots/{topic}/{i}`` = [tenant,
 job_id, token] (a capped tenant's, ``tslots/{tenant}/{i}``), taken in the dequeue's own
 transaction; a job of a capped topic and a capped tenant needs one of each. A slot is free when
-the job it names no longer holds that lease (completed, failed, or its lease ran out): slots
-are freed lazily by the next taker, so settling, extending and a SIGKILLed worker need no code
-of their own, and a dead worker's slots come back when its leases expire. The slot range is
+the job it names no longer holds that lease (completed, failed, or its expired lease was taken
+back by the visit that promotes it): slots are freed lazily by the next taker, so settling,
+extending and a SIGKILLed worker need no code of their own, and a dead worker's slots come back
+when its leases expire and its zone is next visited. The slot range is
 read with a regular read, so two workers filling the last slot conflict and one of them fails
 its visit (a lost race, as for a zone). The job records are read with snapshot reads: a
 completion that races only makes a slot look taken a moment longer.
@@ -65,7 +66,7 @@ def set_cap(tr: Transaction, layout: Layout, topic: str, cap: int | None,
         tr.set(key(layout, kind, topic), str(cap).encode())
 
 
-def _alive(tr: Transaction, layout: Layout, prefix: bytes, now: int) -> set[int]:
+def _alive(tr: Transaction, layout: Layout, prefix: bytes) -> set[int]:
     """The slots under ``prefix`` whose job still holds the lease they name."""
     rows = tr.get_range(prefix, prefix + b"\xff")  # regular: racing takers conflict
     taken = [(int(unpack(k, len(prefix))[0]), json.loads(raw)) for k, raw in rows]
@@ -75,13 +76,17 @@ def _alive(tr: Transaction, layout: Layout, prefix: bytes, now: int) -> set[int]
         if raw is None:
             continue
         record = JobRecord.decode(job_id, raw)
-        if record.state == "l" and record.token == token and record.at > now:
+        # Held while the record is leased with the slot's token, whatever its expiry says
+        # (an extension may move the lease without rewriting the record): a dead worker's
+        # lease is ended by the visit that promotes it once expired, as its zone's pointer
+        # is due then, and that frees the slot.
+        if record.state == "l" and record.token == token:
             alive.add(index)
     return alive
 
 
-def _free(tr: Transaction, layout: Layout, prefix: bytes, cap: int, now: int) -> list[int]:
-    alive = _alive(tr, layout, prefix, now)
+def _free(tr: Transaction, layout: Layout, prefix: bytes, cap: int) -> list[int]:
+    alive = _alive(tr, layout, prefix)
     return [i for i in range(cap + len(alive)) if i not in alive][: max(0, cap - len(alive))]
 
 
@@ -117,12 +122,12 @@ def take_slots(
     for topic in sorted({job.record.topic for job in jobs} & capped.topics):
         cap = topic_limit(tr, layout, topic, (QUEUE, DECLARED))
         if cap is not None:  # else uncapped meanwhile
-            free[layout.slots(topic)] = _free(tr, layout, layout.slots(topic), cap, now)
+            free[layout.slots(topic)] = _free(tr, layout, layout.slots(topic), cap)
     for tenant in sorted({job.tenant for job in jobs} & capped.tenants):
         raw = tr.get(key(layout, TENANT, tenant))
         if raw is not None:
             prefix = tenant_slots(layout, tenant)
-            free[prefix] = _free(tr, layout, prefix, int(raw), now)
+            free[prefix] = _free(tr, layout, prefix, int(raw))
     if not free:
         return jobs
     back: set[str] = set()

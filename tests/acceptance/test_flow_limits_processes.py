@@ -100,3 +100,26 @@ def test_a_declared_rate_holds_across_processes(
     most = max(sum(1 for t in leased if start <= t < start + 1.0 - 1e-6) for start in leased)
     assert most == 20  # the limit was reached, and never passed
     assert all(b - a >= 0.05 - 1e-6 for a, b in pairwise(leased))
+
+
+def test_a_fan_in_child_runs_once_after_every_parent_with_a_sigkill(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Ten parents over two tenants, a child waiting for all of them; a worker is SIGKILLed
+    mid-run, its parents come back when their leases run out: the child starts once, after
+    the last parent ended."""
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    parents = [("a" if n % 2 else "b", queue.enqueue("a" if n % 2 else "b", "proc:record",
+                                                    {"work": 0.3})) for n in range(10)]
+    child = queue.enqueue("a", "proc:record", {}, after=parents)
+    workers += [_start(db_url, log, item_lease=1.0) for _ in range(2)]
+    wait_for(lambda: len(events(log, "start")) >= 3, timeout=20, what="three parents started")
+    workers[0].kill()
+    wait_for(lambda: events(log, "end", child), timeout=60, what="the child")
+    workers[1].stop()
+    [start] = events(log, "start", child)
+    last_parent_end = max(max(e["t"] for e in events(log, "end", job_id))
+                          for _, job_id in parents)
+    assert start["t"] >= last_parent_end and start["attempt"] == 1
+    assert queue.stats().dead == 0
