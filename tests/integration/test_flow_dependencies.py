@@ -167,3 +167,28 @@ def test_bad_after_is_refused(make_queue: QueueFactory, after: Any, rule: str,
                               match: str) -> None:
     with pytest.raises(qq.InvalidArgument, match=match):
         make_queue(Step).enqueue("t", "dep:step", 1, after=after, on_parent_failure=rule)
+
+
+def test_a_chain_written_in_one_transaction(make_queue: QueueFactory) -> None:
+    """Parents written earlier in the same transaction count as live: a whole workflow
+    commits at once, or not at all."""
+    queue = make_queue(Step)
+
+    def workflow(tr: qq.Transaction) -> list[str]:
+        first = queue.enqueue("t", "dep:step", 1, tr=tr)
+        second = queue.enqueue("t", "dep:step", 2, tr=tr, after=[first])
+        return [first, second, queue.enqueue("t", "dep:step", 3, tr=tr, after=[second])]
+
+    ids = queue.db.transact(workflow)
+    assert [_state(queue, "t", job_id) for job_id in ids] == ["ready", "scheduled", "scheduled"]
+    _drain(queue)
+    assert ran == [1, 2, 3]
+
+
+def test_a_keyed_child_enqueued_twice_links_once(make_queue: QueueFactory) -> None:
+    queue = make_queue(Step)
+    parent = queue.enqueue("t", "dep:step", "p")
+    child = queue.enqueue("t", "dep:step", "c", after=[parent], key="child")
+    assert queue.enqueue("t", "dep:step", "c", after=[parent], key="child") == child
+    _drain(queue)
+    assert ran == ["p", "c"]
