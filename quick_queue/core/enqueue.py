@@ -10,16 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from quick_queue.core.pointers import touch_pointer
+from quick_queue.core.pointers import ASAP, encode_promise, touch_pointer
 from quick_queue.core.records import Stats, flush_stats, stat_add
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord, dump
 
+ASAP_MARKER = encode_promise(ASAP)  # a zone with ready work: every new job is covered
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class NewJob:
-    """One job to enqueue; ``job_id`` is made before the transaction runs (retries reuse it)."""
+    """One job to enqueue; ``job_id`` is made before the transaction runs (retries reuse it).
+
+    Treat it as immutable (``dataclasses.replace`` for a variant): not ``frozen=True`` only
+    because a frozen dataclass's ``__init__`` costs 2.8 µs against 0.5, per job of an
+    ``enqueue_many``."""
 
     tenant: str
     job_id: str
@@ -106,13 +112,11 @@ def _write_job(
 ) -> bytes:
     zone = layout.zone(job.tenant)
     state = "r" if job.due <= now else "s"
-    record = JobRecord(
-        job.job_id, job.topic, None, job.priority, job.max_retries, state,
-        job.due, job.due, now, key=job.key,
-        payload_raw=job.payload if isinstance(job.payload, bytes) else dump(job.payload),
-    )
-    record.trace = job.trace
-    tr.set(zone.item(job.job_id), record.encode())
+    payload = job.payload if isinstance(job.payload, bytes) else dump(job.payload)
+    tr.set(zone.item(job.job_id), JobRecord.new_value(
+        job.job_id, job.topic, job.priority, job.max_retries, state, job.due, now, job.key,
+        job.trace, payload,
+    ))
     if state == "r":
         tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")
     else:
@@ -121,4 +125,6 @@ def _write_job(
         stat_add(tr, layout, job.topic, "enqueued")
     else:
         stats[(job.topic, "enqueued")] = stats.get((job.topic, "enqueued"), 0) + 1
+    if marker == ASAP_MARKER:
+        return marker  # touch_pointer's first answer, without its call (enqueue_many: per job)
     return touch_pointer(tr, layout, job.tenant, job.due, now, slack, marker)

@@ -79,3 +79,22 @@ def test_a_header_missing_a_field_is_unreadable() -> None:
     del head["sn"]
     with pytest.raises(UnreadableRecord):
         JobRecord.decode("j", json.dumps(head).encode() + b"\n{}")
+
+
+@pytest.mark.parametrize(
+    ("topic", "key", "trace", "retries"),
+    [("mail", None, None, None), ("mail", "k-1", "00-ab-cd-01", 4),
+     ("caf\u00e9", "\u00e9", None, 0)],
+)
+def test_a_new_jobs_value_is_the_records_encoding(
+    topic: str, key: str | None, trace: str | None, retries: int | None
+) -> None:
+    value = JobRecord.new_value("j", topic, 7, retries, "s", 50, 40, key, trace, b'{"a":1}')
+    record = JobRecord("j", topic, None, 7, retries, "s", 50, 50, 40, key=key,
+                       payload_raw=b'{"a":1}')
+    record.trace = trace
+    assert value == record.encode()
+    again = JobRecord.decode("j", value)
+    assert (again.topic, again.key, again.trace, again.retries_set) == (
+        topic, key, trace, retries is not None
+    )
