@@ -126,10 +126,11 @@ def _locked(cluster_file: str) -> Iterator[None]:
 
 
 @contextmanager
-def empty_cluster(**open_options: Any) -> Iterator[kv.Database]:
-    """The named cluster, opened with ``open_options`` (``clock=``), with no queue in it, held
-    for this test alone; refuses (``Refused``) a cluster not designated for tests."""
-    cluster_file = named_cluster_file()
+def empty_cluster(cluster_file: str | None = None, **open_options: Any) -> Iterator[kv.Database]:
+    """The named cluster (or ``cluster_file``), opened with ``open_options`` (``clock=``), with
+    no queue in it, held for this test alone; refuses (``Refused``) a cluster not designated
+    for tests."""
+    cluster_file = cluster_file or named_cluster_file()
     assert cluster_file is not None, f"{ENV} is not set"
     with _locked(cluster_file):
         database = kv.open("fdb://" + cluster_file, **open_options)
