@@ -47,12 +47,14 @@ from quick_queue.core.enqueue import NewJob, enqueue
 from quick_queue.core.pauses import PARKED
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import Stats, bury, clear_index, flush_stats
+from quick_queue.errors import UnreadableRecord
 from quick_queue.keys import Layout, pack, pack_str, unpack
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord
 from quick_queue.outcomes import Outcome
 
 RULES = ("dead", "run")
+EDGES_PER_TRANSACTION = 2000  # children one transaction releases or buries, at most
 DEAD_KIND = "parent_failed"
 Ref = tuple[str, str]  # (tenant, job id)
 
@@ -90,8 +92,11 @@ def _state(tr: Transaction, layout: Layout, refs: list[Ref]) -> list[tuple[str, 
         if live is not None:
             out.append(("live", ""))
         elif dead is not None:
-            record = JobRecord.decode(job_id, dead)
-            out.append(("dead", f"{record.dead_kind}: {record.reason}"))
+            try:
+                record = JobRecord.decode(job_id, dead)
+                out.append(("dead", f"{record.dead_kind}: {record.reason}"))
+            except UnreadableRecord:
+                out.append(("dead", "its dead letter cannot be read"))
         else:
             out.append(("done", ""))
     return out
@@ -145,18 +150,24 @@ def settled(
         ended(tr, layout, marked, now, slack)
 
 
-def ended(tr: Transaction, layout: Layout, parents: list[Ref], now: int, slack: int) -> None:
+def ended(tr: Transaction, layout: Layout, parents: list[Ref], now: int, slack: int,
+          budget: int = EDGES_PER_TRANSACTION) -> None:
     """Settle the children of ``parents`` whose jobs are gone (completed, or dead): a parent
     still live (retried, snoozed) is left alone. A child buried for a dead parent is itself a
-    dead parent for its own children (the worklist)."""
+    dead parent for its own children (the worklist). At most ``budget`` edges are handled, so
+    a huge fan-out cannot outgrow one transaction: a parent whose edges are left keeps its
+    ``dh`` key, and ``reconcile`` goes on with it."""
     stats: Stats = {}
     work = [(p, s, why) for p, (s, why) in zip(parents, _state(tr, layout, parents),
                                                  strict=True) if s != "live"]
-    while work:
+    while work and budget > 0:
         parent, state, why = work.pop()
-        tr.clear(has_key(layout, parent))
         prefix = edges_of(layout, parent)
-        for key, _ in tr.get_range(prefix, prefix + b"\xff"):
+        rows = tr.get_range(prefix, prefix + b"\xff", limit=budget + 1)
+        if len(rows) <= budget:
+            tr.clear(has_key(layout, parent))
+        for key, _ in rows[:budget]:
+            budget -= 1
             tr.clear(key)
             tenant, job_id = (str(x) for x in unpack(key, len(prefix)))
             if _drop_parent(tr, layout, (tenant, job_id), parent, state, why, now, slack,

@@ -192,3 +192,19 @@ def test_a_keyed_child_enqueued_twice_links_once(make_queue: QueueFactory) -> No
     assert queue.enqueue("t", "dep:step", "c", after=[parent], key="child") == child
     _drain(queue)
     assert ran == ["p", "c"]
+
+
+def test_a_large_fan_out_is_released_in_bounded_transactions(
+    make_queue: QueueFactory, clock: qq.ManualClock
+) -> None:
+    queue = make_queue(Step)
+    parent = queue.enqueue("t", "dep:step", "p", in_=60)
+    children = [queue.enqueue("t", "dep:step", n, after=[parent]) for n in range(5)]
+    assert queue.cancel("t", parent)
+    now = to_us(clock.now())
+    queue.db.transact(dependencies.ended, queue.layout, [("t", parent)], now, 0, 2)
+    states = [_state(queue, "t", job_id) for job_id in children]
+    assert sorted(states) == ["ready"] * 2 + ["scheduled"] * 3  # two edges this time
+    queue.db.transact(dependencies.reconcile, queue.layout, b"", 10, now, 0)  # the rest
+    assert [_state(queue, "t", job_id) for job_id in children] == ["ready"] * 5
+    assert read_flow(queue.db, queue.layout).waiting == 0
