@@ -124,3 +124,26 @@ def test_a_fan_in_child_runs_once_after_every_parent_with_a_sigkill(
                           for _, job_id in parents)
     assert start["t"] >= last_parent_end and start["attempt"] == 1
     assert queue.stats().dead == 0
+
+
+def test_a_tenant_rate_holds_across_processes(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A tenant limited to 20/s over two processes: no second holds more than 20 of its
+    leases; another tenant's jobs are not held back."""
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    queue.set_tenant_rate_limit("slow", "20/s")
+    slow = queue.enqueue_many([("slow", "proc:record", {}) for _ in range(30)])
+    fast = queue.enqueue_many([("fast", "proc:record", {}) for _ in range(30)])
+    workers += [_start(db_url, log, item_lease=5.0) for _ in range(2)]
+    wait_for(lambda: len(events(log, "end")) >= len(slow) + len(fast), timeout=30,
+             what="every job")
+    for worker in workers:
+        worker.stop()
+    starts = events(log, "start")
+    leased = sorted(e["deadline"] - 5.0 for e in starts if e["tenant"] == "slow")
+    most = max(sum(1 for t in leased if start <= t < start + 1.0 - 1e-6) for start in leased)
+    assert len(leased) == len(slow) and 18 <= most <= 20
+    fast_leased = sorted(e["deadline"] - 5.0 for e in starts if e["tenant"] == "fast")
+    assert fast_leased[-1] - fast_leased[0] < 1.0  # all 30 within a second: not limited
