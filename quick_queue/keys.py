@@ -24,6 +24,16 @@ Layout under one root per queue name (integers are microseconds since the UNIX e
     rates/{topic}                                   the rate's next free start time (8 bytes)
     held/{topic}/{tenant}/{job_id}                  ''  a job of a paused topic, set aside
                                                     (see core.pauses)
+    flow/dcap/{topic}, flow/drate/{topic}           a cap or rate declared by a handler's @job
+    flow/tcap/{tenant}, flow/trate/{tenant}         a tenant's cap or rate (core.caps, core.rates)
+    fts/{tenant}/{i}, ftr/{tenant}                  a tenant's running slots and next start time
+    zones/{tenant}/x/{job_id}                       an extended lease's current expiry and token
+                                                    (core.records: extension without a rewrite)
+    dw/{tenant}/{child}                             what a job enqueued with after= waits for
+    de/{parent tenant}/{parent}/{tenant}/{child}    ''  one edge per parent and child
+    dh/{parent tenant}/{parent}                     ''  the parent has children
+    flow/deps/on                                    ''  the queue has used after= (see
+                                                    core.dependencies)
 
 Dead letters live in their own subspace rather than inside the zone: listing or purging them
 across tenants is then one range read, and a zone holding only dead letters has no work, so it
