@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from quick_queue.clock import Clock
 from quick_queue.core import admin
 from quick_queue.core.pointers import read_pointer
+from quick_queue.core.records import extension_key, with_extension
 from quick_queue.flow.summary import FlowSummary, read_flow
 from quick_queue.keys import Layout, pack, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction, strinc
@@ -291,11 +292,16 @@ def _load_jobs(ctx: ReadContext, tenant: str, job_ids: list[str]) -> list[JobInf
     zone = ctx.layout.zone(tenant)
 
     def read(tr: Transaction) -> list[JobInfo]:
+        # each record with its extension record (a lease's current expiry), all in one round
+        keys = [key for job_id in job_ids
+                for key in (zone.item(job_id), extension_key(zone, job_id))]
+        values = tr.snapshot.get_many(keys)
         out = []
-        for job_id in job_ids:
-            raw = tr.snapshot.get(zone.item(job_id))
+        for n, job_id in enumerate(job_ids):
+            raw = values[2 * n]
             if raw is not None:  # the job moved on between the index read and this one
-                out.append(JobInfo.of_record(tenant, JobRecord.decode(job_id, raw)))
+                record = JobRecord.decode(job_id, raw)
+                out.append(JobInfo.of_record(tenant, with_extension(record, values[2 * n + 1])))
         return out
 
     return ctx.db.transact(read)

@@ -16,8 +16,12 @@ Timeouts likewise: a handler times out when the monotonic clock or the store's t
 ``timeout`` seconds since it started, so a wall-clock step neither fires nor holds one off.
 
 A transactional handler's lease is left alone while its transaction may be open (see
-``consumer/transactional.py``): extending it would rewrite the job record that transaction
+``consumer/transactional.py``): extending it would move the lease entry that transaction
 read, and refuse its commit (1020).
+
+An extension writes small keys only, never the job record and its payload (issue 14; see
+``core.records``, "extended leases"): each lease is passed with the expiry this keeper knows
+for it, so its keys are found without reading the record.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from quick_queue.consumer.executor import timeout_outcome
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.consumer.settler import Settler, why_lost
 from quick_queue.context import QueueContext
-from quick_queue.core.settle import BATCH_BYTES, extend_leases
+from quick_queue.core.leases import extend_leases
+from quick_queue.core.settle import BATCH_BYTES
 from quick_queue.events import OTHER_COUNTERS, EventKind, EventStream, JobEvent
 from quick_queue.models import to_us
 
@@ -182,7 +187,9 @@ class Keeper:
     def _extend(self, chunk: list[Running]) -> None:
         context = self.context
         lease = to_us(context.settings.item_lease)
-        leases = [(r.job.tenant, r.job.record.job_id, r.job.token) for r in chunk]
+        # with the expiry each lease is known to have: the extension reads small keys only
+        leases = [(r.job.tenant, r.job.record.job_id, r.job.token, r.job.record.at)
+                  for r in chunk]
         kept: list[bool] = []
         try:
             now = to_us(context.db.store_time())  # leases are in the store's time

@@ -4,19 +4,28 @@ job's completion commit in one transaction, so the work is done exactly once or 
 Only a completion commits with the handler's writes; any other outcome (retry, snooze,
 discard, dead) rolls them back and is settled on its own by the settler.
 
-The transaction and the job's lease (issue 8, item 1). The completion reads the job record
-and its lease entry, which every lease extension rewrites: an extension committed while the
-handler's transaction is open makes that transaction's commit fail (1020), each retry runs
-the handler again, and a handler longer than one extension period never commits. So the
-worker never extends a lease under its own transaction: before each try, the lease is made
-to cover the transaction's whole possible life (a transaction lives at most
-``TRANSACTION_LIMIT`` seconds: FoundationDB's limit, and the embedded engine's), and the
-keeper leaves it alone until that life is over (``Running.tx_until``). Nothing else writes a
-leased job's record but a cancel or, once the lease expired, another consumer, and those are
-exactly the conflicts that must refuse the commit.
+The transaction and the job's lease (issue 8, item 1). The completion reads the job's lease
+entry (its fast path) or its record, and every lease extension moves that entry (since issue
+14 an extension writes only the entry and the job's extension record, never the record; see
+``core.records``): an extension committed while the handler's transaction is open makes that
+transaction's commit fail (1020), each retry runs the handler again, and a handler longer
+than one extension period never commits. So the worker never extends a lease under its own
+transaction: before each try, the lease is made to cover the transaction's whole possible
+life (a transaction lives at most ``TRANSACTION_LIMIT`` seconds: FoundationDB's limit, and
+the embedded engine's), and the keeper leaves it alone until that life is over
+(``Running.tx_until``). Nothing else writes a leased job's entry or record but a cancel or,
+once the lease expired, another consumer, and those are exactly the conflicts that must
+refuse the commit. This stays correct with extensions that do not rewrite the record: the
+stretch is itself such an extension (small keys, committed before the transaction's first
+read), and the keeper skips the lease, so nothing moves the entry under the transaction.
 
-Why not keep extending and make the completion blind to extensions? The completion's read
-of the record is what fences a cancelled or re-leased job; it must stay a real read.
+Why not keep extending and make the completion blind to extensions (read the record, which
+extensions no longer write, and the entry by a snapshot read)? The record read would still
+fence a cancel or a re-lease, but an extension landing inside the transaction would move the
+entry after the completion looked: the completion would clear the old place and leave the
+moved entry behind, a leased entry with no job (shown by the views as leased until it
+expires, and against DESIGN.md §4's one-entry-per-job rule). Stretching first keeps the
+store exact at the cost of one small extension per transactional job with a short lease.
 
 A handler that runs past the limit could never commit (its transaction is too old), so it
 fails the attempt at once with a reason that says so, on every engine alike, instead of
@@ -32,8 +41,9 @@ from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.consumer.settler import Settler
 from quick_queue.context import QueueContext
+from quick_queue.core.leases import extend_leases
 from quick_queue.core.records import flush_stats
-from quick_queue.core.settle import extend_leases, settle
+from quick_queue.core.settle import settle
 from quick_queue.jobs import Error
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError
@@ -173,8 +183,8 @@ class _Body:
             return  # long enough already (the usual case with the default 30 s lease)
         job = running.job
         kept = context.db.transact(
-            extend_leases, context.layout, [(job.tenant, job.record.job_id, job.token)],
-            to_us(now), to_us(lease),
+            extend_leases, context.layout,
+            [(job.tenant, job.record.job_id, job.token, held_until)], to_us(now), to_us(lease),
         )
         with inflight.cond:
             if kept[0]:

@@ -7,7 +7,13 @@ from collections.abc import Callable
 
 from quick_queue.core import history
 from quick_queue.core.pointers import read_pointer, touch_pointer
-from quick_queue.core.records import UNREADABLE_TOPIC, clear_index, stat_add
+from quick_queue.core.records import (
+    UNREADABLE_TOPIC,
+    clear_index,
+    extension_key,
+    stat_add,
+    with_extension,
+)
 from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import ReadView, Transaction
@@ -37,13 +43,15 @@ def _decoded(
 
 
 def live_info(tenant: str, job_id: str, raw: bytes, now: int = 0,
-              retries_of: RetriesOf | None = None) -> JobInfo:
+              retries_of: RetriesOf | None = None, extension: bytes | None = None) -> JobInfo:
     """The ``JobInfo`` of a live record's stored bytes; never raises on undecodable bytes (state
-    "unreadable", the bytes as payload). For views that read records themselves."""
+    "unreadable", the bytes as payload). For views that read records themselves.
+    ``extension``: the job's extension record (``core.records.extension_key``), read with it,
+    so a lease shows its current expiry."""
     record = _decoded(job_id, raw, False, now, retries_of)
     if record.state == "u":
         return JobInfo.unreadable(tenant, record)
-    return JobInfo.of_record(tenant, record)
+    return JobInfo.of_record(tenant, with_extension(record, extension))
 
 
 def lookup(
@@ -54,11 +62,12 @@ def lookup(
     kept its result, until the entry expires); None if there is none. A record that cannot be
     decoded is shown with state "unreadable" (live) or dead_kind "unreadable"."""
     zone = layout.zone(tenant)
-    raw, dead, kept = tr.get_many(
-        [zone.item(job_id), zone.dead_key(job_id), layout.history(tenant, job_id)]
+    raw, dead, kept, extension = tr.get_many(
+        [zone.item(job_id), zone.dead_key(job_id), layout.history(tenant, job_id),
+         extension_key(zone, job_id)]
     )
     if raw is not None:
-        return live_info(tenant, job_id, raw, now, retries_of)
+        return live_info(tenant, job_id, raw, now, retries_of, extension)
     entry = history.of_raw(tenant, job_id, kept, now)
     if dead is not None:
         info = JobInfo.of_dead(tenant, DeadRecord(_decoded(job_id, dead, True, now, retries_of)))

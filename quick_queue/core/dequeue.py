@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quick_queue.core.pointers import collect_pointer, read_pointer, release_zone
-from quick_queue.core.records import Stats, bury, bury_unreadable, flush_stats
+from quick_queue.core.records import (
+    Stats,
+    bury,
+    bury_unreadable,
+    clear_lease,
+    extension_key,
+    flush_stats,
+    with_extension,
+)
 from quick_queue.errors import UnreadableRecord
 from quick_queue.keys import Layout, Zone, unpack
 from quick_queue.kv.api import Transaction
@@ -60,22 +68,34 @@ def promote_due(
 ) -> None:
     """Move due scheduled jobs and expired leases to ready. An expired lease spent an attempt
     (the run was counted when it was leased), so a job whose process keeps dying ends in the
-    dead letters after max_retries instead of looping forever."""
+    dead letters after max_retries instead of looping forever. The records of each index are
+    read together (one round of reads on FoundationDB, not one per job)."""
     begin, end = zone.until(zone.scheduled, now)
-    for at, job_id in _index_entries(tr, begin, end, promote_max):
+    entries = _index_entries(tr, begin, end, promote_max)
+    raws = tr.get_many([zone.item(job_id) for _, job_id in entries]) if entries else []
+    for (at, job_id), raw in zip(entries, raws, strict=True):
         tr.clear(zone.scheduled_key(at, job_id))
-        record = _readable(tr, zone, job_id, now, stats)
+        record = _readable(tr, zone, job_id, now, stats, raw, read=False)
         if record is None or record.state != "s" or record.at != at:
             continue  # a dangling index entry: the record moved on; drop the entry
         record.state, record.at, record.seq = "r", at, at
         tr.set(zone.ready_key(record.priority, at, job_id), b"")
         tr.set(zone.item(job_id), record.encode())
     begin, end = zone.until(zone.leased, now)
-    for at, job_id in _index_entries(tr, begin, end, promote_max):
+    entries = _index_entries(tr, begin, end, promote_max)
+    # each record with its extension record: an extended lease's entry is at the extension's
+    # expiry, not the record's (core.records, "extended leases")
+    keys = [key for _, job_id in entries for key in (zone.item(job_id),
+                                                      extension_key(zone, job_id))]
+    raws = tr.get_many(keys) if keys else []
+    for n, (at, job_id) in enumerate(entries):
         tr.clear(zone.leased_key(at, job_id))
-        record = _readable(tr, zone, job_id, now, stats)
-        if record is None or record.state != "l" or record.at != at:
+        record = _readable(tr, zone, job_id, now, stats, raws[2 * n], read=False)
+        if record is None or record.state != "l":
             continue
+        if with_extension(record, raws[2 * n + 1]).at != at:
+            continue  # not the lease's current entry: dangling, dropped
+        clear_lease(tr, zone, record, raws[2 * n + 1])  # and its extension record
         record.token = None
         record.error = f"lease expired during attempt {record.attempt} (worker died or stalled)"
         stats[(record.topic, "lease_expired")] = stats.get((record.topic, "lease_expired"), 0) + 1

@@ -17,12 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quick_queue.core import dependencies, history
+from quick_queue.core.leases import extend_leases as extend_leases
+from quick_queue.core.leases import held_record
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
+    EXTENDED,
     Stats,
     bury,
     bury_unreadable,
     clear_index,
+    entry_holds,
+    extension_key,
     flush_stats,
     load_record,
 )
@@ -42,17 +47,7 @@ _PLAIN_CHECK = 32  # plain completions (about 100 bytes each) between two size c
 # Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
 _RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
 Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
-
-
-def _held(job_id: str, raw: bytes | None, token: str) -> JobRecord | None:
-    """The record stored as ``raw`` if it is leased with ``token`` (``UnreadableRecord`` if it
-    cannot be decoded)."""
-    if raw is None:
-        return None
-    record = JobRecord.decode(job_id, raw)
-    if record.state != "l" or record.token != token:
-        return None
-    return record
+_UNREAD = b"\x00unread"  # "not read yet" (never a stored value)
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -75,9 +70,10 @@ def settle(
         # intact needs no record decode. Any mismatch falls through to the full check.
         zone = layout.zone(outcome.tenant)
         leased_key = zone.leased_key(outcome.lease_at, outcome.job_id)
-        if tr.get(leased_key) == outcome.token.encode():
-            tr.clear(leased_key)
-            tr.clear(zone.item(outcome.job_id))
+        value = tr.get(leased_key)
+        if entry_holds(value, outcome.token):
+            assert value is not None
+            _complete_fast(tr, layout, outcome, leased_key, value.endswith(EXTENDED))
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
@@ -85,16 +81,28 @@ def settle(
     return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats, prune=prune)
 
 
+def _complete_fast(tr: Transaction, layout: Layout, outcome: Outcome, leased_key: bytes,
+                   extended: bool) -> None:
+    """A completion whose intact lease entry (at ``leased_key``) was read: delete the job."""
+    zone = layout.zone(outcome.tenant)
+    tr.clear(leased_key)
+    tr.clear(zone.item(outcome.job_id))
+    if extended:  # (the entry's value says so: no need to read the extension record)
+        tr.clear(extension_key(zone, outcome.job_id))
+
+
 def _settle_record(
     tr: Transaction, layout: Layout, outcome: Outcome, raw: bytes | None, now: int, slack: int,
     max_snoozes: int, stats: Stats, *, prune: bool, markers: Markers | None = None,
+    extension: bytes | None = _UNREAD,
 ) -> bool:
-    """``settle`` past its fast path, on the record's stored bytes ``raw`` (already read)."""
-    record = _held(outcome.job_id, raw, outcome.token)
+    """``settle`` past its fast path, on the record's stored bytes ``raw`` (already read; its
+    extension record too when ``extension`` is given)."""
+    record = held_record(outcome.job_id, raw, outcome.token)
     if record is None:
         return False
     zone = layout.zone(outcome.tenant)
-    clear_index(tr, zone, record)
+    clear_index(tr, zone, record, extension=extension)
     if not _ends(tr, zone, record, outcome, now, max_snoozes, stats):
         _reschedule(tr, layout, zone, record, outcome, now, slack, markers)
     elif outcome.kept is not None:
@@ -208,29 +216,36 @@ class _BatchReads:
                 if o.kind == "done" and o.lease_at and not self.repeat[i]]
         keys = [layout.zone(outcomes[i].tenant).leased_key(outcomes[i].lease_at,
                                                             outcomes[i].job_id) for i in fast]
+        # index -> (its leased entry, whether an extension moved it)
         self.intact = {
-            i: key for i, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
-            if value == outcomes[i].token.encode()
+            i: (key, value.endswith(EXTENDED))
+            for i, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
+            if value is not None and entry_holds(value, outcomes[i].token)
         }
         self._slow = [i for i in range(len(outcomes))
                       if i not in self.intact and not self.repeat[i]]
         self._fetched = 0  # how many of ``_slow`` were read
-        self._raw: dict[int, bytes | None] = {}
+        self._raw: dict[int, tuple[bytes | None, bytes | None]] = {}
         self.markers: Markers = {}
 
-    def record(self, index: int) -> bytes | None:
-        """The stored record of ``outcomes[index]`` (a slow-path outcome, met in order)."""
+    def record(self, index: int) -> tuple[bytes | None, bytes | None]:
+        """The stored record of ``outcomes[index]`` (a slow-path outcome, met in order) and
+        its extension record."""
         if index not in self._raw:
             window = self._slow[self._fetched : self._fetched + READ_WINDOW]
             assert window and window[0] == index, "slow outcomes are met in batch order"
             self._fetched += len(window)
-            items = [self.layout.zone(self.outcomes[i].tenant).item(self.outcomes[i].job_id)
-                     for i in window]
+            keys = []
+            for i in window:
+                zone = self.layout.zone(self.outcomes[i].tenant)
+                keys += [zone.item(self.outcomes[i].job_id),
+                         extension_key(zone, self.outcomes[i].job_id)]
             tenants = sorted({self.outcomes[i].tenant for i in window
                               if self.outcomes[i].kind in _RESCHEDULING} - set(self.markers))
-            values = self.tr.get_many(items + [self.layout.marker(t) for t in tenants])
-            self._raw.update(zip(window, values, strict=False))
-            self.markers.update(zip(tenants, values[len(items):], strict=True))
+            values = self.tr.get_many(keys + [self.layout.marker(t) for t in tenants])
+            for n, i in enumerate(window):
+                self._raw[i] = (values[2 * n], values[2 * n + 1])
+            self.markers.update(zip(tenants, values[len(keys):], strict=True))
         return self._raw.pop(index)
 
 
@@ -256,10 +271,9 @@ def settle_many(
             if tr.get_approximate_size() >= budget:
                 break
             heavy, plain = False, 0
-        leased_key = reads.intact.get(index)
-        if leased_key is not None:
-            tr.clear(leased_key)
-            tr.clear(layout.zone(outcome.tenant).item(outcome.job_id))
+        intact = reads.intact.get(index)
+        if intact is not None:
+            _complete_fast(tr, layout, outcome, *intact)
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=False)
             ok, heavy, plain = True, heavy or outcome.kept is not None, plain + 1
@@ -296,45 +310,15 @@ def _settle_isolated(
         if reads.repeat[index]:
             reads.markers.pop(outcome.tenant, None)  # settle may move it: not known any more
             return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prune=False)
-        return _settle_record(tr, layout, outcome, reads.record(index), now, slack,
-                              max_snoozes, stats, prune=False, markers=reads.markers)
+        raw, extension = reads.record(index)
+        return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats,
+                              prune=False, markers=reads.markers, extension=extension)
     except UnreadableRecord as error:
         zone = layout.zone(outcome.tenant)
         if outcome.lease_at:
             tr.clear(zone.leased_key(outcome.lease_at, outcome.job_id))
         bury_unreadable(tr, zone, outcome.job_id, error.raw, now, error.reason, stats)
         return False
-
-
-def extend_leases(
-    tr: Transaction, layout: Layout, leases: list[tuple[str, str, str]], now: int,
-    item_lease: int, *, budget: int | None = None,
-) -> list[bool]:
-    """Push the expiry of each (tenant, job_id, token) lease; False where the lease is lost.
-    The records are read together (one round). With ``budget`` (bytes), as ``settle_many``:
-    the list returned may be shorter than ``leases``."""
-    expiry = now + item_lease
-    zones = [layout.zone(tenant) for tenant, _, _ in leases]
-    raws = tr.get_many([zone.item(job_id) for zone, (_, job_id, _) in zip(zones, leases,
-                                                                             strict=True)])
-    kept: list[bool] = []
-    for zone, (_, job_id, token), raw in zip(zones, leases, raws, strict=True):
-        if budget is not None and kept and tr.get_approximate_size() >= budget:
-            break
-        try:
-            record = _held(job_id, raw, token)
-        except UnreadableRecord:
-            record = None  # lost: whoever settles or dequeues it next buries it
-        if record is None:
-            kept.append(False)
-            continue
-        if expiry > record.at:
-            tr.clear(zone.leased_key(record.at, job_id))
-            record.at = expiry
-            tr.set(zone.leased_key(expiry, job_id), token.encode())
-            tr.set(zone.item(job_id), record.encode())
-        kept.append(True)
-    return kept
 
 
 def lease_loss(

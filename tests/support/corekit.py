@@ -9,14 +9,16 @@ Nothing here mocks storage: every call goes through a real ``Database``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from quick_queue.core import admin
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.enqueue import NewJob, enqueue
+from quick_queue.core.leases import Lease
 from quick_queue.core.pointers import ASAP, EMPTY, decode_promise, lease_zone, scan_due
+from quick_queue.core.records import EXTENDED, extended_expiry
 from quick_queue.core.settle import extend_leases, settle_many
 from quick_queue.keys import Layout, read_counter, unpack
 from quick_queue.kv.api import Database, Transaction
@@ -158,7 +160,7 @@ class Core:
         done = Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DONE)
         return self.settle([done], now)[0]
 
-    def extend(self, leases: list[tuple[str, str, str]], now: int) -> list[bool]:
+    def extend(self, leases: Sequence[Lease], now: int) -> list[bool]:
         return self.db.transact(extend_leases, self.layout, leases, now, self.item_lease)
 
     def cancel(self, tenant: str, job_id: str) -> bool:
@@ -199,6 +201,8 @@ class Store:
     scheduled: list[tuple[str, int, str]] = field(default_factory=list)  # tenant, at, id
     leased: list[tuple[str, int, str]] = field(default_factory=list)  # tenant, expiry, id
     leased_tokens: dict[tuple[str, str], bytes] = field(default_factory=dict)  # entry values
+    # extension records of extended leases (core.records): merged into ``items`` by ``parse``
+    extensions: dict[tuple[str, str], bytes] = field(default_factory=dict)
     dead: dict[tuple[str, str], DeadRecord] = field(default_factory=dict)
     markers: dict[str, int] = field(default_factory=dict)  # tenant -> promise
     pointers: dict[str, PointerRecord] = field(default_factory=dict)
@@ -226,9 +230,11 @@ class Store:
                 elif kind == "l":
                     s.leased.append((tenant, int(rest[2]), str(rest[3])))
                     s.leased_tokens[(tenant, str(rest[3]))] = value
+                elif kind == "x":
+                    s.extensions[(tenant, str(rest[2]))] = value
                 else:
                     raise AssertionError(f"unknown zone key {parts!r}")
-                assert value == b"" or kind in "il", f"index entry with a value: {parts!r}"
+                assert value == b"" or kind in "ilx", f"index entry with a value: {parts!r}"
             elif space == "d":
                 tenant, job_id = str(rest[0]), str(rest[1])
                 s.dead[(tenant, job_id)] = DeadRecord.decode(job_id, value)
@@ -247,7 +253,20 @@ class Store:
                 s.history_expiry.append((int(rest[0]), str(rest[1]), str(rest[2])))
             else:
                 raise AssertionError(f"key outside the layout: {parts!r}")
+        s._merge_extensions()
         return s
+
+    def _merge_extensions(self) -> None:
+        """An extended lease's current expiry is its extension record's (``core.records``):
+        the records in ``items`` show it, so every check compares against the real expiry.
+        An extension record must belong to a live lease with its token."""
+        for ident, raw in self.extensions.items():
+            record = self.items.get(ident)
+            assert record is not None and record.state == "l", (
+                f"{ident}: extension record without a leased job")
+            expiry = extended_expiry(raw, record.token)
+            assert expiry is not None, f"{ident}: extension record of another lease: {raw!r}"
+            record.at = expiry
 
     def tenants_with_jobs(self) -> set[str]:
         return {tenant for tenant, _ in self.items}
@@ -299,8 +318,10 @@ def _check_entries(store: Store) -> None:
             assert record.seq == record.at, f"{ident}: ready record seq {record.seq} != at"
         if state == "l":
             assert record.token is not None, f"{ident}: leased without a token"
-            # the leased entry carries the token (completion's fast path trusts it)
-            assert store.leased_tokens[ident] == record.token.encode(), (
+            # the leased entry carries the token (completion's fast path trusts it), marked
+            # EXTENDED exactly when an extension moved it (and wrote the extension record)
+            mark = EXTENDED if ident in store.extensions else b""
+            assert store.leased_tokens[ident] == record.token.encode() + mark, (
                 f"{ident}: leased entry holds {store.leased_tokens[ident]!r}, "
                 f"record token {record.token!r}"
             )
