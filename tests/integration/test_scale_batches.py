@@ -92,8 +92,9 @@ def test_a_settle_batch_reads_its_records_together(db: Database) -> None:
     applied, counts = _counted(db, settle_many, core.layout, outcomes, T0, 0, 3)
     assert applied == [True] * 150
     # one round per 64 records (the markers of the 3 zones ride along); a zone whose marker
-    # promises a later visit reads its pointer record once (touch_pointer)
-    assert counts["get_many"] <= 4 and counts["get"] <= 3, counts
+    # promises a later visit reads its pointer record once (touch_pointer); one more read per
+    # batch at most (the dependencies flag of core.dependencies)
+    assert counts["get_many"] <= 4 and counts["get"] <= 3 + 1, counts
     check_invariants(core.store(), T0)
 
 
@@ -108,7 +109,7 @@ def test_completions_and_their_fallbacks_read_in_rounds(db: Database) -> None:
     ]
     applied, counts = _counted(db, settle_many, core.layout, outcomes, T0, 0, 3)
     assert applied == [True] * 100
-    assert counts["get"] == 0 and counts["get_many"] == 2, counts
+    assert counts["get"] <= 1 and counts["get_many"] == 2, counts  # (1: see above)
     assert core.store().items == {}
 
 
@@ -174,3 +175,16 @@ def test_an_extension_batch_of_large_jobs_commits(db: Database) -> None:
     s = core.store()
     assert sorted(at for _, at, _ in s.leased) == [now + 30 * US] * 500
     check_invariants(s, now)
+
+
+def test_the_reaper_reads_a_zones_due_and_expired_jobs_in_two_rounds(db: Database) -> None:
+    """``promote_due`` (in every zone visit) moves due scheduled jobs and expired leases back
+    to ready: their records are read together, one round per index."""
+    core = Core(db, Layout("scale-promote"))
+    expired = _leased(core, 60)
+    later = expired[0].record.at + US
+    core.enqueue_jobs([core.job("t0", later - US // 2) for _ in range(60)], T0)  # scheduled
+    taken, counts = _counted(db, core.dequeue_fn(10), "t0", None, later)
+    assert len(taken) == 10
+    assert counts["get"] <= 3 and counts["get_many"] <= 4, counts
+    check_invariants(core.store(), later)
