@@ -15,6 +15,13 @@ import pytest
 
 import quick_queue as qq
 from quick_queue.consumer import keeper, settler
+from quick_queue.consumer.executor import make_meta
+from quick_queue.consumer.inflight import InFlight, Running
+from quick_queue.context import QueueContext
+from quick_queue.events import EventStream
+from quick_queue.kv.faults import FaultyDatabase
+from quick_queue.settings import Settings
+from tests.support.corekit import ITEM_LEASE, US, Core
 
 QueueFactory = Callable[..., qq.JobQueue]
 
@@ -76,3 +83,44 @@ def test_keeper_extends_every_lease_when_each_transaction_takes_one(
     release.set()
     summary = drain.result()
     assert summary.completed == 12 and summary.stale == 0
+
+
+def test_a_failed_extension_chunk_leaves_the_other_chunks_extended(
+    db: qq.Database, clock: qq.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three chunks of two leases (20 kB jobs); the middle chunk's commit times out (1031,
+    not committed: seeded fault injection over the real engine). The chunks before and after
+    it are extended all the same, and the next round extends the middle one in time."""
+    monkeypatch.setattr(keeper, "EXTEND_CHUNK", 2)
+    faulty = FaultyDatabase(db, seed=53)  # seed 53: commit 2 of 3 fails, not committed
+    context = QueueContext(faulty, "default", Settings(), clock)
+    core = Core(db, context.layout)
+    start = _us_now(clock)
+    core.enqueue_jobs([core.job("t", start, payload="x" * 20_000) for _ in range(6)], start)
+    jobs = core.take("t", start, count=6)
+    assert jobs is not None and len(jobs) == 6
+    inflight, events = InFlight(8), EventStream()
+    for job in jobs:
+        inflight.add(Running(job, make_meta(job), None))
+    keeper_ = keeper.Keeper(context, inflight, settler.Settler(context, inflight, events),
+                            events, on_overrun=lambda: None)
+
+    def expiries() -> list[int]:
+        leased = {job_id: at for _, at, job_id in core.store().leased}
+        return [leased[job.record.job_id] for job in jobs]
+
+    clock.advance(10)
+    faulty.set_rates(timed_out=0.5)
+    keeper_.extend_all()
+    assert faulty.log == [("timed_out", False)]
+    first, later = start + ITEM_LEASE, _us_now(clock) + ITEM_LEASE
+    assert expiries() == [later, later, first, first, later, later]
+    faulty.set_rates(timed_out=0.0)
+    clock.advance(10)  # the next round: well before the failed chunk's leases end
+    keeper_.extend_all()
+    assert expiries() == [_us_now(clock) + ITEM_LEASE] * 6
+    assert not any(job.meta.lease_lost.is_set() for job in inflight.entries.values())
+
+
+def _us_now(clock: qq.ManualClock) -> int:
+    return round(clock.now() * US)
