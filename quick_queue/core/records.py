@@ -18,11 +18,12 @@ def load_record(tr: Transaction, zone: Zone, job_id: str) -> JobRecord | None:
     return JobRecord.decode(job_id, raw) if raw is not None else None
 
 
-_UNREAD = b"\x00unread"  # "not read yet" for an optional raw value (never a stored one)
+#: "not read yet" (compared by identity), for an optional stored value a caller may pass
+UNREAD: bytes = b"\x00unread"
 
 
 def clear_index(
-    tr: Transaction, zone: Zone, record: JobRecord, *, extension: bytes | None = _UNREAD
+    tr: Transaction, zone: Zone, record: JobRecord, *, extension: bytes | None = UNREAD
 ) -> None:
     """Remove ``record``'s index entry. A leased record's entry is wherever extensions moved
     it (``clear_lease``; ``extension``: its extension record, when already read)."""
@@ -80,7 +81,7 @@ def encode_extension(expiry: int, token: str) -> bytes:
 def extended_expiry(raw: bytes | None, token: str | None) -> int | None:
     """The expiry the extension record ``raw`` gives the lease ``token``; None if it is not
     that lease's (or there is none)."""
-    if raw is None or token is None or raw == _UNREAD:
+    if raw is None or token is None:
         return None
     try:
         expiry, owner = unpack(raw)
@@ -113,12 +114,12 @@ def lease_expiry(tr: ReadView, zone: Zone, record: JobRecord) -> int:
 
 
 def clear_lease(
-    tr: Transaction, zone: Zone, record: JobRecord, extension: bytes | None = _UNREAD
+    tr: Transaction, zone: Zone, record: JobRecord, extension: bytes | None = UNREAD
 ) -> None:
     """Remove a leased record's index entry (where extensions moved it) and its extension
     record. ``extension``: that record's stored value if the caller read it already."""
     key = extension_key(zone, record.job_id)
-    raw = tr.get(key) if extension == _UNREAD else extension
+    raw = tr.get(key) if extension is UNREAD else extension
     expiry = extended_expiry(raw, record.token)
     if raw is not None:
         tr.clear(key)

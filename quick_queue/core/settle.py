@@ -22,6 +22,7 @@ from quick_queue.core.leases import held_record
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
     EXTENDED,
+    UNREAD,
     Stats,
     bury,
     bury_unreadable,
@@ -47,7 +48,6 @@ _PLAIN_CHECK = 32  # plain completions (about 100 bytes each) between two size c
 # Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
 _RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
 Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
-_UNREAD = b"\x00unread"  # "not read yet" (never a stored value)
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -94,7 +94,7 @@ def _complete_fast(tr: Transaction, layout: Layout, outcome: Outcome, leased_key
 def _settle_record(
     tr: Transaction, layout: Layout, outcome: Outcome, raw: bytes | None, now: int, slack: int,
     max_snoozes: int, stats: Stats, *, prune: bool, markers: Markers | None = None,
-    extension: bytes | None = _UNREAD,
+    extension: bytes | None = UNREAD,
 ) -> bool:
     """``settle`` past its fast path, on the record's stored bytes ``raw`` (already read; its
     extension record too when ``extension`` is given)."""
