@@ -33,7 +33,10 @@ def _quick_queue_logging() -> Iterator[None]:
     logger = logging.getLogger("quick_queue")
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    logger.handlers[:], logger.propagate = saved[0], saved[2]
+    # setLevel, not an assignment: it also clears every logger's cached isEnabledFor answers,
+    # which would otherwise keep a level of this test alive in the next one
+    logger.setLevel(saved[1])
 
 
 @pytest.fixture
