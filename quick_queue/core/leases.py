@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from quick_queue.core.records import (
     EXTENDED,
+    ByteBudget,
     encode_extension,
     entry_holds,
     extended_expiry,
@@ -51,15 +52,18 @@ def extend_leases(
     than ``leases``."""
     target = now + item_lease
     found = _find_leases(tr, layout, leases)
+    bytes_left = ByteBudget(tr, budget)
     kept: list[bool] = []
-    for n, (lease, current) in enumerate(zip(leases, found, strict=True)):
-        if budget is not None and n % 16 == 15 and tr.get_approximate_size() >= budget:
+    for lease, current in zip(leases, found, strict=True):
+        if kept and bytes_left.spent():
             break
         kept.append(current is not None)
         if current is None or target <= current:
             continue  # lost; or already long enough (an extension never shortens a lease)
         tenant, job_id, token = lease[:3]
         zone = layout.zone(tenant)
+        # three keys written (two of them cleared or set in the index), with conflict ranges
+        bytes_left.add(6 * len(zone.leased_key(target, job_id)) + 2 * len(token) + 64)
         tr.clear(zone.leased_key(current, job_id))
         tr.set(zone.leased_key(target, job_id), token.encode() + EXTENDED)
         tr.set(extension_key(zone, job_id), encode_extension(target, token))

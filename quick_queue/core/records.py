@@ -161,6 +161,32 @@ def bury_unreadable(
     stats[(UNREADABLE_TOPIC, "dead")] = stats.get((UNREADABLE_TOPIC, "dead"), 0) + 1
 
 
+class ByteBudget:
+    """When a batch must stop taking work: once its transaction's approximate size (what
+    FoundationDB counts toward its limit: mutations and conflict ranges) reaches ``limit``.
+
+    The size is asked for only when the bytes the batch estimates it added since the last
+    answer could fill half the room left (asking is not free: the embedded engine sums every
+    read range so far), so a batch of small outcomes asks a few times, and one nearing the
+    limit asks before each outcome. ``limit=None``: no limit."""
+
+    __slots__ = ("limit", "pending", "size", "tr")
+
+    def __init__(self, tr: Transaction, limit: int | None) -> None:
+        self.tr, self.limit = tr, limit
+        self.size = 0  # the last answer
+        self.pending = 0  # bytes estimated since
+
+    def add(self, estimate: int) -> None:
+        self.pending += estimate
+
+    def spent(self) -> bool:
+        if self.limit is None or self.pending * 2 < self.limit - self.size:
+            return False
+        self.size, self.pending = self.tr.get_approximate_size(), 0
+        return self.size >= self.limit
+
+
 def stat_add(tr: Transaction, layout: Layout, topic: str, name: str, amount: int = 1) -> None:
     tr.add(layout.stat(topic, name), counter(amount))
 

@@ -23,6 +23,7 @@ from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import (
     EXTENDED,
     UNREAD,
+    ByteBudget,
     Stats,
     bury,
     bury_unreadable,
@@ -35,7 +36,7 @@ from quick_queue.core.records import (
 from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.keys import Layout, Zone
 from quick_queue.kv.api import ReadView, Transaction
-from quick_queue.models import JobRecord
+from quick_queue.models import VALUE_LIMIT, JobRecord
 from quick_queue.outcomes import FinalState, LeaseLoss, Outcome, OutcomeKind
 
 #: The byte budget the runtime gives a settle or extension batch: a transaction stops taking
@@ -44,7 +45,7 @@ from quick_queue.outcomes import FinalState, LeaseLoss, Outcome, OutcomeKind
 #: (100 kB each at most), so a batch stays about at or below 1 MB.
 BATCH_BYTES = 800_000
 READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little it won't use)
-_PLAIN_CHECK = 32  # plain completions (about 100 bytes each) between two size checks
+_ENTRY_BYTES = 512  # what an outcome adds besides its record: keys, conflict ranges, stats
 # Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
 _RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
 Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
@@ -264,23 +265,27 @@ def settle_many(
     stats: Stats = {}
     applied: list[bool] = []
     reads = _BatchReads(tr, layout, outcomes)
+    bytes_left = ByteBudget(tr, budget)
     kept = 0  # history entries written: they pay for pruning as many expired ones
-    heavy, plain = False, 0  # since the last size check: a record written; plain completions
     for index, outcome in enumerate(outcomes):
-        if budget is not None and applied and (heavy or plain >= _PLAIN_CHECK):
-            if tr.get_approximate_size() >= budget:
-                break
-            heavy, plain = False, 0
+        if applied and bytes_left.spent():
+            break
+        # an over-estimate of the bytes this outcome adds: its record rewritten (or buried,
+        # with the reason), a kept result (up to a value), keys and conflict ranges
+        estimate = _ENTRY_BYTES + 2 * len(outcome.reason) + (
+            VALUE_LIMIT if outcome.kept is not None else 0)
         intact = reads.intact.get(index)
         if intact is not None:
             _complete_fast(tr, layout, outcome, *intact)
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=False)
-            ok, heavy, plain = True, heavy or outcome.kept is not None, plain + 1
+            ok = True
         else:
-            ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats, reads,
-                                  index)
-            heavy = True
+            raw, extension = (None, None) if reads.repeat[index] else reads.record(index)
+            estimate += 2 * (VALUE_LIMIT if reads.repeat[index] else len(raw or b""))
+            ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats,
+                                  reads.markers, raw, extension, repeat=reads.repeat[index])
+        bytes_left.add(estimate)
         applied.append(ok)
         kept += ok and outcome.kept is not None
         if ok and outcome.kind == "done":
@@ -300,19 +305,19 @@ def settle_many(
 
 def _settle_isolated(
     tr: Transaction, layout: Layout, outcome: Outcome, now: int, slack: int, max_snoozes: int,
-    stats: Stats, reads: _BatchReads, index: int,
+    stats: Stats, markers: Markers, raw: bytes | None, extension: bytes | None, *,
+    repeat: bool,
 ) -> bool:
     """``settle`` for one outcome of a batch: a record that cannot be decoded fails only its
     own outcome (it is buried as "unreadable", the outcome reported not applied), never the
     batch. ``settle`` reads the record before it writes anything, so nothing half-applied
     stays behind."""
     try:
-        if reads.repeat[index]:
-            reads.markers.pop(outcome.tenant, None)  # settle may move it: not known any more
+        if repeat:  # (its job met earlier in the batch: it reads for itself)
+            markers.pop(outcome.tenant, None)  # settle may move it: not known any more
             return settle(tr, layout, outcome, now, slack, max_snoozes, stats, prune=False)
-        raw, extension = reads.record(index)
         return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats,
-                              prune=False, markers=reads.markers, extension=extension)
+                              prune=False, markers=markers, extension=extension)
     except UnreadableRecord as error:
         zone = layout.zone(outcome.tenant)
         if outcome.lease_at:

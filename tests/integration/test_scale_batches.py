@@ -53,6 +53,10 @@ class Counting(_CountingReads):
         self.tr = inner
         self.snapshot = _CountingReads(inner.snapshot, self.counts)
 
+    def get_approximate_size(self) -> int:
+        self.counts["size"] = self.counts.get("size", 0) + 1
+        return self.tr.get_approximate_size()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tr, name)
 
@@ -89,12 +93,15 @@ def test_a_settle_batch_reads_its_records_together(db: Database) -> None:
     core = Core(db, Layout("scale-reads"))
     jobs = _leased(core, 150, tenants=3)
     outcomes = [_retry(job, T0 + 5 * US) for job in jobs]
-    applied, counts = _counted(db, settle_many, core.layout, outcomes, T0, 0, 3)
+    applied, counts = _counted(db, settle_many, core.layout, outcomes, T0, 0, 3,
+                               budget=BATCH_BYTES)
     assert applied == [True] * 150
     # one round per 64 records (the markers of the 3 zones ride along); a zone whose marker
     # promises a later visit reads its pointer record once (touch_pointer); one more read per
     # batch at most (the dependencies flag of core.dependencies)
     assert counts["get_many"] <= 4 and counts["get"] <= 3 + 1, counts
+    # small records: the size is asked for a few times, not once per outcome
+    assert counts.get("size", 0) <= 3, counts
     check_invariants(core.store(), T0)
 
 
