@@ -27,6 +27,7 @@ suite's random ``qq-test/`` spaces are not touched).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -128,8 +129,8 @@ def _locked(cluster_file: str) -> Iterator[None]:
 @contextmanager
 def empty_cluster(cluster_file: str | None = None, **open_options: Any) -> Iterator[kv.Database]:
     """The named cluster (or ``cluster_file``), opened with ``open_options`` (``clock=``), with
-    no queue in it, held for this test alone; refuses (``Refused``) a cluster not designated
-    for tests."""
+    no queue in it, held for this test alone and cleared again when it ends; refuses
+    (``Refused``) a cluster not designated for tests."""
     cluster_file = cluster_file or named_cluster_file()
     assert cluster_file is not None, f"{ENV} is not set"
     with _locked(cluster_file):
@@ -139,6 +140,12 @@ def empty_cluster(cluster_file: str | None = None, **open_options: Any) -> Itera
             database.transact(_clear)
             if abs(database.store_time() - time.time()) > MAX_DRIFT:
                 database.transact(_reanchor)
-            yield database
+            try:
+                yield database
+            finally:
+                # and after: a test cluster is left with no queue in it (the demo, for one,
+                # wants its queue empty)
+                with contextlib.suppress(kv.KVError):
+                    database.transact(_clear)
         finally:
             database.close()
