@@ -41,6 +41,7 @@ from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.consumer.settler import Settler
 from quick_queue.context import QueueContext
+from quick_queue.core import dependencies
 from quick_queue.core.leases import extend_leases
 from quick_queue.core.records import flush_stats
 from quick_queue.core.settle import settle
@@ -163,6 +164,10 @@ class _Body:
         if not settle(tr, layout, outcome, to_us(now), to_us(settings.pointer_slack),
                       settings.max_snoozes, stats):
             raise _Stale()
+        # jobs enqueued after= this one are released in this same transaction, as settle_many
+        # does for every other completion (else they would wait for the workers' reconcile)
+        dependencies.settled(tr, layout, [outcome], [True], to_us(now),
+                             to_us(settings.pointer_slack))
         stats[(running.job.record.topic, "completed")] = 1
         flush_stats(tr, layout, stats)
 

@@ -208,3 +208,22 @@ def test_a_large_fan_out_is_released_in_bounded_transactions(
     queue.db.transact(dependencies.reconcile, queue.layout, b"", 10, now, 0)  # the rest
     assert [_state(queue, "t", job_id) for job_id in children] == ["ready"] * 5
     assert read_flow(queue.db, queue.layout).waiting == 0
+
+
+@qq.job(topic="dep:tx", transactional=True, max_retries=0)
+class TxStep:
+    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        ran.append(payload)
+
+
+def test_a_transactional_parent_releases_its_child_in_its_own_commit(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(TxStep, Step)
+    parent = queue.enqueue("t", "dep:tx", "parent")
+    child = queue.enqueue("t", "dep:step", "child", after=[parent])
+    settled = queue.drain(timeout=10)
+    assert settled.completed >= 1 and ran[0] == "parent"
+    # the completion's transaction released the child: ready (or already run), not parked
+    assert _state(queue, "t", child) in ("ready", None)
+    assert not queue.db.transact(dependencies.waiting_for, queue.layout, ("t", child))
