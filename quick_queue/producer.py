@@ -128,7 +128,8 @@ class Producer:
             _check_size(topic, key, payload_raw + b" " * tracing.TRACE_ROOM)
             trace = tracing.on_enqueue(tenant, topic, job_id)
         return NewJob(
-            tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key, trace
+            tenant, job_id, topic, payload_raw, priority, max_retries, to_us(due), key, trace,
+            fresh=key is None,  # a made id: enqueue skips the look for an earlier copy
         )
 
     def new_jobs(
