@@ -3,6 +3,11 @@ behaved as the tutorial says.
 
     python -m tutorial.demo                    # a fresh SQLite file in a temporary folder
     python -m tutorial.demo --db sqlite:///coffee.db   # keep the file to look at afterwards
+    python -m tutorial.demo --db fdb:///etc/foundationdb/fdb.cluster   # on FoundationDB
+
+On a server (fdb://) there is no fresh file to start from: the demo runs the queue named
+"default" there, refuses to start unless that queue is empty, and removes what it made when it
+ends, so it can run again.
 """
 
 from __future__ import annotations
@@ -43,20 +48,35 @@ def main(argv: list[str] | None = None) -> int:
         from tutorial import kit
 
         kit.say(f"Coffee-shop demo on {url}")
-        kit.show_worker_log()
-        started = time.monotonic()
-        for name in STEPS:
-            step = importlib.import_module(f"tutorial.{name}")
-            try:
-                step.main()
-            except AssertionError as error:
-                kit.say(f"\nDEMO FAILED in {name}: {error}")
-                return 1
-        from tutorial.shop import db
+        if url.startswith("fdb:"):
+            busy = kit.queue_in_use(url)
+            if busy:
+                kit.say(f"DEMO NOT STARTED: {busy}")
+                return 2
+        try:
+            return _run_steps()
+        finally:
+            if url.startswith("fdb:"):
+                kit.remove_demo_queue(url)
 
-        db.close()
-        kit.say(f"\nAll {len(STEPS)} steps behaved as described "
-                f"({time.monotonic() - started:.1f} s).")
+
+def _run_steps() -> int:
+    from tutorial import kit
+
+    kit.show_worker_log()
+    started = time.monotonic()
+    for name in STEPS:
+        step = importlib.import_module(f"tutorial.{name}")
+        try:
+            step.main()
+        except AssertionError as error:
+            kit.say(f"\nDEMO FAILED in {name}: {error}")
+            return 1
+    from tutorial.shop import db
+
+    db.close()
+    kit.say(f"\nAll {len(STEPS)} steps behaved as described "
+            f"({time.monotonic() - started:.1f} s).")
     return 0
 
 

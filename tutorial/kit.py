@@ -174,3 +174,49 @@ def run_step(main: Callable[[], None]) -> None:
     except AssertionError as error:
         say(f"\nSTEP FAILED: {error}")
         sys.exit(1)
+
+
+# -- the demo on a server database (fdb://) ----------------------------------------------------
+DEMO_QUEUE = "default"  # tutorial.shop's queue, and the CLI's default --queue
+
+
+def _demo_ranges() -> list[tuple[bytes, bytes]]:
+    from quick_queue.core.workers import workers_prefix
+    from quick_queue.keys import Layout
+    from quick_queue.kv.api import strinc
+
+    prefixes = [Layout(DEMO_QUEUE).root, workers_prefix(DEMO_QUEUE)]
+    return [(prefix, strinc(prefix)) for prefix in prefixes]
+
+
+def queue_in_use(url: str) -> str | None:
+    """Why the demo must not start on ``url`` (None: the queue it runs is empty there). A
+    server keeps what is in it, so a queue with jobs, schedules or workers is someone's."""
+    import quick_queue as qq
+
+    db = qq.open(url, read_only=True)
+    try:
+        found = db.transact(lambda tr: [tr.get_range(b, e, limit=1) for b, e in _demo_ranges()])
+    finally:
+        db.close()
+    if not any(found):
+        return None
+    return (f"the queue {DEMO_QUEUE!r} on {url} is not empty (jobs, schedules or live "
+            "workers), and the demo would mix its jobs with them and remove them at the end; "
+            "run it on a cluster whose 'default' queue is empty")
+
+
+def remove_demo_queue(url: str) -> None:
+    """Remove every key of the demo's queue (it was empty when the demo started)."""
+    import quick_queue as qq
+
+    db = qq.open(url)
+    try:
+        def clear(tr: Any) -> None:
+            for begin, end in _demo_ranges():
+                tr.clear_range(begin, end)
+
+        db.transact(clear)
+    finally:
+        db.close()
+    say(f"(removed the demo's queue {DEMO_QUEUE!r} from {url})")

@@ -27,7 +27,7 @@ def main() -> None:
     def lease_over() -> bool:
         job = queue.get_job("downtown", roast_id)
         return job is not None and job.lease_expires_at is not None and \
-            job.lease_expires_at.timestamp() < time.time()
+            job.lease_expires_at.timestamp() < db.store_time()  # leases are in the store's time
 
     kit.wait(lease_over, timeout=10, what="the lease to run out")
     kit.cli("inspect")
