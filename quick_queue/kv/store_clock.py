@@ -7,7 +7,16 @@ cluster's side, so it is that time, once anchored to the wall clock: the first p
 
     store time = anchor wall time + (read version - anchor version) / 1e6
 
-so hosts with skewed or stepped clocks agree. The anchor is written again (transactionally,
+so hosts with skewed or stepped clocks agree.
+
+A read version is the last *committed* version, and an idle cluster commits only every couple
+of seconds (its proxies' empty batches), so the versions, and a time read from them, stand
+still for up to ~2 s and then jump. Each reading is therefore only a lower bound of the store's
+time: a process keeps the best (largest) ``time - monotonic`` offset of its readings of the last
+``OFFSET_WINDOW`` to ``2 * OFFSET_WINDOW`` seconds and carries it on by its monotonic clock, so
+its time runs smoothly between commits and stays within a scan or so of a fresh reading (a
+schedule's tick is then not seen seconds late). Forgetting older readings bounds what a
+monotonic clock running fast could add. The anchor is written again (transactionally,
 so concurrent writers settle on one) when:
 
 * the read version is older than the anchor's: a new or restored cluster;
@@ -40,6 +49,8 @@ REUSE_SECONDS = 0.05
 #: Seconds after a reading timed out (the cluster unreachable) during which the time is carried
 #: on from the last reading without asking the cluster again.
 OUTAGE_QUIET = 1.0
+#: Seconds a reading's offset is carried on at least (and at most twice that); see above.
+OFFSET_WINDOW = 5.0
 _ANCHOR = struct.Struct(">qd")
 
 
@@ -67,6 +78,9 @@ class VersionClock:
         self._last: tuple[int, float, float] | None = None
         #: Until then (monotonic), the cluster timed out lately: carry the last reading on.
         self._quiet_until = 0.0
+        #: (monotonic start of this window, best offset in it, best offset in the window
+        #: before): the offsets are ``store time - monotonic`` of readings (module docstring).
+        self._offsets: tuple[float, float, float] | None = None
 
     def now(self) -> float:
         with self._lock:
@@ -94,10 +108,26 @@ class VersionClock:
                     return last[1] + max(0.0, self._monotonic() - last[2])
         with self._lock:
             last = self._last
+            mono = self._monotonic()
+            moment = max(moment, self._carried(moment, mono))
             if last is not None and version >= last[0]:
                 moment = max(moment, last[1])  # never backwards within a process
-            self._last = (version, moment, self._monotonic())
+            self._last = (version, moment, mono)
         return moment
+
+    def _carried(self, moment: float, mono: float) -> float:
+        """The best recent offset carried on to ``mono`` (``moment``'s own offset joins the
+        window first). Called with the lock held."""
+        offset = moment - mono
+        window = self._offsets
+        if window is None or mono - window[0] >= 2 * OFFSET_WINDOW or mono < window[0]:
+            window = (mono, offset, offset)  # nothing recent to carry on
+        elif mono - window[0] >= OFFSET_WINDOW:
+            window = (mono, offset, window[1])  # a new window; the last one's best still counts
+        else:
+            window = (window[0], max(window[1], offset), window[2])
+        self._offsets = window
+        return mono + max(window[1], window[2])
 
     def _reading(self, tr: Transaction) -> tuple[int, float]:
         version = self._read_version(tr)

@@ -10,7 +10,7 @@ import pytest
 
 import quick_queue.kv as kv
 from quick_queue.kv.api import Database, Transaction
-from quick_queue.kv.store_clock import ANCHOR_KEY, VersionClock
+from quick_queue.kv.store_clock import ANCHOR_KEY, OFFSET_WINDOW, VersionClock
 
 T0 = 1_800_000_000.0
 
@@ -133,3 +133,52 @@ def test_a_read_only_clock_never_writes_its_anchor(db: Database) -> None:
                          monotonic=lambda: host.mono, writable=False)
     assert clock.now() == T0
     assert db.transact(lambda tr: tr.get(ANCHOR_KEY)) is None
+
+
+def test_the_time_runs_on_between_the_commits_of_an_idle_cluster(db: Database) -> None:
+    """An idle cluster's read version stands still between its empty commits (~2 s apart)
+    and then jumps: the store's time runs on smoothly meanwhile, never backwards."""
+    cluster, host = Cluster(), Host(T0)
+    clock = _clock(db, cluster, host)
+    assert clock.now() == T0
+    seen = []
+    for _ in range(19):  # 1.9 s without a commit: the version does not move
+        host.advance(0.1)
+        seen.append(clock.now())
+    assert seen[-1] == pytest.approx(T0 + 1.9, abs=1e-3)
+    assert seen == sorted(seen)
+    cluster.advance(2.0)  # the empty commit: versions catch up with the time
+    host.advance(0.1)
+    assert clock.now() == pytest.approx(T0 + 2.0, abs=1e-3)
+
+
+def test_a_stale_reading_is_caught_up_by_a_fresh_one_without_a_jump(db: Database) -> None:
+    cluster, a, b = Cluster(), Host(T0), Host(T0)
+    first = _clock(db, cluster, a)
+    assert first.now() == T0
+    for host in (a, b):
+        host.advance(1.5)
+    late = _clock(db, cluster, b)  # first reading 1.5 s after the last commit: behind
+    assert late.now() == pytest.approx(T0, abs=1e-3)
+    cluster.advance(1.6)  # a commit; both hosts read it soon after
+    for host in (a, b):
+        host.advance(0.1)
+    assert first.now() == pytest.approx(T0 + 1.6, abs=1e-3)
+    assert late.now() == pytest.approx(T0 + 1.6, abs=1e-3)
+    cluster.advance(0.5)  # no commit after this one for a while: both carry it on alike
+    for host in (a, b):
+        host.advance(0.5)
+    assert first.now() == pytest.approx(late.now(), abs=1e-3)
+
+
+def test_a_fast_monotonic_clock_is_not_carried_on_for_long(db: Database) -> None:
+    """Only recent readings are carried on: a host whose monotonic clock runs 1 % fast stays
+    within 2 * OFFSET_WINDOW * 1 % of the versions' time."""
+    cluster, host = Cluster(), Host(T0)
+    clock = _clock(db, cluster, host)
+    assert clock.now() == T0
+    for _ in range(600):  # 60 s
+        cluster.advance(0.1)
+        host.advance(0.101)
+        ahead = clock.now() - (T0 + (cluster.version - 5_000_000_000) / 1e6)
+        assert 0 <= ahead <= 2 * OFFSET_WINDOW * 0.01 + 1e-6
