@@ -23,11 +23,11 @@ def _binaries() -> tuple[str, str] | str:
     server = os.environ.get("QUICK_QUEUE_FDBSERVER") or shutil.which("fdbserver")
     if not server or not os.access(server, os.X_OK):
         return ("no fdbserver: set QUICK_QUEUE_FDBSERVER to the binary (or put it on PATH) to "
-                "run the kill-the-server test")
+                "run the tests that start a FoundationDB server of their own")
     cli = os.path.join(os.path.dirname(server), "fdbcli")
     cli = cli if os.access(cli, os.X_OK) else shutil.which("fdbcli") or ""
     if not cli:
-        return f"no fdbcli beside {server} or on PATH: the kill-the-server test needs it"
+        return f"no fdbcli beside {server} or on PATH: a test's own FoundationDB server needs it"
     return server, cli
 
 
