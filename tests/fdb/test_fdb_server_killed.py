@@ -74,6 +74,10 @@ def _ran(runs: Path) -> list[str]:
     return [line.split()[0] for line in runs.read_text().splitlines()] if runs.exists() else []
 
 
+def _says_unreachable(log: str) -> bool:
+    return "unreachable" in log or "(1031)" in log
+
+
 def _completed(queue: qq.JobQueue) -> int:
     try:
         return int(queue.stats().topics.get("brew", {}).get("completed", 0))
@@ -103,6 +107,10 @@ def test_killing_the_server_for_ten_seconds_mid_drain(own_server: OwnServer,
         own_server.kill()  # mid-drain: about 200 jobs still to go
         ran_before = len(_ran(runs))
         time.sleep(10)  # the outage itself: nothing to poll for
+        # ... and until the workers said so: a transaction begun just after the kill times out
+        # 10 s later, which a quick restart could otherwise beat
+        _wait(lambda: _says_unreachable(err.read_text()), 15,
+              lambda: f"the log to say the cluster is unreachable: {err.read_text()}")
         assert worker.poll() is None and _consumers(worker.pid) == children, err.read_text()
         own_server.start()  # the same data directory
         own_server.wait_available()
@@ -120,6 +128,6 @@ def test_killing_the_server_for_ten_seconds_mid_drain(own_server: OwnServer,
     assert set(_ran(runs)) == jobs  # every job ran at least once, none invented
     stats = queue.stats()
     assert (stats.ready, stats.scheduled, stats.leased, stats.dead) == (0, 0, 0, 0), stats
-    assert "unreachable" in log or "(1031)" in log, log
+    assert _says_unreachable(log), log
     assert "Traceback" not in log, log
     db.close()
