@@ -199,9 +199,6 @@ def wait_until_fixture() -> Callable[..., Any]:
     return wait_until
 
 
-_LEFT_OUT: list[str] = []
-
-
 FDB_ONLY = Path(__file__).parent / "fdb"
 
 
@@ -221,12 +218,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     why = cluster.unavailable()
     if why is not None:
         if not FDB_LEG and not leg:
-            _LEFT_OUT.append(f"FoundationDB: the queue tests' fdb leg not run: {why}")
+            cluster.left_out("the queue tests' fdb leg", 0, why)
             return
         config.hook.pytest_deselected(items=leg)
         dropped = set(map(id, leg))
         items[:] = [item for item in items if id(item) not in dropped]
-        _LEFT_OUT.append(f"FoundationDB: {len(leg)} queue tests of the fdb leg not run: {why}")
+        cluster.left_out("queue tests of the fdb leg", len(leg), why)
         return
     for item in leg:
         marker = item.get_closest_marker("sqlite_only")
@@ -236,5 +233,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for line in _LEFT_OUT:
+    line = cluster.left_out_line()
+    if line is not None:
         terminalreporter.write_line(line)

@@ -50,6 +50,25 @@ MAX_DRIFT = 1.0
 SKIP = f"no FoundationDB cluster: set {ENV} to a test cluster's file to run this"
 
 
+#: What was left out for want of a cluster ("kv contract tests" -> 134) and why: the kv suite's
+#: conftest and the root one add to it, and the root one prints it as one line at the end.
+LEFT_OUT: dict[str, int] = {}
+WHY: list[str] = []
+
+
+def left_out(what: str, count: int, why: str) -> None:
+    LEFT_OUT[what] = LEFT_OUT.get(what, 0) + count
+    WHY.append(why)
+
+
+def left_out_line() -> str | None:
+    """The one line saying which FoundationDB tests did not run, and why (None: all ran)."""
+    if not LEFT_OUT:
+        return None
+    parts = [f"{count} {what}" if count else what for what, count in LEFT_OUT.items()]
+    return f"FoundationDB: {' and '.join(parts)} not run: {WHY[0]}"
+
+
 class Refused(Exception):
     """The named cluster holds quick_queue data and was never designated for tests."""
 

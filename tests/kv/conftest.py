@@ -26,6 +26,7 @@ import pytest
 import quick_queue.kv as kv
 from quick_queue.kv.api import Database, KeyValue, Transaction, strinc
 from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+from tests.fdb import cluster
 
 ENGINES = ("sqlite", "memory", "fdb")
 DEFAULT_CLUSTER_FILE = "/etc/foundationdb/fdb.cluster"
@@ -83,13 +84,11 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-_NOT_RUN: list[int] = []
-_WHY: list[str] = []
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without a reachable cluster, the FoundationDB legs of this folder are left out at
-    collection and reported in one line (``pytest_terminal_summary``), not one skip per test."""
+    collection and reported in one line (tests/conftest.py's ``pytest_terminal_summary``), not
+    one skip per test."""
     here = Path(__file__).parent
     if not any(
         item.get_closest_marker("fdb") is not None and here in Path(str(item.path)).parents
@@ -99,7 +98,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     why = fdb_unavailable()
     if why is None:
         return
-    _WHY.append(why)
     dropped = [
         item for item in items
         if item.get_closest_marker("fdb") is not None and here in Path(str(item.path)).parents
@@ -108,14 +106,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=dropped)
         kept = set(map(id, dropped))
         items[:] = [item for item in items if id(item) not in kept]
-        _NOT_RUN.append(len(dropped))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _NOT_RUN:
-        terminalreporter.write_line(
-            f"FoundationDB: {sum(_NOT_RUN)} kv contract tests not run: {_WHY[-1]}"
-        )
+        cluster.left_out("kv contract tests", len(dropped), why)
 
 
 @pytest.fixture
