@@ -109,6 +109,9 @@ def _import_path(handler: type, url: str) -> str:
         found = _resolve(path)
     except (ImportError, AttributeError):
         found = None
+    main = sys.modules.get("__main__")
+    if handler.__module__ == "__main__" and not getattr(main, "__file__", None):
+        found = None  # python -c, a REPL: a spawned child has no script to import again
     if found is not handler:
         raise ConfigurationError(
             f"processes > 1 on {url} starts fresh (spawned) processes, which import their "

@@ -152,3 +152,25 @@ def test_a_handler_a_child_cannot_import_is_refused_up_front(fdb_queue_url: str)
     with pytest.raises(ConfigurationError, match="cannot be imported by name"):
         queue.run(processes=2)
     db.close()
+
+
+def test_handlers_of_a_script_with_no_file_are_refused_up_front(fdb_queue_url: str) -> None:
+    """``python -c`` (or a REPL): a spawned child cannot import its ``__main__`` again. Before:
+    each child died on import and was restarted forever."""
+    code = textwrap.dedent(f"""
+        import quick_queue as qq
+
+        @qq.job(topic="inline")
+        class Inline:
+            def perform(self, payload, meta):
+                return None
+
+        queue = qq.JobQueue(qq.open({fdb_queue_url!r}), jobs=[Inline])
+        queue.run(processes=2)
+    """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0
+    assert "ConfigurationError" in done.stderr and "cannot be imported" in done.stderr
