@@ -16,7 +16,13 @@ time: a process keeps the best (largest) ``time - monotonic`` offset of its read
 ``OFFSET_WINDOW`` to ``2 * OFFSET_WINDOW`` seconds and carries it on by its monotonic clock, so
 its time runs smoothly between commits and stays within a scan or so of a fresh reading (a
 schedule's tick is then not seen seconds late). Forgetting older readings bounds what a
-monotonic clock running fast could add. The anchor is written again (transactionally,
+monotonic clock running fast could add. A process with no recent reading (its first, or its
+first after ``2 * OFFSET_WINDOW`` s without one) takes a fresh one instead: it commits a blind
+write of ``TICK_KEY`` (no read, so it never conflicts) and reads the time from that commit's
+version, which is the cluster's now. Else a worker started on an idle cluster would run up to
+~2 s behind the others, and its leases would look expired to them that much early.
+
+The anchor is written again (transactionally,
 so concurrent writers settle on one) when:
 
 * the read version is older than the anchor's: a new or restored cluster;
@@ -40,6 +46,8 @@ from quick_queue.kv.errors import TRANSACTION_TIMED_OUT, KVError
 
 #: ``fdb.tuple.pack(("qq.kv", "clock"))``: outside every queue's ``("qq", name)`` subspace.
 ANCHOR_KEY = b"\x02qq.kv\x00\x02clock\x00"
+#: ``fdb.tuple.pack(("qq.kv", "tick"))``: written (blindly, empty) by a fresh reading's commit.
+TICK_KEY = b"\x02qq.kv\x00\x02tick\x00"
 VERSIONS_PER_SECOND = 1_000_000
 #: How far versions may run ahead of the monotonic clock before it counts as a jump.
 JUMP_SLACK = 2.0
@@ -66,11 +74,15 @@ class VersionClock:
         monotonic: Callable[[], float] = time.monotonic,
         writable: bool = True,
         reuse_seconds: float = REUSE_SECONDS,
+        commit_version: Callable[[Transaction], int] | None = None,
     ) -> None:
         self._db = db
         self._writable = writable  # False: a read-only database computes but never anchors
         self._reuse = reuse_seconds
         self._read_version = read_version or (lambda tr: tr.get_read_version())
+        # A fresh reading's version (module docstring); a stand-in version source without
+        # one (tests) is always fresh.
+        self._commit_version = commit_version or (None if read_version else _committed)
         self._wall = wall
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -89,10 +101,11 @@ class VersionClock:
         if last is not None and (0 <= self._monotonic() - last[2] < self._reuse
                                  or self._monotonic() < quiet):
             return last[1] + (self._monotonic() - last[2])
+        fresh = self._fresh_version()
         tr = self._db.create_transaction()
         while True:
             try:
-                version, moment = self._reading(tr)
+                version, moment = self._reading(tr, fresh)
                 break
             except KVError as error:
                 try:
@@ -129,8 +142,25 @@ class VersionClock:
         self._offsets = window
         return mono + max(window[1], window[2])
 
-    def _reading(self, tr: Transaction) -> tuple[int, float]:
-        version = self._read_version(tr)
+    def _fresh_version(self) -> int | None:
+        """The version of a commit made now, when this process has no recent reading to
+        carry on (module docstring); None when it has one, or the commit failed (the read
+        version serves then, and its errors are handled as usual)."""
+        with self._lock:
+            window = self._offsets
+        mono = self._monotonic()
+        if not self._writable or self._commit_version is None or (
+            window is not None and 0 <= mono - window[0] < 2 * OFFSET_WINDOW
+        ):
+            return None
+        tr = self._db.create_transaction()
+        try:
+            return self._commit_version(tr)
+        except KVError:
+            return None
+
+    def _reading(self, tr: Transaction, fresh: int | None = None) -> tuple[int, float]:
+        version = self._read_version(tr) if fresh is None else fresh
         raw = tr.snapshot.get(ANCHOR_KEY)
         anchor = _ANCHOR.unpack(raw) if raw is not None and len(raw) == _ANCHOR.size else None
         with self._lock:
@@ -158,3 +188,12 @@ class VersionClock:
         tr.add_read_conflict_key(ANCHOR_KEY)
         tr.set(ANCHOR_KEY, _ANCHOR.pack(version, moment))
         tr.commit()
+
+
+def _committed(tr: Transaction) -> int:
+    """Commit a blind write and return the commit's version (a versionstamp's first 8 bytes):
+    the cluster's version now, where a read version may be that of a commit seconds ago."""
+    stamp = tr.get_versionstamp()
+    tr.set(TICK_KEY, b"")
+    tr.commit()
+    return int.from_bytes(stamp.wait()[:8], "big")

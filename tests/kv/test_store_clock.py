@@ -182,3 +182,55 @@ def test_a_fast_monotonic_clock_is_not_carried_on_for_long(db: Database) -> None
         host.advance(0.101)
         ahead = clock.now() - (T0 + (cluster.version - 5_000_000_000) / 1e6)
         assert 0 <= ahead <= 2 * OFFSET_WINDOW * 0.01 + 1e-6
+
+
+def test_a_process_without_a_recent_reading_takes_a_fresh_one_from_a_commit(
+    db: Database,
+) -> None:
+    """Read versions lag an idle cluster's time by up to ~2 s; a commit's version does not.
+    A process's first reading (and its first after a long pause) commits to get it, so a
+    worker started on an idle cluster is not seconds behind the others."""
+    cluster, host = Cluster(), Host(T0)
+    stale = [0]  # seconds the read version lags the cluster's now
+    commits: list[int] = []
+
+    def read_version(tr: Transaction) -> int:
+        return cluster.read_version(tr) - int(stale[0] * 1_000_000)
+
+    def commit_version(tr: Transaction) -> int:
+        commits.append(1)
+        return cluster.read_version(tr)
+
+    first = _clock(db, cluster, host)
+    assert first.now() == T0  # anchors the store at T0
+    cluster.advance(1.5)
+    host.advance(1.5)
+    stale[0] = 1.5  # no commit for 1.5 s
+    late = VersionClock(db, read_version=read_version, commit_version=commit_version,
+                        wall=lambda: host.wall, monotonic=lambda: host.mono)
+    assert late.now() == pytest.approx(T0 + 1.5, abs=1e-3)  # not T0
+    assert len(commits) == 1
+    host.advance(0.1)
+    cluster.advance(0.1)
+    stale[0] = 0.5
+    assert late.now() == pytest.approx(T0 + 1.6, abs=1e-3)  # carried on, no commit
+    assert len(commits) == 1
+    host.advance(2 * OFFSET_WINDOW)  # a long pause without a reading: fresh again
+    cluster.advance(2 * OFFSET_WINDOW)
+    stale[0] = 1.9
+    assert late.now() == pytest.approx(T0 + 1.6 + 2 * OFFSET_WINDOW, abs=1e-3)
+    assert len(commits) == 2
+
+
+@pytest.mark.fdb
+def test_a_fresh_reading_is_a_commits_version_on_foundationdb(fdb_url: str) -> None:
+    """The default fresh reading on the real binding: a blind write's commit version (from
+    its versionstamp), at or after any read version before it, and visible to reads after."""
+    from quick_queue.kv.store_clock import _committed
+
+    with kv.open(fdb_url) as database:
+        before = database.create_transaction().get_read_version()
+        version = _committed(database.create_transaction())
+        after = database.create_transaction().get_read_version()
+        assert before <= version <= after
+        assert version - before < 5_000_000  # versions are about microseconds: within 5 s
