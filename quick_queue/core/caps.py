@@ -20,7 +20,9 @@ its visit (a lost race, as for a zone). The job records are read with snapshot r
 completion that races only makes a slot look taken a moment longer.
 
 A job that finds no free slot is handed back in the same transaction, as if never leased (no
-attempt spent), and scheduled ``retry_us`` later, so its zone is not scanned over and over.
+attempt spent), and scheduled ``retry_us`` later, so its zone is not scanned over and over. Its
+scheduled entry is marked ``KEEP_PLACE``: when promoted it takes its old place in line again
+(its record's ``seq``), so waiting for a slot does not send it behind the jobs enqueued after it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from quick_queue.core.dequeue import KEEP_PLACE
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.keys import Layout, pack, pack_int, pack_str, unpack
 from quick_queue.kv.api import ReadView, Transaction
@@ -97,7 +100,8 @@ def hand_back(tr: Transaction, layout: Layout, job: LeasedJob, at: int, now: int
     tr.clear(zone.leased_key(record.at, job_id))
     record.state, record.at, record.token = "s", at, None
     record.attempt -= 1  # the lease is undone in the same transaction: nothing spent
-    tr.set(zone.scheduled_key(at, job_id), b"")
+    # marked: when promoted, it goes back to its old place in line (record.seq), not the back
+    tr.set(zone.scheduled_key(at, job_id), KEEP_PLACE)
     tr.set(zone.item(job_id), record.encode())
     # the dequeue already vested the zone's pointer, perhaps at the next lease expiry: make
     # sure the zone is looked at again when this job wants its slot

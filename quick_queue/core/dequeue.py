@@ -22,6 +22,11 @@ from quick_queue.models import JobRecord, LeasedJob
 
 # topic -> the max_retries of the handler this worker runs it with (None: no opinion)
 RetriesOf = Callable[[str], int | None]
+#: The value of a scheduled entry whose job keeps its place in line when it is promoted: a job
+#: handed back to wait for a cap's slot or a rate's turn (``core.caps.hand_back``, issue 13).
+#: Every other scheduled entry is empty, and its job goes to the back of the line (a retry, a
+#: snooze, a job enqueued for later).
+KEEP_PLACE = b"k"
 
 
 class ZoneLeaseLost(Exception):
@@ -34,13 +39,14 @@ class ZoneNotDue(ZoneLeaseLost):
 
 def _index_entries(
     tr: Transaction, prefix: bytes, end: bytes, limit: int
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, str, bytes]]:
+    """(time, job id, entry value) of the index entries from ``prefix`` to ``end``."""
     rows = tr.get_range(prefix, end, limit=limit)
     offset = len(prefix)
     out = []
-    for key, _ in rows:
+    for key, value in rows:
         at, job_id = unpack(key, offset)
-        out.append((int(at), str(job_id)))
+        out.append((int(at), str(job_id), value))
     return out
 
 
@@ -72,23 +78,25 @@ def promote_due(
     read together (one round of reads on FoundationDB, not one per job)."""
     begin, end = zone.until(zone.scheduled, now)
     entries = _index_entries(tr, begin, end, promote_max)
-    raws = tr.get_many([zone.item(job_id) for _, job_id in entries]) if entries else []
-    for (at, job_id), raw in zip(entries, raws, strict=True):
+    raws = tr.get_many([zone.item(job_id) for _, job_id, _ in entries]) if entries else []
+    for (at, job_id, value), raw in zip(entries, raws, strict=True):
         tr.clear(zone.scheduled_key(at, job_id))
         record = _readable(tr, zone, job_id, now, stats, raw, read=False)
         if record is None or record.state != "s" or record.at != at:
             continue  # a dangling index entry: the record moved on; drop the entry
-        record.state, record.at, record.seq = "r", at, at
-        tr.set(zone.ready_key(record.priority, at, job_id), b"")
+        if value != KEEP_PLACE:
+            record.seq = at  # the back of the line, as of its time
+        record.state, record.at = "r", record.seq
+        tr.set(zone.ready_key(record.priority, record.seq, job_id), b"")
         tr.set(zone.item(job_id), record.encode())
     begin, end = zone.until(zone.leased, now)
     entries = _index_entries(tr, begin, end, promote_max)
     # each record with its extension record: an extended lease's entry is at the extension's
     # expiry, not the record's (core.records, "extended leases")
-    keys = [key for _, job_id in entries for key in (zone.item(job_id),
-                                                      extension_key(zone, job_id))]
+    keys = [key for _, job_id, _ in entries for key in (zone.item(job_id),
+                                                         extension_key(zone, job_id))]
     raws = tr.get_many(keys) if keys else []
-    for n, (at, job_id) in enumerate(entries):
+    for n, (at, job_id, _) in enumerate(entries):
         tr.clear(zone.leased_key(at, job_id))
         record = _readable(tr, zone, job_id, now, stats, raws[2 * n], read=False)
         if record is None or record.state != "l":

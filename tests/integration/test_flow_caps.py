@@ -9,12 +9,16 @@ from typing import Any
 import pytest
 
 import quick_queue as qq
+from quick_queue.consumer.scanner import CAP_RETRY_US
 from quick_queue.core import caps
+from quick_queue.keys import unpack
 from quick_queue.models import to_us
 from tests.conftest import Background, QueueFactory, wait_until
+from tests.support.corekit import Store, check_invariants
 
 state: dict[str, Any] = {}
 CAPPED = caps.Targets(frozenset({"flow:capped"}))
+JOB_SPACES = {"z", "d", "pm", "pr", "pd", "st", "h", "hx"}  # corekit.Store's key spaces
 
 
 @qq.job(topic="flow:capped")
@@ -96,3 +100,45 @@ def test_caps_are_listed_and_removed(make_queue: QueueFactory) -> None:
     assert "max running: flow:capped=3" in read_flow(queue.db, queue.layout).lines()
     queue.set_max_running("flow:capped", None)
     assert read_flow(queue.db, queue.layout).caps == {}
+
+
+order: list[str] = []
+
+
+@qq.job(topic="flow:ordered")
+class Ordered:
+    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        order.append(payload)
+
+
+def test_a_job_handed_back_for_a_slot_keeps_its_place_in_line(
+    make_queue: QueueFactory, clock: qq.ManualClock
+) -> None:
+    """Cap 1: "a" is handed back while "holder" runs; "b", enqueued after "a", does not get
+    ahead of it when "a" comes back (issue 13: a job waiting for a slot keeps its place)."""
+    order.clear()
+    queue = make_queue(Ordered)
+    queue.set_max_running("flow:ordered", 1)
+    queue.enqueue("t", "flow:ordered", "holder")
+    clock.advance(0.001)
+    a = queue.enqueue("t", "flow:ordered", "a")
+    queue.drain(concurrency=2, timeout=5)  # one visit leases both: "a" finds no slot
+    info = queue.get_job("t", a)
+    assert order == ["holder"] and info is not None
+    assert (info.state, info.attempt) == ("scheduled", 0)
+    _check_queue_invariants(queue, clock)  # the marked scheduled entry is a whole one
+    clock.advance(0.01)
+    queue.enqueue("t", "flow:ordered", "b")
+    for _ in range(3):  # "b" may be leased while "a" runs, and wait its turn in turn
+        clock.advance(CAP_RETRY_US / 1e6)
+        queue.drain(concurrency=1, timeout=5)
+    assert order == ["holder", "a", "b"]
+
+
+def _check_queue_invariants(queue: qq.JobQueue, clock: qq.ManualClock) -> None:
+    """corekit's invariants over the queue's job keys (the flow keys are not its business)."""
+    root = queue.layout.root
+    rows = queue.db.transact(lambda tr: tr.get_range(root, root + b"\xff"))
+    jobs = {k: v for k, v in rows if unpack(k, len(root))[0] in JOB_SPACES}
+    check_invariants(Store.parse(queue.layout, jobs), to_us(clock.now()),
+                     to_us(queue.settings.pointer_slack))

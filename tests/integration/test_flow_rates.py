@@ -58,3 +58,22 @@ def test_rates_parse_list_and_refuse_clearly(make_queue: QueueFactory) -> None:
     for bad in ("fast", "0/s", "3/fortnight", "-1/s"):
         with pytest.raises(qq.InvalidArgument, match="COUNT/UNIT"):
             queue.set_rate_limit("flow:rated", bad)
+
+
+def test_a_job_handed_back_for_its_turn_keeps_its_place_in_line(
+    make_queue: QueueFactory, clock: qq.ManualClock
+) -> None:
+    """10/s: job 1 waits for its turn; job 2, enqueued meanwhile, does not get ahead of it."""
+    queue = make_queue(Rated)
+    queue.set_rate_limit("flow:rated", "10/s")
+    queue.enqueue("t", "flow:rated", 0)
+    clock.advance(0.001)
+    queue.enqueue("t", "flow:rated", 1)
+    queue.drain(timeout=5)
+    assert started == [0]  # 1 is handed back until 0.1 s
+    clock.advance(0.01)
+    queue.enqueue("t", "flow:rated", 2)
+    for _ in range(2):
+        clock.advance(0.1)
+        queue.drain(timeout=5)
+    assert started == [0, 1, 2]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quick_queue.core import admin
-from quick_queue.core.dequeue import ZoneNotDue, dequeue
+from quick_queue.core.dequeue import KEEP_PLACE, ZoneNotDue, dequeue
 from quick_queue.core.enqueue import NewJob, enqueue
 from quick_queue.core.leases import Lease
 from quick_queue.core.pointers import ASAP, EMPTY, decode_promise, lease_zone, scan_due
@@ -234,7 +234,8 @@ class Store:
                     s.extensions[(tenant, str(rest[2]))] = value
                 else:
                     raise AssertionError(f"unknown zone key {parts!r}")
-                assert value == b"" or kind in "ilx", f"index entry with a value: {parts!r}"
+                assert value == b"" or kind in "ilx" or (kind, value) == ("s", KEEP_PLACE), (
+                    f"index entry with a value: {parts!r}")
             elif space == "d":
                 tenant, job_id = str(rest[0]), str(rest[1])
                 s.dead[(tenant, job_id)] = DeadRecord.decode(job_id, value)
