@@ -101,7 +101,12 @@ class VersionClock:
         if last is not None and (0 <= self._monotonic() - last[2] < self._reuse
                                  or self._monotonic() < quiet):
             return last[1] + (self._monotonic() - last[2])
-        fresh = self._fresh_version()
+        try:
+            fresh = self._fresh_version()
+        except KVError as error:
+            if last is not None and error.code == TRANSACTION_TIMED_OUT:
+                return self._unanswered(last)
+            fresh = None  # the read version serves, its errors handled below
         tr = self._db.create_transaction()
         while True:
             try:
@@ -113,12 +118,7 @@ class VersionClock:
                 except KVError as final:
                     if last is None or final.code != TRANSACTION_TIMED_OUT:
                         raise
-                    # The cluster does not answer: the last reading goes on by the monotonic
-                    # clock (as between readings), and for OUTAGE_QUIET s nobody waits out
-                    # another timeout for the time (a worker thread would, after each job).
-                    with self._lock:
-                        self._quiet_until = self._monotonic() + OUTAGE_QUIET
-                    return last[1] + max(0.0, self._monotonic() - last[2])
+                    return self._unanswered(last)
         with self._lock:
             last = self._last
             mono = self._monotonic()
@@ -127,6 +127,14 @@ class VersionClock:
                 moment = max(moment, last[1])  # never backwards within a process
             self._last = (version, moment, mono)
         return moment
+
+    def _unanswered(self, last: tuple[int, float, float]) -> float:
+        """The cluster does not answer: the last reading goes on by the monotonic clock (as
+        between readings), and for OUTAGE_QUIET s nobody waits out another timeout for the
+        time (a worker thread would, after each job)."""
+        with self._lock:
+            self._quiet_until = self._monotonic() + OUTAGE_QUIET
+        return last[1] + max(0.0, self._monotonic() - last[2])
 
     def _carried(self, moment: float, mono: float) -> float:
         """The best recent offset carried on to ``mono`` (``moment``'s own offset joins the
@@ -144,8 +152,7 @@ class VersionClock:
 
     def _fresh_version(self) -> int | None:
         """The version of a commit made now, when this process has no recent reading to
-        carry on (module docstring); None when it has one, or the commit failed (the read
-        version serves then, and its errors are handled as usual)."""
+        carry on (module docstring); None when it has one. Raises the commit's error."""
         with self._lock:
             window = self._offsets
         mono = self._monotonic()
@@ -153,11 +160,7 @@ class VersionClock:
             window is not None and 0 <= mono - window[0] < 2 * OFFSET_WINDOW
         ):
             return None
-        tr = self._db.create_transaction()
-        try:
-            return self._commit_version(tr)
-        except KVError:
-            return None
+        return self._commit_version(self._db.create_transaction())
 
     def _reading(self, tr: Transaction, fresh: int | None = None) -> tuple[int, float]:
         version = self._read_version(tr) if fresh is None else fresh

@@ -10,7 +10,8 @@ import pytest
 
 import quick_queue.kv as kv
 from quick_queue.kv.api import Database, Transaction
-from quick_queue.kv.store_clock import ANCHOR_KEY, OFFSET_WINDOW, VersionClock
+from quick_queue.kv.errors import TRANSACTION_TIMED_OUT, KVError
+from quick_queue.kv.store_clock import ANCHOR_KEY, OFFSET_WINDOW, OUTAGE_QUIET, VersionClock
 
 T0 = 1_800_000_000.0
 
@@ -234,3 +235,35 @@ def test_a_fresh_reading_is_a_commits_version_on_foundationdb(fdb_url: str) -> N
         after = database.create_transaction().get_read_version()
         assert before <= version <= after
         assert version - before < 5_000_000  # versions are about microseconds: within 5 s
+
+
+def test_a_fresh_reading_the_cluster_does_not_answer_carries_the_last_one_on(
+    db: Database,
+) -> None:
+    """After a long pause the fresh reading's commit times out (the cluster is gone): the
+    last reading goes on by the monotonic clock, as when a read version times out, and the
+    time is not asked again for OUTAGE_QUIET s."""
+    cluster, host = Cluster(), Host(T0)
+    down = [False]
+    asked: list[str] = []
+
+    def commit_version(tr: Transaction) -> int:
+        asked.append("commit")
+        if down[0]:
+            raise KVError(TRANSACTION_TIMED_OUT, "no answer (cluster unreachable?)")
+        return cluster.read_version(tr)
+
+    def read_version(tr: Transaction) -> int:
+        asked.append("read")
+        return cluster.read_version(tr)
+
+    clock = VersionClock(db, read_version=read_version, commit_version=commit_version,
+                         wall=lambda: host.wall, monotonic=lambda: host.mono)
+    assert clock.now() == T0
+    assert asked == ["commit"]  # the first reading: a fresh one, no read version needed
+    down[0] = True
+    host.advance(3 * OFFSET_WINDOW)
+    assert clock.now() == pytest.approx(T0 + 3 * OFFSET_WINDOW, abs=1e-3)
+    host.advance(OUTAGE_QUIET / 2)
+    assert clock.now() == pytest.approx(T0 + 3 * OFFSET_WINDOW + OUTAGE_QUIET / 2, abs=1e-3)
+    assert asked == ["commit", "commit"]  # one timeout, then quiet
