@@ -117,6 +117,17 @@ def _settle_record(
     return True
 
 
+def _completed_before(tr: Transaction, layout: Layout, outcome: Outcome) -> bool:
+    """A completion whose job is gone, in a retry after a commit of unknown outcome (1021):
+    the earlier attempt most likely committed it (the job is gone, and no dead letter holds
+    it, just as a completion leaves it), so it counts as applied: the worker reports the job
+    completed, not cancelled. Nothing is written or counted again: this only decides what is
+    reported."""
+    if outcome.kind is not OutcomeKind.DONE or not tr.unknown_result:
+        return False
+    return tr.get(layout.zone(outcome.tenant).dead_key(outcome.job_id)) is None
+
+
 def _keep_completed(tr: Transaction, layout: Layout, outcome: Outcome, now: int, *,
                     prune: bool) -> None:
     kept = outcome.kept
@@ -285,6 +296,10 @@ def settle_many(
             estimate += 2 * (VALUE_LIMIT if reads.repeat[index] else len(raw or b""))
             ok = _settle_isolated(tr, layout, outcome, now, slack, max_snoozes, stats,
                                   reads.markers, raw, extension, repeat=reads.repeat[index])
+            if not ok and raw is None and not reads.repeat[index] and _completed_before(
+                    tr, layout, outcome):
+                applied.append(True)  # reported as done; the earlier commit counted it
+                continue
         bytes_left.add(estimate)
         applied.append(ok)
         kept += ok and outcome.kept is not None

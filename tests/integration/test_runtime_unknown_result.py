@@ -8,6 +8,7 @@ from typing import Any
 
 import quick_queue as qq
 from quick_queue.core.pointers import scan_due
+from quick_queue.kv import retries
 from quick_queue.kv.faults import FaultyDatabase
 from quick_queue.models import to_us
 
@@ -48,3 +49,44 @@ def test_visit_after_a_committed_1021_runs_the_jobs_at_once(
     assert sorted(RUNS) == sorted((job_id, 1) for job_id in ids)  # once each, first attempt
     assert summary.completed == 3
     assert all(queue.get_job("t", job_id) is None for job_id in ids)
+
+
+@qq.job(topic="unknown:settle")
+class Settled:
+    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        RUNS.append((meta.job_id, meta.attempt))
+
+
+def test_a_completion_whose_commit_reply_was_lost_is_reported_completed(
+    db: qq.Database, clock: qq.ManualClock
+) -> None:
+    """The settle commits, then says 1021; its retry finds the job gone. Before: the worker
+    logged 'cancelled ... while it ran; its result was dropped' for a job it had completed."""
+    RUNS.clear()
+    faulty = FaultyDatabase(db, seed=2)
+    queue = qq.JobQueue(faulty, jobs=[Settled], clock=clock)
+    job_id = queue.enqueue("t", "unknown:settle", {})
+    kinds: list[str] = []
+    queue.events.subscribe(lambda event: kinds.append(str(event.kind)))
+    original = Settled.perform
+
+    def perform(self: Settled, payload: Any, meta: qq.JobMeta) -> None:
+        original(self, payload, meta)
+        faulty.set_rates(unknown_result=1.0)  # the settle's commit: committed, then 1021
+
+    def once(code: int) -> None:  # one lost reply: the retry commits normally
+        if code == 1021:
+            faulty.set_rates(unknown_result=0.0)
+
+    Settled.perform = perform  # type: ignore[method-assign]
+    retries.listen(once)
+    try:
+        summary = queue.drain(concurrency=1, timeout=30)
+    finally:
+        retries.unlisten(once)
+        Settled.perform = original  # type: ignore[method-assign]
+        faulty.set_rates(unknown_result=0.0)
+    assert faulty.injected["unknown_result"] >= 1
+    assert RUNS == [(job_id, 1)]
+    assert summary.completed == 1 and "cancelled" not in kinds, kinds
+    assert queue.get_job("t", job_id) is None
