@@ -26,6 +26,7 @@ from quick_queue.cli_support import (
     refuse_memory,
     reporting_errors,
 )
+from quick_queue.consumer.processes import in_each_child
 from quick_queue.kv import open as open_db
 from quick_queue.logjson import set_log_format
 from quick_queue.queue import JobQueue
@@ -162,6 +163,8 @@ def start_worker_metrics(q: JobQueue, port: int | None, processes: int) -> Any:
     _check_port("127.0.0.1", port)
     metrics = WorkerMetrics()
     metrics.attach(q.context)  # forked worker processes inherit the subscription
+    if processes > 1:  # spawned ones (FoundationDB) subscribe on their own
+        in_each_child("quick_queue.metrics:count_in_child")
     server = serve(port, multiprocess_registry() if processes > 1 else metrics.registry)
     typer.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
     return server

@@ -156,6 +156,13 @@ class WorkerMetrics:
             self.run_time.labels(queue, event.topic, event.kind.value).observe(event.duration)
 
 
+def count_in_child(context: QueueContext) -> None:
+    """``worker -p N --metrics-port``'s set-up in a spawned child (``in_each_child``): count
+    this child's job events into the multiprocess folder the supervisor serves (the folder is
+    named by ``PROMETHEUS_MULTIPROC_DIR``, which the child inherits)."""
+    WorkerMetrics().attach(context)
+
+
 class QueueCollector(Collector):
     """Queue-level gauges from the store. ``read()`` returns the ``QueueStats`` and the number
     of live workers (the dashboard passes its cached snapshot, so a scrape costs no extra

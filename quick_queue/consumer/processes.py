@@ -67,6 +67,7 @@ class ChildSpec:
     clock: Clock | None
     seed: int | None
     log: tuple[int, bool, tuple[LogHandler, ...]]
+    setup: tuple[str, ...] = ()  # ``module:function(context)`` run in the child (in_each_child)
 
     @classmethod
     def of(cls, context: QueueContext) -> ChildSpec:
@@ -81,7 +82,7 @@ class ChildSpec:
             ) from error
         paths = tuple(_import_path(h, context.db.url) for h in context.registry.handlers())
         return cls(context.db.url, context.name, context.settings, paths, clock,
-                   context.seed, _log_setup())
+                   context.seed, _log_setup(), tuple(_CHILD_SETUP))
 
     def context(self, index: int) -> QueueContext:
         """The queue in the spawned child, on a database opened here."""
@@ -90,7 +91,23 @@ class ChildSpec:
         db = open_db(self.url)
         seed = None if self.seed is None else self.seed * 1_000 + index
         clock = StoreClock(db) if self.clock is None else self.clock
-        return QueueContext(db, self.name, self.settings, clock, Registry(handlers), seed)
+        context = QueueContext(db, self.name, self.settings, clock, Registry(handlers), seed)
+        for path in self.setup:
+            _resolve(path)(context)
+        return context
+
+
+# What a forked child inherits from its parent's memory (a ``queue.events`` subscription, such
+# as the worker's ``--metrics-port`` counts), a spawned one must set up again: these callables
+# (import paths of ``function(context)``) run in each spawned child once its queue is built.
+_CHILD_SETUP: list[str] = []
+
+
+def in_each_child(path: str) -> None:
+    """Run ``module:function`` with the child's ``QueueContext`` in each child spawned from
+    now on (on FoundationDB; forked children inherit the parent's set-up instead)."""
+    if path not in _CHILD_SETUP:
+        _CHILD_SETUP.append(path)
 
 
 def _resolve(path: str) -> Any:

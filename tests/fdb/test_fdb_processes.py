@@ -174,3 +174,41 @@ def test_handlers_of_a_script_with_no_file_are_refused_up_front(fdb_queue_url: s
                           text=True, timeout=30)
     assert done.returncode != 0
     assert "ConfigurationError" in done.stderr and "cannot be imported" in done.stderr
+
+
+def test_metrics_port_counts_what_spawned_children_ran(
+    fdb_queue_url: str, app_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """``worker -p 2 --metrics-port`` on FoundationDB: the children are spawned, so they do not
+    inherit the supervisor's subscription; before, /metrics counted none of their jobs."""
+    pytest.importorskip("prometheus_client", reason="--metrics-port needs the web extra")
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    db = qq.open(fdb_queue_url)
+    queue = qq.JobQueue(db)
+    jobs = 40
+    queue.enqueue_many([(f"tenant-{n % 3}", "count", {"n": n}) for n in range(jobs)])
+    runs, err = tmp_path / "runs.log", tmp_path / "worker.err"
+    proc = worker(fdb_queue_url, app_dir, runs, err, "-p", "2", "--metrics-port", str(port))
+    started.append(proc)
+    wanted = ('quick_queue_job_events_total{event="completed",queue="default",topic="count"} '
+              f"{jobs}.0")
+    seen = [""]
+
+    def counted() -> bool:
+        assert proc.poll() is None, err.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                seen[0] = reply.read().decode()
+        except OSError:
+            return False
+        return wanted in seen[0]
+
+    wait(counted, 60, f"{wanted!r} in /metrics")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, err.read_text()
+    db.close()

@@ -22,6 +22,7 @@ class Loud:
 def test_a_near_limit_job_dies_with_its_real_error(
     make_queue: QueueFactory, clock: qq.ManualClock
 ) -> None:
+    Loud.runs = 0  # (the test runs once per engine in one process)
     loud = qq.job(topic="loud", max_retries=1)(Loud)
     queue = make_queue(loud)
     job_id = queue.enqueue("t", "loud", {"blob": "x" * 99_500})
@@ -78,6 +79,7 @@ class Boom:
 def test_a_handlers_max_retries_applies_when_the_producer_never_imported_it(
     make_queue: QueueFactory, clock: qq.ManualClock, db: qq.Database
 ) -> None:
+    Boom.runs = 0  # (the test runs once per engine in one process)
     worker = make_queue(qq.job(topic="boom", max_retries=1)(Boom))
     producer = make_queue(name=worker.name)  # knows no handler, like `quick-queue enqueue`
     job_id = producer.enqueue("t", "boom", {})

@@ -70,6 +70,7 @@ def test_the_attempt_span_is_a_child_of_the_enqueue_span(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     provider, exporter = spans
+    SEEN.clear()  # (the test runs once per engine in one process)
     # the handler's own tracer is the global one: point it at the test's provider
     monkeypatch.setattr(trace, "get_tracer", lambda *a, **k: provider.get_tracer(*a[:1]))
     queue = make_queue(Ok)

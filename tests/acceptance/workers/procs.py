@@ -33,7 +33,9 @@ def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "con
 def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # the last piece has no newline yet while a worker is writing it: read only whole lines
+    lines = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def events(path: Path, event: str, job: str | None = None) -> list[dict[str, Any]]:
