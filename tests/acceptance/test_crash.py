@@ -11,14 +11,13 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from workers.procs import Worker, events, gone, process_state, wait_for
-from workers.storetime import expire_lease
+from workers.storetime import expire_lease, lease_extended
 
 import quick_queue as qq
 
@@ -34,14 +33,6 @@ def queue(file_db: qq.Database) -> qq.JobQueue:
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     return tmp_path / "events.log"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def _db_path(url: str) -> str:
@@ -75,6 +66,7 @@ def test_sigkilled_worker_loses_no_job_and_another_runs_it_once(
     job_id = queue.enqueue("shop-1", "proc:record", {"block_first": True})
 
     first = wait_for(lambda: events(log, "start", job_id), what="the job to start")[0]
+    wait_for(lambda: lease_extended(queue, "shop-1", job_id), what="a lease extension")
     victim = next(w for w in workers if w.pid == first["pid"])
     survivor = next(w for w in workers if w is not victim)
     victim.kill()  # SIGKILL, mid-job
@@ -105,6 +97,7 @@ def test_stopped_worker_loses_its_lease_and_its_late_completion_is_stale(
     job_id = queue.enqueue("shop-1", "proc:record", {"block_first": True})
 
     first = wait_for(lambda: events(log, "start", job_id), what="the job to start")[0]
+    wait_for(lambda: lease_extended(queue, "shop-1", job_id), what="a lease extension")
     stalled = next(w for w in workers if w.pid == first["pid"])
     other = next(w for w in workers if w is not stalled)
     stop_process_cleanly(stalled, _db_path(db_url))

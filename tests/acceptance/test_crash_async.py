@@ -7,7 +7,6 @@ leases the killed process held run out on their own while its replacement runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).parent / "workers" / "async_jobs.py"
 SETTINGS: dict[str, Any] = {"item_lease": 2.0, "backoff_base": 0.05, "backoff_cap": 0.2}
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def _enqueue(queue: qq.JobQueue) -> dict[str, tuple[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from workers.procs import Worker, events, gone, wait_for
 import quick_queue as qq
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 @pytest.mark.parametrize("mode", ["supervisor", "separate"])

@@ -6,7 +6,6 @@ limits to the store, and every worker enforces them there."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ import quick_queue as qq
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parent / "workers" / "flow_jobs.py"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def _start(url: str, log: Path, **settings: Any) -> Worker:

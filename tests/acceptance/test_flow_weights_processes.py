@@ -5,7 +5,6 @@ every worker is shown by tests/integration/test_flow_weights.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ pytestmark = pytest.mark.slow
 PER_TENANT = 700
 TIER = 5  # tenants per tier
 MEASURED = 3000  # starts counted: no tenant's backlog runs out before (paid ~450 of 700 each)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def test_a_three_to_one_weight_holds_across_processes_with_a_sigkill(
