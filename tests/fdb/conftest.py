@@ -73,7 +73,7 @@ class OwnServer:
         deadline = time.monotonic() + timeout
         while "available" not in (said := self.fdbcli("status minimal", 10)):
             assert time.monotonic() < deadline, f"the test cluster never came up: {said}"
-            time.sleep(0.5)
+            time.sleep(0.1)  # the next fdbcli status (each call takes its own round trips)
 
     def kill(self) -> None:
         assert self.proc is not None

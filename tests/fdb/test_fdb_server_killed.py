@@ -105,12 +105,12 @@ def test_killing_the_server_for_ten_seconds_mid_drain(own_server: OwnServer,
         children = _consumers(worker.pid)
         assert len(children) == 2, err.read_text()
         own_server.kill()  # mid-drain: about 200 jobs still to go
+        killed = time.monotonic()
         ran_before = len(_ran(runs))
-        time.sleep(10)  # the outage itself: nothing to poll for
-        # ... and until the workers said so: a transaction begun just after the kill times out
-        # 10 s later, which a quick restart could otherwise beat
-        _wait(lambda: _says_unreachable(err.read_text()), 15,
-              lambda: f"the log to say the cluster is unreachable: {err.read_text()}")
+        # Down for the 10 s, and until the workers said so: a transaction begun just
+        # after the kill times out 10 s later, which a quick restart could otherwise beat.
+        _wait(lambda: _says_unreachable(err.read_text()) and time.monotonic() - killed >= 10,
+              25, lambda: f"the log to say the cluster is unreachable: {err.read_text()}")
         assert worker.poll() is None and _consumers(worker.pid) == children, err.read_text()
         own_server.start()  # the same data directory
         own_server.wait_available()

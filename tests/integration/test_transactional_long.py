@@ -17,6 +17,7 @@ import pytest
 
 import quick_queue as qq
 from quick_queue.consumer import transactional
+from quick_queue.consumer.keeper import Keeper
 from quick_queue.keys import pack
 from quick_queue.kv import sqlite_transaction
 
@@ -38,11 +39,20 @@ def _brewed(db: qq.Database, job_id: str) -> bytes | None:
 
 
 def test_reading_handler_that_outlives_an_extension_period_commits_once(
-    real_db: qq.Database,
+    real_db: qq.Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The reproduction: the keeper extends every item_lease/3 = 1 s; the handler's
-    # transaction read the job record (through the completion) and lives 1.5 s.
+    # transaction read the job record (through the completion) and stays open until the
+    # keeper has run two extension rounds (waited for, not slept).
     runs: list[int] = []
+    rounds = threading.Semaphore(0)
+    extend_all = Keeper.extend_all
+
+    def counted(self: Keeper) -> None:
+        extend_all(self)
+        rounds.release()
+
+    monkeypatch.setattr(Keeper, "extend_all", counted)
     queue = qq.JobQueue(real_db, item_lease=3, max_retries=0)
 
     @queue.job(topic="brew", transactional=True)
@@ -52,7 +62,8 @@ def test_reading_handler_that_outlives_an_extension_period_commits_once(
             runs.append(meta.attempt)
             meta.tr.get(ORDER)
             meta.tr[pack(("shop", "brewed", meta.job_id))] = b"1"
-            time.sleep(1.5)
+            for _ in range(2):
+                assert rounds.acquire(timeout=10)
 
     job_id = queue.enqueue("shop", "brew", {})
     summary = queue.drain(timeout=30)
@@ -68,7 +79,7 @@ def test_short_lease_covers_the_whole_transaction_and_nobody_else_takes_the_job(
     # item_lease=0.3 s: the keeper would extend every 0.1 s (each extension a conflict), and
     # without the lease stretched over the transaction a second consumer could take the job.
     runs: list[str] = []
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     @qq.job(topic="brew", transactional=True, max_retries=0)
     class Brew:
@@ -78,7 +89,7 @@ def test_short_lease_covers_the_whole_transaction_and_nobody_else_takes_the_job(
             meta.tr.get(ORDER)
             meta.tr[pack(("shop", "brewed", meta.job_id))] = b"1"
             started.set()
-            time.sleep(1.0)
+            assert release.wait(10)  # open while the second consumer looks for work
 
     first = qq.JobQueue(real_db, jobs=[Brew], item_lease=0.3)
     second = qq.JobQueue(real_db, jobs=[Brew], item_lease=0.3)
@@ -90,6 +101,7 @@ def test_short_lease_covers_the_whole_transaction_and_nobody_else_takes_the_job(
     # stretched to cover the transaction's whole possible life, not item_lease
     assert info.lease_expires_at.timestamp() >= time.time() + transactional.TRANSACTION_LIMIT - 1
     assert second.drain(timeout=5).completed == 0
+    release.set()
     summary = drain.result(timeout=30)
     assert len(runs) == 1
     assert summary.completed == 1 and summary.stale == 0
