@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from quick_queue.core.dequeue import KEEP_PLACE
 from quick_queue.core.pointers import touch_pointer
+from quick_queue.core.records import undo_lease
 from quick_queue.keys import Layout, pack, pack_int, pack_str, unpack
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord, LeasedJob
@@ -94,15 +95,8 @@ def _free(tr: Transaction, layout: Layout, prefix: bytes, cap: int) -> list[int]
 
 
 def hand_back(tr: Transaction, layout: Layout, job: LeasedJob, at: int, now: int) -> None:
-    zone = layout.zone(job.tenant)
-    job_id = job.record.job_id
-    record = JobRecord.decode(job_id, tr.get(zone.item(job_id)) or b"")
-    tr.clear(zone.leased_key(record.at, job_id))
-    record.state, record.at, record.token = "s", at, None
-    record.attempt -= 1  # the lease is undone in the same transaction: nothing spent
     # marked: when promoted, it goes back to its old place in line (record.seq), not the back
-    tr.set(zone.scheduled_key(at, job_id), KEEP_PLACE)
-    tr.set(zone.item(job_id), record.encode())
+    undo_lease(tr, layout.zone(job.tenant), job.record.job_id, at, KEEP_PLACE)
     # the dequeue already vested the zone's pointer, perhaps at the next lease expiry: make
     # sure the zone is looked at again when this job wants its slot
     touch_pointer(tr, layout, job.tenant, at, now, 0)

@@ -20,6 +20,7 @@ from quick_queue.core.pointers import (
     touch_pointer,
     write_pointer,
 )
+from quick_queue.core.records import undo_lease
 from quick_queue.keys import Layout, pack_str, unpack
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord, LeasedJob, PointerRecord
@@ -100,14 +101,8 @@ def hold_taken(
         if job.record.topic not in still:
             kept.append(job)
             continue
-        zone = layout.zone(job.tenant)
         job_id = job.record.job_id
-        record = JobRecord.decode(job_id, tr.get(zone.item(job_id)) or b"")
-        tr.clear(zone.leased_key(record.at, job_id))
-        record.state, record.at, record.token = "s", PARKED, None
-        record.attempt -= 1  # the lease is undone in the same transaction: nothing spent
-        tr.set(zone.scheduled_key(PARKED, job_id), b"")
-        tr.set(zone.item(job_id), record.encode())
+        record = undo_lease(tr, layout.zone(job.tenant), job_id, PARKED)
         tr.set(layout.held(record.topic, job.tenant, job_id), b"")
     return kept
 

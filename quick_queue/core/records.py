@@ -126,6 +126,22 @@ def clear_lease(
     tr.clear(zone.leased_key(record.at if expiry is None else expiry, record.job_id))
 
 
+def undo_lease(
+    tr: Transaction, zone: Zone, job_id: str, at: int, entry: bytes = b""
+) -> JobRecord:
+    """Take back a lease this same transaction gave (a cap, a rate or a pause turned the job
+    away before anyone ran it): the job is scheduled at ``at`` with its attempt given back,
+    under a scheduled entry holding ``entry`` (``dequeue.KEEP_PLACE``: back to its old place
+    in line when promoted). No extension can exist yet. Returns the record written."""
+    record = JobRecord.decode(job_id, tr.get(zone.item(job_id)) or b"")
+    tr.clear(zone.leased_key(record.at, job_id))
+    record.state, record.at, record.token = "s", at, None
+    record.attempt -= 1  # the lease is undone in the same transaction: nothing spent
+    tr.set(zone.scheduled_key(at, job_id), entry)
+    tr.set(zone.item(job_id), record.encode())
+    return record
+
+
 def bury(
     tr: Transaction,
     zone: Zone,
