@@ -51,12 +51,6 @@ def test_visit_after_a_committed_1021_runs_the_jobs_at_once(
     assert all(queue.get_job("t", job_id) is None for job_id in ids)
 
 
-@qq.job(topic="unknown:settle")
-class Settled:
-    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
-        RUNS.append((meta.job_id, meta.attempt))
-
-
 def test_a_completion_whose_commit_reply_was_lost_is_reported_completed(
     db: qq.Database, clock: qq.ManualClock
 ) -> None:
@@ -64,13 +58,13 @@ def test_a_completion_whose_commit_reply_was_lost_is_reported_completed(
     logged 'cancelled ... while it ran; its result was dropped' for a job it had completed."""
     RUNS.clear()
     faulty = FaultyDatabase(db, seed=2)
-    queue = qq.JobQueue(faulty, jobs=[Settled], clock=clock)
-    job_id = queue.enqueue("t", "unknown:settle", {})
+    queue = qq.JobQueue(faulty, jobs=[Record], clock=clock)
+    job_id = queue.enqueue("t", "unknown:record", {})
     kinds: list[str] = []
     queue.events.subscribe(lambda event: kinds.append(str(event.kind)))
-    original = Settled.perform
+    original = Record.perform
 
-    def perform(self: Settled, payload: Any, meta: qq.JobMeta) -> None:
+    def perform(self: Record, payload: Any, meta: qq.JobMeta) -> None:
         original(self, payload, meta)
         faulty.set_rates(unknown_result=1.0)  # the settle's commit: committed, then 1021
 
@@ -78,13 +72,13 @@ def test_a_completion_whose_commit_reply_was_lost_is_reported_completed(
         if code == 1021:
             faulty.set_rates(unknown_result=0.0)
 
-    Settled.perform = perform  # type: ignore[method-assign]
+    Record.perform = perform  # type: ignore[method-assign]
     retries.listen(once)
     try:
         summary = queue.drain(concurrency=1, timeout=30)
     finally:
         retries.unlisten(once)
-        Settled.perform = original  # type: ignore[method-assign]
+        Record.perform = original  # type: ignore[method-assign]
         faulty.set_rates(unknown_result=0.0)
     assert faulty.injected["unknown_result"] >= 1
     assert RUNS == [(job_id, 1)]
