@@ -43,6 +43,8 @@ SCHEMA = (
     "INSERT OR IGNORE INTO qq_log (version, at, ranges) VALUES (0, 0, X'')",
 )
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
+# The snapshot's version (``sqlite_file.current_version``) and one key's value in one statement.
+VERSION_AND_VALUE = "SELECT (SELECT max(version) FROM qq_log), (SELECT v FROM kv WHERE k = ?)"
 
 
 class SQLiteDatabase(Database, GroupCommit):
@@ -171,22 +173,29 @@ class SQLiteDatabase(Database, GroupCommit):
         self._all_connections.append(conn)
         return conn
 
-    def _begin_read(self) -> tuple[sqlite3.Connection, int]:
-        """A connection inside a fresh read snapshot, and the version that snapshot shows."""
+    def _begin_read(self, key: bytes | None = None) -> tuple[sqlite3.Connection, int, bytes | None]:
+        """A connection inside a fresh read snapshot, the version that snapshot shows, and
+        with ``key`` its stored value: the first read of a transaction is folded into the
+        statement that reads the version (issue 10: one statement less per transaction,
+        measured 5-8 µs of CPU, and one interpreter-lock release less)."""
         if self._closed:
             raise KVError(2000, f"database {self.url} is closed")
         with self._pool_lock:
             conn = self._pool.pop() if self._pool else None
         if conn is None:
             conn = self._connect()
+        value: bytes | None = None
         try:
             conn.execute("BEGIN")
-            version = current_version(conn)
+            if key is None:
+                version = current_version(conn)
+            else:
+                version, value = conn.execute(VERSION_AND_VALUE, (key,)).fetchone()
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise storage_error(self.path, error, "reading") from error
-        return conn, version
+        return conn, version, value
 
     def _end_read(self, conn: sqlite3.Connection) -> None:
         try:

@@ -40,6 +40,7 @@ from quick_queue.kv.errors import (
 )
 from quick_queue.kv.sqlite_commit import (
     Request,
+    ValueCache,
     add_write_ranges,
     apply_batch,
     apply_request,
@@ -79,6 +80,12 @@ class GroupCommit:
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wake = threading.Event()
         self._commits_since_checkpoint = 0
+        # The stored values of keys this process's atomic operations touched, as its last
+        # commit left them: valid while no other connection has committed to the file (PRAGMA
+        # data_version, checked at each batch) and dropped whenever a batch fails. It saves the
+        # read of the stored value per atomic operation (a stats counter in every enqueue:
+        # measured 12 µs of CPU and one more interpreter-lock release for the leader).
+        self._values: ValueCache = {}
 
     def _connect(self) -> sqlite3.Connection:
         # Declared for the checkpointer's own connection; SQLiteDatabase overrides it.
@@ -133,6 +140,7 @@ class GroupCommit:
         if data_version == self._writer_data_version:
             return self._seen
         self._writer_data_version = data_version
+        self._values.clear()  # another connection committed: the values may have changed
         rows = conn.execute(
             "SELECT version, at, ranges FROM qq_log WHERE version > ? ORDER BY version",
             (self._seen,),
@@ -173,6 +181,7 @@ class GroupCommit:
             try:
                 self._resolve_and_apply(conn, batch)
             except BaseException:
+                self._values.clear()  # the batch's writes may or may not have happened
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
@@ -220,10 +229,12 @@ class GroupCommit:
         head = version.to_bytes(8, "big")
         if len(accepted) == 1:  # the usual batch: no merging (see sqlite_commit.BatchWriter)
             stamps = [head + b"\x00\x00"]
-            apply_request(conn, accepted[0], stamps[0], batch_writes)
+            apply_request(conn, accepted[0], stamps[0], batch_writes, self._values)
         else:
             stamps = [head + order.to_bytes(2, "big") for order in range(len(accepted))]
-            apply_batch(conn, list(zip(accepted, stamps, strict=True)), batch_writes)
+            apply_batch(
+                conn, list(zip(accepted, stamps, strict=True)), batch_writes, self._values
+            )
         # This row is also the database version, so even a handle alone on the file writes it
         # (issue 10, measured: moving the version to a row of its own to skip this insert
         # when alone saved no instructions per commit and cost 5 % with two handles).

@@ -55,12 +55,16 @@ class SQLiteReads(Transaction):
     _writes: dict[bytes, Entry]
     _cleared: list[Range]
     _reads: list[Range]
+    _conn: sqlite3.Connection | None
     options: TransactionOptions
 
     def _check(self) -> None:
         raise NotImplementedError
 
     def _ensure_snapshot(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _first_read(self, key: bytes) -> bytes | None:
         raise NotImplementedError
 
     def _check_read_key(self, key: bytes) -> None:
@@ -148,11 +152,16 @@ class SQLiteReads(Transaction):
                 raise KVError(ACCESSED_UNREADABLE, "read of a versionstamped value before commit")
         elif self._cleared and self._in_cleared(key):
             return None
-        conn = self._ensure_snapshot()
-        row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        value: bytes | None
+        if self._conn is None:
+            value = self._first_read(key)
+        else:
+            row = self._ensure_snapshot().execute(
+                "SELECT v FROM kv WHERE k = ?", (key,)
+            ).fetchone()
+            value = row[0] if row is not None else None
         if conflict:
             self._reads.append((key, key + b"\x00"))
-        value: bytes | None = row[0] if row is not None else None
         if entry is not None:  # pending atomic operations over the stored value
             return apply_ops(value, entry[1])  # type: ignore[arg-type]
         return value

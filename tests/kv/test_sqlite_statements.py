@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from quick_queue.kv.api import Transaction
+from quick_queue.kv.errors import KVError
 from quick_queue.kv.sqlite_commit import Request
 from quick_queue.kv.sqlite_engine import SQLiteDatabase
 from quick_queue.kv.sqlite_transaction import SQLiteTransaction
@@ -59,11 +60,74 @@ def test_a_commit_of_one_transaction_runs_these_statements(db: SQLiteDatabase) -
             tr.clear(b"gone%d" % i)
             tr.add(b"n%d" % i, one(1))
 
-    # the conflict log's row carries the new database version, so every commit writes it
-    assert kinds(statements_of(db, step)) == [
-        "BEGIN IMMEDIATE", "PRAGMA data_version", "SELECT v FROM kv", "DELETE FROM kv",
+    # the conflict log's row carries the new database version, so every commit writes it;
+    # the three counters' stored values are read in one query, the rows set in one statement
+    seen = statements_of(db, step)
+    assert kinds(seen) == [
+        "BEGIN IMMEDIATE", "PRAGMA data_version", "SELECT k, v FROM kv", "DELETE FROM kv",
         "INSERT OR REPLACE INTO kv", "INSERT INTO qq_log", "COMMIT",
     ]
+    assert len([s for s in seen if s.startswith("INSERT OR REPLACE")]) == 1
+    # the next commit adding to the same counters knows their values: it reads nothing
+    assert kinds(statements_of(db, step)) == [
+        "BEGIN IMMEDIATE", "PRAGMA data_version", "DELETE FROM kv", "INSERT OR REPLACE INTO kv",
+        "INSERT INTO qq_log", "COMMIT",
+    ]
+    assert dict(db.transact(lambda tr: tr.get_range(b"n", b"o"))) == {
+        b"n%d" % i: one(2) for i in range(3)
+    }
+
+
+def test_a_transaction_takes_its_snapshot_with_its_first_read(db: SQLiteDatabase) -> None:
+    db.transact(lambda tr: tr.set(b"k", b"v"))
+    tr = db.create_transaction()
+    seen: list[str] = []
+    conn = db._begin_read()[0]  # the pooled connection the transaction will use
+    db._end_read(conn)
+    conn.set_trace_callback(seen.append)
+    try:
+        assert tr.get(b"k") == b"v"
+        assert tr.get_read_version() == db.transact(lambda t: t.get_read_version())
+        # one statement takes the version and the value; nothing more for the read version
+        assert seen == [
+            "BEGIN",
+            "SELECT (SELECT max(version) FROM qq_log), (SELECT v FROM kv WHERE k = x'6b')",
+        ]
+    finally:
+        conn.set_trace_callback(None)
+        tr.reset()
+
+
+def test_the_atomic_values_kept_are_dropped_when_another_handle_commits(tmp_path: Path) -> None:
+    path = str(tmp_path / "kv.db")
+    first, second = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        first.transact(lambda tr: tr.add(b"n", one(1)))  # first now knows n = 1
+        second.transact(lambda tr: tr.add(b"n", one(10)))  # another connection: n = 11
+        seen = statements_of(first, lambda tr: tr.add(b"n", one(100)))
+        assert "SELECT v FROM kv" in kinds(seen)  # the kept value was not trusted
+        assert first.transact(lambda tr: tr.get(b"n")) == one(111)
+        second.transact(lambda tr: tr.set(b"n", one(5)))
+        first.transact(lambda tr: tr.add(b"n", one(1)))
+        assert second.transact(lambda tr: tr.get(b"n")) == one(6)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_atomic_values_kept_are_dropped_when_a_batch_fails(db: SQLiteDatabase) -> None:
+    db.transact(lambda tr: tr.add(b"n", one(1)))
+    # A log row at the next version, written on the writer's own connection (so the batch
+    # below still trusts its kept values): the batch's log insert fails after its rows.
+    taken = db._seen + 1
+    db._writer.execute("INSERT INTO qq_log (version, at, ranges) VALUES (?, 0, X'')", (taken,))
+    with pytest.raises(KVError):
+        db.transact(lambda tr: tr.add(b"n", one(10)))
+    assert db._values == {}
+    db._writer.execute("DELETE FROM qq_log WHERE version = ?", (taken,))
+    assert db.transact(lambda t: t.get(b"n")) == one(1)
+    db.transact(lambda t: t.add(b"n", one(1)))
+    assert db.transact(lambda t: t.get(b"n")) == one(2)
 
 
 def test_a_batch_of_transactions_reads_its_counters_in_one_query(db: SQLiteDatabase) -> None:
