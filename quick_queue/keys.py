@@ -101,11 +101,20 @@ def pack_str(item: str) -> bytes:
     return b"\x02" + raw + b"\x00"
 
 
+# pack_int's shortcuts (issue 10: every job key holds two or three integers): the type codes
+# of positive integers by length, and the whole packing of the small ones (priorities are at
+# most 1000). Measured: 0.15 µs for a priority, 0.3 for a time, against 0.5 before.
+_POSITIVE_CODES = tuple(bytes((_INT_ZERO + n,)) for n in range(9))
+_SMALL_INTS = tuple(pack((i,)) for i in range(1024))
+
+
 def pack_int(item: int) -> bytes:
     """``pack((item,))`` for one integer."""
+    if 0 <= item < 1024:
+        return _SMALL_INTS[item]
     if 0 < item < _SIZE_LIMITS[8]:
         n = (item.bit_length() + 7) >> 3
-        return bytes((_INT_ZERO + n,)) + item.to_bytes(n, "big")
+        return _POSITIVE_CODES[n] + item.to_bytes(n, "big")
     return pack((item,))
 
 
@@ -160,7 +169,7 @@ def read_counter(raw: bytes | None) -> int:
 class Zone:
     """The keys of one tenant's queue zone."""
 
-    __slots__ = ("dead", "items", "leased", "prefix", "ready", "scheduled", "tenant")
+    __slots__ = ("dead", "items", "leased", "marker", "prefix", "ready", "scheduled", "tenant")
 
     def __init__(self, root: bytes, tenant: str) -> None:
         self.tenant = tenant
@@ -170,6 +179,9 @@ class Zone:
         self.scheduled = self.prefix + pack(("s",))
         self.leased = self.prefix + pack(("l",))
         self.dead = root + pack(("d", tenant))  # outside the zone: see the module docstring
+        # pointers/marker/{tenant}, kept with the zone's keys: read by every enqueue (packing
+        # it cost ~1 µs a call; Layout.marker answers from here)
+        self.marker = root + pack(("pm", tenant))
 
     def item(self, job_id: str) -> bytes:
         return self.items + pack_str(job_id)
@@ -185,6 +197,16 @@ class Zone:
 
     def leased_key(self, expiry: int, job_id: str) -> bytes:
         return self.leased + pack_int(expiry) + pack_str(job_id)
+
+    def new_job_keys(
+        self, job_id: str, priority: int, due: int, ready: bool
+    ) -> tuple[bytes, bytes]:
+        """``item(job_id)`` and the job's ready (else scheduled) entry, the id packed once
+        (enqueue writes both for every job)."""
+        packed = pack_str(job_id)
+        if ready:
+            return self.items + packed, self.ready + pack_int(priority) + pack_int(due) + packed
+        return self.items + packed, self.scheduled + pack_int(due) + packed
 
     def index_key(self, state: str, priority: int, at: int, job_id: str) -> bytes:
         if state == "r":
@@ -220,6 +242,8 @@ class Layout:
         self.slots_prefix = self.root + pack(("fs",))
         self.rates_prefix = self.root + pack(("fr",))
         self.zone = functools.lru_cache(maxsize=65536)(self._zone)
+        # per topic and counter name: written by every enqueue and settle (~1 µs a packing)
+        self.stat = functools.lru_cache(maxsize=4096)(self._stat)
 
     def _zone(self, tenant: str) -> Zone:
         return Zone(self.root, tenant)
@@ -228,7 +252,7 @@ class Layout:
         return self.zone(tenant).dead_key(job_id)
 
     def marker(self, tenant: str) -> bytes:
-        return self.marker_prefix + pack((tenant,))
+        return self.zone(tenant).marker
 
     def pointer(self, tenant: str) -> bytes:
         return self.record_prefix + pack((tenant,))
@@ -239,7 +263,7 @@ class Layout:
     def due_until(self, at: int) -> tuple[bytes, bytes]:
         return self.due_prefix, self.due_prefix + pack((at + 1,))
 
-    def stat(self, topic: str, name: str) -> bytes:
+    def _stat(self, topic: str, name: str) -> bytes:
         return self.stats_prefix + pack((topic, name))
 
     def history(self, tenant: str, job_id: str) -> bytes:

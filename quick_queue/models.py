@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from quick_queue.ids import IdMaker, new_job_id, new_token, seed_ids
+from quick_queue.jsoncodec import dump, load
 from quick_queue.stored import (
     DEFAULT_MAX_RETRIES,
     RUNTIME_ROOM,
@@ -22,8 +23,6 @@ from quick_queue.stored import (
     JobRecord,
     LeasedJob,
     PointerRecord,
-    dump,
-    load,
     record_overhead,
     to_datetime,
     to_us,

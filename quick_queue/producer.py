@@ -33,6 +33,10 @@ MAX_DELAY = 100 * 366 * 86400.0  # seconds, a century
 # limit, which the embedded engine keeps too); keys, indexes and pointers need some of it.
 BATCH_LIMIT = 9_000_000  # bytes of payload
 FIELDS = frozenset({"tenant", "topic", "payload", "in_", "at", "priority", "max_retries", "key"})
+_PLAIN_FIELDS = frozenset({"tenant", "topic", "payload"})  # the items Producer._plain_job takes
+# A topic's spec, priority, max_retries and the payload length that needs no exact size check.
+_Plan = tuple[JobSpec | None, int, int | None, int]
+_UNPLANNED: Any = object()
 
 
 MAX_PARENTS = 1000  # jobs one job may wait for (enqueue's after=)
@@ -138,9 +142,24 @@ class Producer:
         """``enqueue_many``'s items: dicts of ``enqueue``'s arguments or (tenant, topic,
         payload) tuples; one bad item refuses the whole batch."""
         news = []
+        # Per batch, what every plain item of a topic shares (its checks and defaults) and the
+        # tenants already checked: a plain item then costs its payload, id and NewJob only
+        # (issue 10: 7 µs an item before, measured in enqueue_many of 1,000 {"i": i}).
+        plans: dict[str, _Plan | None] = {}
+        tenants: set[str] = set()
+        due = to_us(now)
+        plain = tracing.on_enqueue is None  # a traced job takes new_job's path (its span)
         for item in items:
+            if plain and type(item) is dict and item.keys() == _PLAIN_FIELDS:
+                new = self._plain_job(
+                    item["tenant"], item["topic"], item["payload"], due, plans, tenants
+                )
+                if new is not None:
+                    news.append(new)
+                    continue
             if isinstance(item, tuple) and len(item) == 3:
-                news.append(self.new_job(*item, now=now))
+                new = self._plain_job(*item, due, plans, tenants) if plain else None
+                news.append(new if new is not None else self.new_job(*item, now=now))
             elif isinstance(item, Mapping):
                 unknown = set(item) - FIELDS
                 if unknown:
@@ -162,6 +181,56 @@ class Producer:
                 "several enqueue_many calls (each is all-or-nothing on its own)"
             )
         return news
+
+    def _plain_job(
+        self, tenant: object, topic: object, payload: Any, due: int,
+        plans: dict[str, _Plan | None], tenants: set[str],
+    ) -> NewJob | None:
+        """``new_job`` for an item of tenant, topic and payload only (``due`` is now), with
+        the checks its tenant and topic passed earlier in the batch not made again; None for
+        anything else (a class as topic, a topic without a handler on a queue that has some,
+        a name that fails its check): ``new_job`` then decides, with its errors and warning."""
+        if type(tenant) is not str or type(topic) is not str:
+            return None
+        if tenant not in tenants:
+            if not tenant or len(tenant) > MAX_TENANT:
+                return None
+            tenants.add(tenant)
+        plan = plans.get(topic, _UNPLANNED)
+        if plan is _UNPLANNED:
+            plan = plans[topic] = self._plan(topic)
+        if plan is None:
+            return None
+        spec, priority, max_retries, room = plan
+        payload_raw = _encode_payload(topic, payload, spec)
+        if len(payload_raw) > room:
+            _check_size(topic, None, payload_raw)
+        return NewJob(
+            tenant, self.new_job_id(), topic, payload_raw, priority, max_retries, due, None,
+            None, True,
+        )
+
+    def _plan(self, topic: str) -> _Plan | None:
+        """What every plain job of ``topic`` shares, checked as ``new_job`` checks it; None
+        when ``new_job`` must see each such job (it raises or warns)."""
+        if not topic or len(topic) > MAX_TOPIC:
+            return None
+        spec = self.registry.get(topic)
+        if spec is None and self.registry.topics():
+            return None  # new_job warns (UnknownTopicWarning)
+        priority = spec.priority if spec and spec.priority is not None else (
+            self.settings.default_priority
+        )
+        max_retries = spec.max_retries if spec is not None else None
+        try:
+            _check_priority(priority)
+            if max_retries is not None:
+                _check_max_retries(max_retries)
+        except InvalidArgument:
+            return None
+        # the payload length up to which _check_size returns at once (its bound, keyless)
+        room = VALUE_LIMIT - (400 + 12 * len(topic) + RUNTIME_ROOM)
+        return spec, priority, max_retries, room
 
     def _warn_unknown(self, topic: str) -> None:
         # A producer with no handlers enqueues for workers elsewhere: only a queue that knows
@@ -200,7 +269,9 @@ def _check_name(what: str, value: object, longest: int) -> None:
 
 def _encode_payload(topic: str, payload: Any, spec: JobSpec | None) -> bytes:
     """The payload as stored JSON text, validated by the topic's model when it has one."""
-    if spec is not None:
+    if type(payload) is dict and (spec is None or spec.payload_model is None):
+        stored: Any = payload  # what both branches below make of a plain dict, checked sooner
+    elif spec is not None:
         try:
             stored = spec.validate_payload(payload if payload is not None else {})
         except ValueError as error:

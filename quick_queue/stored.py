@@ -11,29 +11,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quick_queue.errors import InvalidArgument, UnreadableRecord
-from quick_queue.header import Header, HeaderError, decode_header, encode_header
+from quick_queue.header import (
+    Header,
+    HeaderError,
+    decode_header,
+    encode_header,
+    new_record_template,
+)
+from quick_queue.jsoncodec import dump, dump_text, load
 
 US = 1_000_000
-# Module-level coder objects skip json.dumps/loads' per-call set-up (a few us on every job).
-# allow_nan=False: NaN and infinities are not JSON; a payload holding one is refused at enqueue
-# (a PayloadError) instead of being stored as text no other JSON reader accepts.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_decode = json.JSONDecoder().decode
-
-
+# dump/load (quick_queue.jsoncodec): compact JSON with allow_nan=False: NaN and infinities are
+# not JSON; a payload holding one is refused at enqueue (a PayloadError) instead of being
+# stored as text no other JSON reader accepts.
 _str = json.encoder.encode_basestring_ascii
 
 
 def _opt(value: str | None) -> str:
     return "null" if value is None else str(_str(value))
-
-
-def dump(value: Any) -> bytes:
-    return _encode(value).encode()
-
-
-def load(raw: bytes) -> Any:
-    return _decode(raw.decode())
 
 def to_us(seconds: float) -> int:
     return round(seconds * US)
@@ -207,7 +202,7 @@ class JobRecord:
             f'"tk":{_opt(self.token)},"er":{_opt(self.error)},"k":{_opt(self.key)}'
         )
         if self.progress is not None:  # rare: only a handler that reports progress
-            head += f',"pg":{_encode(self.progress)}'
+            head += f',"pg":{dump_text(self.progress)}'
         if self.trace is not None:  # only when the producer traces (quick_queue.otel)
             head += f',"tp":{_str(self.trace)}'
         if self.state == "d":
@@ -277,6 +272,10 @@ class JobRecord:
     ) -> bytes:
         """What ``JobRecord(...).encode()`` stores for a job just enqueued, without building
         the record (enqueue_many writes thousands)."""
+        if key is None and trace is None and topic.isascii():
+            return new_record_template(topic, priority, max_retries, state) % (
+                due, due, now, payload_raw
+            )
         if _ascii(topic, key, trace, None, None):
             head = encode_header(Header(
                 topic, priority, max_retries, state, due, due, now,  # type: ignore[arg-type]

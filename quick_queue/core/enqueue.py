@@ -54,7 +54,7 @@ def enqueue(
     zone = layout.zone(job.tenant)
     if _blind(tr, job):
         # A fresh id cannot collide: only the marker is read (what touch_pointer needs).
-        _write_job(tr, layout, job, now, slack, tr.get(layout.marker(job.tenant)), stats)
+        _write_job(tr, layout, job, now, slack, tr.get(zone.marker), stats)
         return job.job_id
     # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
@@ -63,7 +63,7 @@ def enqueue(
     # One read for the three keys enqueue needs (on SQLite one query, on FoundationDB three
     # reads in flight at once); the marker is what touch_pointer reads.
     live, dead, marker = tr.get_many(
-        [zone.item(job.job_id), zone.dead_key(job.job_id), layout.marker(job.tenant)]
+        [zone.item(job.job_id), zone.dead_key(job.job_id), zone.marker]
     )
     if live is None and dead is None:
         _write_job(tr, layout, job, now, slack, marker, stats)
@@ -110,21 +110,21 @@ def _write_job(
     tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
     marker: bytes | None, stats: Stats | None,
 ) -> bytes:
-    zone = layout.zone(job.tenant)
-    state = "r" if job.due <= now else "s"
+    """The job's record and index entry, its count (into ``stats`` for a batch, else the
+    counter itself) and the zone's pointer; returns the marker's value afterwards."""
     payload = job.payload if isinstance(job.payload, bytes) else dump(job.payload)
-    tr.set(zone.item(job.job_id), JobRecord.new_value(
-        job.job_id, job.topic, job.priority, job.max_retries, state, job.due, now, job.key,
-        job.trace, payload,
+    due = job.due
+    ready = due <= now
+    item, entry = layout.zone(job.tenant).new_job_keys(job.job_id, job.priority, due, ready)
+    tr.set(item, JobRecord.new_value(
+        job.job_id, job.topic, job.priority, job.max_retries, "r" if ready else "s", due, now,
+        job.key, job.trace, payload,
     ))
-    if state == "r":
-        tr.set(zone.ready_key(job.priority, job.due, job.job_id), b"")
-    else:
-        tr.set(zone.scheduled_key(job.due, job.job_id), b"")
+    tr.set(entry, b"")
     if stats is None:
         stat_add(tr, layout, job.topic, "enqueued")
     else:
         stats[(job.topic, "enqueued")] = stats.get((job.topic, "enqueued"), 0) + 1
     if marker == ASAP_MARKER:
         return marker  # touch_pointer's first answer, without its call (enqueue_many: per job)
-    return touch_pointer(tr, layout, job.tenant, job.due, now, slack, marker)
+    return touch_pointer(tr, layout, job.tenant, due, now, slack, marker)
