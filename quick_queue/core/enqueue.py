@@ -51,6 +51,8 @@ def enqueue(
     tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
     stats: Stats | None = None,
 ) -> str:
+    """Write ``job`` (see the module docstring); ``stats``: count it there instead of in its
+    counter (the caller flushes the counts)."""
     zone = layout.zone(job.tenant)
     if _blind(tr, job):
         # A fresh id cannot collide: only the marker is read (what touch_pointer needs).
@@ -91,6 +93,9 @@ def enqueue_many(
         if values[2 * n] is not None or values[2 * n + 1] is not None
     }
     stats: Stats = {}
+    # The jobs' records and index entries, set in one call (tr.set_many: ~0.8 µs a job less
+    # than two tr.set calls on the embedded engine, measured in batches of 1,000)
+    pairs: list[tuple[bytes, bytes]] = []
     written: set[tuple[str, str]] = set()
     for i, job in enumerate(jobs):
         if i in there:
@@ -100,27 +105,33 @@ def enqueue_many(
                 continue  # the same keyed job twice in one batch: once
             written.add((job.tenant, job.job_id))
         markers[job.tenant] = _write_job(
-            tr, layout, job, now, slack, markers[job.tenant], stats
+            tr, layout, job, now, slack, markers[job.tenant], stats, pairs
         )
+    tr.set_many(pairs)
     flush_stats(tr, layout, stats)
     return [job.job_id for job in jobs]
 
 
 def _write_job(
     tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
-    marker: bytes | None, stats: Stats | None,
+    marker: bytes | None, stats: Stats | None, pairs: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
-    """The job's record and index entry, its count (into ``stats`` for a batch, else the
-    counter itself) and the zone's pointer; returns the marker's value afterwards."""
+    """The job's record and index entry (into ``pairs`` when given, for one ``set_many``),
+    its count (into ``stats`` when given, else its counter) and the zone's pointer; returns
+    the marker's value afterwards."""
     payload = job.payload if isinstance(job.payload, bytes) else dump(job.payload)
     due = job.due
     ready = due <= now
     item, entry = layout.zone(job.tenant).new_job_keys(job.job_id, job.priority, due, ready)
-    tr.set(item, JobRecord.new_value(
+    value = JobRecord.new_value(
         job.job_id, job.topic, job.priority, job.max_retries, "r" if ready else "s", due, now,
         job.key, job.trace, payload,
-    ))
-    tr.set(entry, b"")
+    )
+    if pairs is None:
+        tr.set(item, value)
+        tr.set(entry, b"")
+    else:
+        pairs += ((item, value), (entry, b""))
     if stats is None:
         stat_add(tr, layout, job.topic, "enqueued")
     else:

@@ -134,6 +134,12 @@ class Transaction(ReadView):
     @abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
 
+    def set_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """``set(key, value)`` for each pair, in order (enqueue_many writes a batch's jobs in
+        one call). Engines may override it with a cheaper loop of the same effect."""
+        for key, value in pairs:
+            self.set(key, value)
+
     @abstractmethod
     def clear(self, key: bytes) -> None: ...
 
