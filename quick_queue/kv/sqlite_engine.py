@@ -43,6 +43,13 @@ SCHEMA = (
     "INSERT OR IGNORE INTO qq_log (version, at, ranges) VALUES (0, 0, X'')",
 )
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
+# The page size of a new store (an existing file keeps its own). A commit writes every page it
+# changed to the WAL, and the checkpoint copies each back: an enqueue changes ~5 pages (the job,
+# its index entry, a counter, the conflict log), each mostly untouched. Measured (issue 10,
+# interleaved, best CPU per enqueue-shaped commit): 1024 bytes 180-195 µs against 195-310 at
+# 4096 and 187-219 at 2048; point and 100-row range reads 10-25 % faster; a 100 kB value reads
+# and writes 20-40 % slower (an overflow chain of 1 kB pages), a rare size for a job.
+PAGE_SIZE = 1024
 # The snapshot's version (``sqlite_file.current_version``) and one key's value in one statement.
 VERSION_AND_VALUE = "SELECT (SELECT max(version) FROM qq_log), (SELECT v FROM kv WHERE k = ?)"
 
@@ -166,6 +173,8 @@ class SQLiteDatabase(Database, GroupCommit):
             if self.read_only:
                 conn.execute("PRAGMA query_only=ON")  # a second guard: SQLite refuses writes
             else:
+                # Only a new, empty file takes it (SQLite ignores it once the file has pages).
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as error:

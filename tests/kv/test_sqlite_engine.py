@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import quick_queue.kv as kv
-from quick_queue.kv import sqlite_group_commit
+from quick_queue.kv import sqlite_engine, sqlite_group_commit
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import (
     FILE_NOT_FOUND,
@@ -561,3 +561,35 @@ def test_relaxed_durability_skips_only_the_sync_of_relaxed_batches(tmp_path: Pat
     reopened = kv.open(url)
     assert reopened.transact(lambda tr: (tr.get(b"lease"), tr.get(b"done"))) == (b"1", b"1")
     reopened.close()
+
+
+def _page_size(path: str) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = str(tmp_path / "new.db")
+    SQLiteDatabase(new).close()
+    assert _page_size(new) == 1024
+    old = str(tmp_path / "old.db")
+    with monkeypatch.context() as patch:  # a store made before: 4096-byte pages
+        patch.setattr(sqlite_engine, "PAGE_SIZE", 4096)
+        SQLiteDatabase(old).close()
+    assert _page_size(old) == 4096
+    db = SQLiteDatabase(old)
+    try:
+        big = os.urandom(100_000)
+        db.transact(lambda tr: (tr.set(b"big", big), tr.add(b"n", struct.pack("<q", 1))))
+        assert db.transact(lambda tr: tr.get(b"big")) == big
+    finally:
+        db.close()
+    assert _page_size(old) == 4096
+    reopened = SQLiteDatabase(new)
+    try:
+        reopened.transact(lambda tr: tr.set(b"big", big))
+        assert reopened.transact(lambda tr: tr.get(b"big")) == big
+    finally:
+        reopened.close()
