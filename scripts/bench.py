@@ -493,6 +493,44 @@ def cpu_enqueue(tmp: str, n: int) -> dict[str, float]:
             "system": round((t1.system - t0.system) / n * 1e6, 1)}
 
 
+def cpu_enqueue_many(tmp: str, batches: int, size: int = 1_000) -> dict[str, float]:
+    """µs of CPU per job of ``enqueue_many`` (batches of ``size`` no-op jobs ``{"i": i}``, one
+    tenant, one transaction a batch, this thread), split into building the items, checking
+    them (``new_jobs``), writing them into the transaction and its commit, and the jobs per
+    second of wall time all included (the peers harness's enqueue_many figure)."""
+    from quick_queue.core.enqueue import enqueue_many
+    from quick_queue.models import to_us
+
+    db, queue = open_queue(f"sqlite:///{tmp}/cpu-enqueue-many.db")
+    context = queue.context
+    slack = to_us(context.settings.pointer_slack)
+    queue.enqueue_many([("default", "noop", {"i": i}) for i in range(size)])  # warm
+    spent = dict.fromkeys(("build", "check", "write", "commit"), 0.0)
+    wall = 0.0
+    for b in range(batches):
+        w0, c0 = time.perf_counter(), time.process_time()
+        items = [{"tenant": "default", "topic": "noop", "payload": {"i": i}}
+                 for i in range(b * size, (b + 1) * size)]
+        c1 = time.process_time()
+        now = context.clock.now()
+        news = queue._producer().new_jobs(items, now)
+        c2 = time.process_time()
+        tr = db.create_transaction()
+        enqueue_many(tr, context.layout, news, to_us(now), slack)
+        db.notify_change(tr)
+        c3 = time.process_time()
+        tr.commit()
+        c4, wall = time.process_time(), wall + time.perf_counter() - w0
+        for stage, cpu in zip(spent, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
+            spent[stage] += cpu
+    db.close()
+    jobs = batches * size
+    out = {stage: round(cpu / jobs * 1e6, 2) for stage, cpu in spent.items()}
+    out["total"] = round(sum(spent.values()) / jobs * 1e6, 2)
+    out["jobs_per_s"] = round(jobs / wall)
+    return out
+
+
 def bench_cpu(target: Target, quick: bool) -> dict[str, Any]:
     """Worker CPU per no-op job by stage, with every job of one tenant and with 20 jobs per
     tenant (QuiCK's shape: a zone visit per 20 jobs), and CPU per enqueue; each the best of
