@@ -101,10 +101,19 @@ class InFlight:
         self.entries[running.key] = running
 
     def remove(self, running: Running) -> None:
-        if self.entries.get(running.key) is running:
-            del self.entries[running.key]
-        running.settled = True
-        self.cond.notify_all()  # a free slot: wake the scanner if it waits for one
+        self.remove_many((running,))
+
+    def remove_many(self, runs: tuple[Running, ...] | list[Running]) -> None:
+        for running in runs:
+            key = running.key
+            if self.entries.get(key) is running:
+                del self.entries[key]
+            running.settled = True
+        # Wake the scanner only once it would lease (``wants_more``), or the table is empty
+        # (a drain may be done): a wake-up per settled job cost the scanner thread a switch
+        # each and found too few slots to lease.
+        if not self.entries or self.wants_more():
+            self.cond.notify_all()
 
     def claim_outcome(self, running: Running, kind: OutcomeKind) -> bool:
         """The first outcome of a run wins (a timeout or a release may beat the handler)."""

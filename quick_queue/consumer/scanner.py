@@ -243,8 +243,7 @@ class Scanner:
                 self.counters.add("lease_races")  # lost the race for the zone
                 return 0
         self.counters.add("zone_visits")
-        for job in jobs:
-            self._accept(job)
+        self._accept(jobs)
         return len(jobs)
 
     def _max_retries_of(self, topic: str) -> int | None:
@@ -263,15 +262,22 @@ class Scanner:
             if raw is not None and _token_of(job.record.job_id, raw) == job.token
         ]
 
-    def _accept(self, job: LeasedJob) -> None:
-        spec, doa = dead_on_arrival(job, self.context.registry)
-        running = Running(job, make_meta(job), spec)
+    def _accept(self, jobs: list[LeasedJob]) -> None:
+        """Put the visit's jobs in the in-flight table (under one lock), then hand each to
+        the workers, or settle it at once if it cannot run here."""
+        registry = self.context.registry
+        entries = []
+        for job in jobs:
+            spec, doa = dead_on_arrival(job, registry)
+            entries.append((Running(job, make_meta(job), spec), doa))
         with self.inflight.cond:
-            self.inflight.add(running)
-        if doa is None:
-            self._run(running)
-        else:
-            self._settle(running, doa)
+            for running, _ in entries:
+                self.inflight.add(running)
+        for running, doa in entries:
+            if doa is None:
+                self._run(running)
+            else:
+                self._settle(running, doa)
 
 
 def _token_of(job_id: str, raw: bytes) -> str | None:

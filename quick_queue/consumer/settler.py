@@ -13,6 +13,7 @@ transaction, at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ from quick_queue.events import (
 )
 from quick_queue.kv.api import Transaction
 from quick_queue.models import to_us
-from quick_queue.outcomes import EFFECTS, LeaseLoss, Outcome, OutcomeKind, retry_effect
+from quick_queue.outcomes import EFFECTS, Effect, LeaseLoss, Outcome, OutcomeKind, retry_effect
 
 log = logging.getLogger("quick_queue.worker")
 
@@ -75,8 +76,11 @@ class Settler:
                 batch = self._pending[:batch_size]
                 del self._pending[:batch_size]
             applied, failing = self._apply(batch)
-            for (running, outcome), ok in zip(batch, applied, strict=False):
-                self.finish(running, outcome, applied=ok)
+            done = batch[:len(applied)]
+            with self.inflight.cond:  # (one lock and one wake-up for the whole batch)
+                self.inflight.remove_many([running for running, _ in done])
+            for (running, outcome), ok in zip(done, applied, strict=True):
+                self.events.emit(self._event(running, outcome, ok))
             if len(applied) < len(batch):
                 # the store is failing: the rest waits for it; else the batch was cut by its
                 # byte budget and the rest goes first into the next transaction, now
@@ -141,7 +145,7 @@ class Settler:
         if applied:
             effect = (retry_effect(record.attempt, record.max_retries)
                       if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
-            kind, counters = EventKind(effect.event), outcome_counters(effect)
+            kind, counters = _event_of(effect)
         else:
             loss = why_lost(self.context, running)
             kind = EventKind.CANCELLED if loss is LeaseLoss.CANCELLED else EventKind.STALE
@@ -150,6 +154,13 @@ class Settler:
                             OTHER_COUNTERS[kind])
         return JobEvent(kind, running.job.tenant, record.topic, record.job_id, record.attempt,
                         duration, outcome.kind, outcome.reason, counters)
+
+
+@functools.cache
+def _event_of(effect: Effect) -> tuple[EventKind, tuple[str, ...]]:
+    """The event kind and process counters of an applied outcome's effect (a handful of
+    effects exist: worked out once each, not per job)."""
+    return EventKind(effect.event), outcome_counters(effect)
 
 
 def why_lost(context: QueueContext, running: Running) -> LeaseLoss:

@@ -207,7 +207,10 @@ class WorkerPool:
             self.inflight.running -= 1
             overran = self.inflight.overrunning.pop(running.key, None) is not None
             retry = self._waiting_for.pop(running.key, None)
-            self.inflight.cond.notify_all()  # a worker is back: the scanner may lease again
+            if overran or self.inflight.running <= len(self.inflight.overrunning):
+                # a worker held past its timeout is back (the scanner may lease again), or
+                # no handler runs any more (a shutdown or a drain waits for that)
+                self.inflight.cond.notify_all()
         if overran:
             log.warning("%s: the handler returned %.1f s after it started, past its "
                         "timeout; its worker is free again", running.where,
