@@ -351,6 +351,7 @@ class Registry:
 
     def __init__(self, handlers: list[type] | None = None) -> None:
         self._specs: dict[str, JobSpec] = {}
+        self.version = 0  # counts registrations: what a Producer's cached plans depend on
         for handler in handlers or []:
             self.register(handler)
 
@@ -363,6 +364,7 @@ class Registry:
                 f"cannot also register {spec.name} (give one of them another topic)"
             )
         self._specs[spec.topic] = spec
+        self.version += 1
         return spec
 
     def get(self, topic: str) -> JobSpec | None:

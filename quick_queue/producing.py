@@ -46,9 +46,21 @@ class Producing:
     """``JobQueue``'s producing methods; they read only ``self.context``."""
 
     context: QueueContext
+    _kept_producer: Producer | None = None
 
     def _producer(self) -> Producer:
-        return Producer(self.context.registry, self.context.settings, self.context.new_job_id)
+        """The queue's Producer, kept while its registry, settings and id maker are the
+        context's (it keeps each topic's checks: issue 10)."""
+        context = self.context
+        producer = self._kept_producer
+        if (
+            producer is None or producer.registry is not context.registry
+            or producer.settings is not context.settings
+            or producer.new_job_id is not context.new_job_id
+        ):
+            producer = Producer(context.registry, context.settings, context.new_job_id)
+            self._kept_producer = producer
+        return producer
 
     def _new_job(self, *args: Any, **kwargs: Any) -> NewJob:
         """``Producer.new_job`` with this queue's handlers, settings and id maker."""

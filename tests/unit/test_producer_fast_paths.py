@@ -247,3 +247,17 @@ def test_a_forked_process_makes_other_ids_and_tokens() -> None:
     os.waitpid(pid, 0)
     parent = {maker.job_id()[14:] for _ in range(20)} | {maker.token() for _ in range(20)}
     assert len(child) == 40 and not child & parent
+
+
+def test_a_handler_registered_later_applies_to_the_next_enqueues(
+    db: qq.Database, clock: qq.ManualClock
+) -> None:
+    queue = qq.JobQueue(db, clock=clock)  # no handlers yet: any topic, default options
+    first = queue.enqueue("a", "urgent", {})
+    queue.register(Urgent)  # the topic's options (priority 3, max_retries 7) from now on
+    second = queue.enqueue("a", "urgent", {})
+    third = queue.enqueue_many([("a", "urgent", {})])[0]
+    with pytest.warns(qq.UnknownTopicWarning):  # the queue now has handlers: a check
+        queue.enqueue("a", "other", {})
+    shown = [queue.get_job("a", job_id) for job_id in (first, second, third)]
+    assert [info.priority for info in shown if info is not None] == [100, 3, 3]
