@@ -10,6 +10,7 @@ these methods read (declared here) and the writes.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,17 @@ Entry = tuple[str, object]
 
 
 class SnapshotView(ReadView):
-    """``tr.snapshot``: the same reads, adding no read conflicts."""
+    """``tr.snapshot``: the same reads, adding no read conflicts.
+
+    It holds its transaction through a weak proxy: a strong reference would make every
+    transaction a reference cycle that only the cyclic garbage collector frees (measured,
+    issue 10: 14 objects of garbage per transaction, and the collector's passes ~90k
+    instructions per enqueue-shaped transaction, 5 % of its CPU)."""
 
     __slots__ = ("_tr",)
 
     def __init__(self, tr: SQLiteReads) -> None:
-        self._tr = tr
+        self._tr: SQLiteReads = weakref.proxy(tr)
 
     def get(self, key: bytes) -> bytes | None:
         return self._tr._get(key, conflict=False)

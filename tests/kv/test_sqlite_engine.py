@@ -4,11 +4,13 @@ do), storage errors, ``kv.open`` URLs and durability settings."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -593,3 +595,20 @@ def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(
         assert reopened.transact(lambda tr: tr.get(b"big")) == big
     finally:
         reopened.close()
+
+
+def test_a_transaction_is_freed_without_the_cycle_collector(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"v")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        tr = sqlite_tr(db)
+        assert tr.snapshot.get(b"k") == b"v"  # holds a pooled connection in a snapshot
+        pooled = len(db._pool)
+        gone = weakref.ref(tr)
+        del tr
+        assert gone() is None  # freed at once: no reference cycle through tr.snapshot
+        assert len(db._pool) == pooled + 1  # and its connection is back in the pool
+    finally:
+        if was_enabled:
+            gc.enable()
