@@ -11,6 +11,7 @@ import quick_queue as qq
 from quick_queue.consumer import scanner as scanner_module
 from quick_queue.consumer.inflight import InFlight
 from quick_queue.consumer.runner import Consumer
+from quick_queue.core.dequeue import dequeue
 from quick_queue.core.pointers import scan_due_keys
 from tests.conftest import QueueFactory
 
@@ -84,3 +85,41 @@ def test_zones_drawn_but_not_visited_are_visited_without_a_new_scan(
     with consumer.inflight.cond:
         taken = {tenant for tenant, _ in consumer.inflight.entries}
     assert leftover[0] in taken
+
+
+def test_zones_with_fewer_jobs_than_free_slots_share_one_transaction(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue(Noop, selection_frac=1.0)
+    for tenant in ("a", "b", "c"):
+        for _ in range(2):
+            queue.enqueue(tenant, "t", {})
+    transactions: list[int] = []
+    real = dequeue
+
+    def recording(tr: Any, *args: Any, **kwargs: Any) -> Any:
+        transactions.append(id(tr))
+        return real(tr, *args, **kwargs)
+
+    monkeypatch.setattr(scanner_module, "dequeue", recording)
+    consumer = Consumer(queue.context, 4)  # eight slots: room for the three zones' six jobs
+    got, _, _ = consumer.scanner.scan_once()
+    assert got == 6
+    assert len(transactions) == 3 and len(set(transactions)) == 1
+    assert consumer.counters.get("zone_visits") == 3
+    with consumer.inflight.cond:
+        assert {tenant for tenant, _ in consumer.inflight.entries} == {"a", "b", "c"}
+
+
+def test_a_zone_taken_elsewhere_does_not_stop_the_others_of_its_transaction(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(Noop, selection_frac=1.0)
+    for tenant in ("a", "b"):
+        queue.enqueue(tenant, "t", {})
+    consumer = Consumer(queue.context, 4)
+    assert queue.context.claims.claim("a")  # another scanner of this process visits "a"
+    got, _, _ = consumer.scanner.scan_once()
+    assert got == 1
+    with consumer.inflight.cond:
+        assert {tenant for tenant, _ in consumer.inflight.entries} == {"b"}
