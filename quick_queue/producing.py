@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from quick_queue.context import QueueContext
 from quick_queue.core.dependencies import enqueue_after
-from quick_queue.core.enqueue import NewJob, enqueue, enqueue_many
+from quick_queue.core.enqueue import enqueue, enqueue_many
 from quick_queue.errors import ArgumentTypeError
 from quick_queue.kv.api import Transaction, as_transaction
 from quick_queue.meta import JobMeta
@@ -61,10 +61,6 @@ class Producing:
             producer = Producer(context.registry, context.settings, context.new_job_id)
             self._kept_producer = producer
         return producer
-
-    def _new_job(self, *args: Any, **kwargs: Any) -> NewJob:
-        """``Producer.new_job`` with this queue's handlers, settings and id maker."""
-        return self._producer().new_job(*args, **kwargs)
 
     @overload
     def enqueue(
@@ -148,7 +144,9 @@ class Producing:
         Warns ``UnknownTopicWarning`` when this queue has handlers but none for ``topic``.
         """
         now = self.context.clock.now()
-        new = self._new_job(tenant, topic, payload, now, in_, at, priority, max_retries, key)
+        new = self._producer().new_job(
+            tenant, topic, payload, now, in_, at, priority, max_retries, key
+        )
         slack = to_us(self.context.settings.pointer_slack)
         now_us = to_us(now)
         parents = None if after is None else parents_of(tenant, after, on_parent_failure)
