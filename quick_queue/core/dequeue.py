@@ -138,18 +138,19 @@ def _lease_ready(
     """Lease the jobs of these ready ``entries`` until ``expiry``, each with a fresh token."""
     offset = len(zone.ready)
     ids = [str(unpack(key, offset)[2]) for key, _ in entries]
-    raws = tr.get_many([zone.item(job_id) for job_id in ids])
+    items = [zone.item(job_id) for job_id in ids]  # (each key packed once)
+    raws = tr.get_many(items)
     taken: list[LeasedJob] = []
-    for (key, _), job_id, raw in zip(entries, ids, raws, strict=True):
+    for (key, _), job_id, item, raw in zip(entries, ids, items, raws, strict=True):
         tr.clear(key)
         record = _readable(tr, zone, job_id, now, stats, raw, read=False)
         if record is None or record.state != "r":
             continue
         record.state, record.at = "l", expiry
         record.attempt += 1
-        record.token = new_token()
-        tr.set(zone.leased_key(expiry, job_id), record.token.encode())
-        tr.set(zone.item(job_id), record.encode())
+        record.token = token = new_token()
+        tr.set(zone.leased_key(expiry, job_id), token.encode())
+        tr.set(item, record.encode())
         if max_retries_of is not None and not record.retries_set:
             # in memory only: the stored record keeps "none fixed" for the next worker
             record.max_retries = record.resolve_max_retries(max_retries_of(record.topic))
