@@ -13,6 +13,7 @@ from quick_queue.consumer.inflight import InFlight
 from quick_queue.consumer.runner import Consumer
 from quick_queue.core.dequeue import dequeue
 from quick_queue.core.pointers import scan_due_keys
+from quick_queue.kv.api import Transaction
 from tests.conftest import QueueFactory
 
 
@@ -123,3 +124,19 @@ def test_a_zone_taken_elsewhere_does_not_stop_the_others_of_its_transaction(
     assert got == 1
     with consumer.inflight.cond:
         assert {tenant for tenant, _ in consumer.inflight.entries} == {"b"}
+
+
+def test_a_zone_whose_visit_fails_does_not_keep_the_others_of_its_transaction_waiting(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(Noop, selection_frac=1.0)  # both zones drawn at each scan
+    queue.enqueue("bad", "t", {})
+    good = queue.enqueue("good", "t", {})
+
+    def corrupt(tr: Transaction) -> None:  # the bad zone's visit raises when it reads this
+        tr.set(queue.layout.pointer("bad"), b"\xff not a pointer")
+
+    queue.db.transact(corrupt)
+    summary = queue.drain(concurrency=4, timeout=3)  # (the bad zone stays due: it ends a drain)
+    assert summary.completed == 1 and summary.extra.get("zone_errors", 0) >= 1
+    assert queue.get_job("good", good) is None
