@@ -4,6 +4,7 @@ how its writes become write-conflict ranges and rows, and how SQLite's errors ar
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 from quick_queue.kv.atomic import apply_ops, place_versionstamp, versionstamp_key_range
 from quick_queue.kv.conflicts import Range, WriteSet
@@ -28,6 +29,7 @@ class Request:
         "relaxed",
         "stamp",
         "stamped",
+        "wake",
         "writes",
     )
 
@@ -50,6 +52,8 @@ class Request:
         self.error: KVError | None = None
         self.done = False
         self.relaxed = False
+        # A follower's lock, held until a leader releases it (sqlite_group_commit._lead).
+        self.wake: threading.Lock | None = None
 
 
 def storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:

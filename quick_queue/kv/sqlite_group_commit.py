@@ -74,7 +74,7 @@ class GroupCommit:
 
     def _init_group_commit(self) -> None:
         self._pending: list[Request] = []
-        self._commit_cond = threading.Condition(threading.Lock())
+        self._commit_cond = threading.Lock()  # guards _pending and _leading
         self._leading = False
         self._last_prune = 0.0
         self._checkpointer: threading.Thread | None = None
@@ -110,28 +110,48 @@ class GroupCommit:
             )
         request = Request(read_version, reads, writes, cleared, stamped, extra_writes)
         request.relaxed = relaxed
-        cond = self._commit_cond
-        with cond:
+        wake: threading.Lock | None = None
+        with self._commit_cond:
             self._pending.append(request)
-            while not request.done:
-                if self._leading:
-                    cond.wait()
-                    continue
-                # No batch is in flight: this thread leads the next one, which carries every
-                # request queued while the previous batch was being made durable.
+            lead = not self._leading
+            if lead:
                 self._leading = True
-                batch, self._pending = self._pending, []
-                cond.release()
-                try:
-                    self._run_batch(batch)
-                finally:
-                    cond.acquire()
-                    self._leading = False
-                    cond.notify_all()
+            else:
+                wake = request.wake = threading.Lock()
+                wake.acquire()
+        if wake is not None:
+            # Released by a leader once this request is done, or to make this thread lead
+            # the next batch (its request is then the first pending one).
+            wake.acquire()
+            lead = not request.done
+        if lead:
+            self._lead()
         if request.error is not None:
             raise request.error
         assert request.stamp is not None
         return request.stamp
+
+    def _lead(self) -> None:
+        """Run a batch of every request queued so far (this thread's own among them), then
+        hand the lead to the thread of the first request queued meanwhile, and wake the
+        threads of this batch. Each waiting thread is woken once, by its own lock: measured
+        (issue 10), waking every waiter of a condition after each batch woke the threads of
+        the next batch too, for nothing, and they competed for the interpreter lock with
+        the leader (8 producer threads: batches of ~4 requests, ~4 idle wake-ups each)."""
+        with self._commit_cond:
+            batch, self._pending = self._pending, []
+        try:
+            self._run_batch(batch)
+        finally:
+            with self._commit_cond:
+                following = self._pending[0] if self._pending else None
+                if following is None:
+                    self._leading = False
+            if following is not None and following.wake is not None:
+                following.wake.release()  # first: the next batch's fsync starts sooner
+            for request in batch:
+                if request.wake is not None:
+                    request.wake.release()
 
     def _sync_history(self, conn: sqlite3.Connection) -> int:
         """Mirror the batches other processes committed since we last looked."""

@@ -244,7 +244,8 @@ def test_counters_from_threads_on_two_handles(path: str) -> None:
 # -- group-commit batches --------------------------------------------------------------------------
 def commit_in_one_batch(db: SQLiteDatabase, *transactions: Transaction) -> list[KVError | None]:
     """Commit ``transactions`` in this order inside one group-commit batch: a batch is marked as
-    in flight so each commit queues, then all queued requests are released together."""
+    in flight so each commit queues, then the first queued request's thread is made the leader,
+    as the end of a batch does, and commits them all together."""
     results: list[KVError | None] = [None] * len(transactions)
 
     def run(i: int, tr: Transaction) -> None:
@@ -267,9 +268,10 @@ def commit_in_one_batch(db: SQLiteDatabase, *transactions: Transaction) -> list[
                     break
             assert time.monotonic() < deadline, "commit request never queued"
             time.sleep(0.001)
-    with db._commit_cond:
-        db._leading = False
-        db._commit_cond.notify_all()
+    with db._commit_cond:  # the batch "in flight" ends: its leader hands the lead on
+        following = db._pending[0]
+    assert following.wake is not None
+    following.wake.release()
     for thread in threads:
         thread.join()
     return results
