@@ -173,6 +173,24 @@ class SQLiteTransaction(SQLiteReads):
         self._writes[key] = ("s", value)
         self._size += len(key) * 2 + len(value) + 1
 
+    def set_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """The same as ``set`` for each pair, with the checks of the common case inlined
+        (enqueue_many sets two keys a job; measured by E, issue 10: 0.2-0.35 µs a pair less)."""
+        if self._committed or self.options.timeout_ms:
+            for key, value in pairs:
+                self.set(key, value)
+            return
+        writes = self._writes
+        for key, value in pairs:
+            if (
+                type(key) is bytes and type(value) is bytes and len(key) <= MAX_KEY
+                and len(value) <= MAX_VALUE and key[:1] != b"\xff"
+            ):
+                writes[key] = ("s", value)
+                self._size += len(key) * 2 + len(value) + 1
+            else:
+                self.set(key, value)  # its checks, and the error deferred as set defers it
+
     def clear(self, key: bytes) -> None:
         if not self._plain(key) and not self._valid(key):
             return

@@ -614,3 +614,15 @@ def test_a_transaction_is_freed_without_the_cycle_collector(db: SQLiteDatabase) 
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_set_many_buffers_what_the_same_sets_buffer(db: SQLiteDatabase) -> None:
+    pairs = [(b"b", b"2"), (b"a", b"1"), (b"b", b"3"), (b"c", b""), (b"x" * 10_001, b"big")]
+    one_by_one, at_once = sqlite_tr(db), sqlite_tr(db)
+    for key, value in pairs:
+        one_by_one.set(key, value)
+    at_once.set_many(pairs)
+    assert at_once._writes == one_by_one._writes
+    assert at_once._size == one_by_one._size
+    assert isinstance(at_once._deferred, KVError)
+    assert at_once._deferred.code == one_by_one._deferred.code  # type: ignore[union-attr]
