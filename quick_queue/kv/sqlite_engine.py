@@ -31,6 +31,7 @@ from quick_queue.kv.sqlite_file import (
 from quick_queue.kv.sqlite_group_commit import LOG_SECONDS as LOG_SECONDS  # re-exported
 from quick_queue.kv.sqlite_group_commit import GroupCommit
 from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+from quick_queue.kv.sqlite_writer_turn import WriterTurn
 from quick_queue.kv.wakeup import CommitSignal
 
 SCHEMA = (
@@ -102,6 +103,8 @@ class SQLiteDatabase(Database, GroupCommit):
         self._all_connections: list[sqlite3.Connection] = []
         self._init_group_commit()
         self._signal = CommitSignal(self.path)
+        # Beside the wake-up sockets (a folder of ours), not beside the user's database file.
+        self._turn = WriterTurn(os.path.join(self._signal.folder, "writer.turn"), busy_timeout)
         self._signal_ok = True
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
@@ -279,6 +282,7 @@ class SQLiteDatabase(Database, GroupCommit):
             self._all_connections.clear()
             self._pool.clear()
         self._signal.close()
+        self._turn.close()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
 

@@ -49,6 +49,7 @@ from quick_queue.kv.sqlite_commit import (
 from quick_queue.kv.sqlite_file import current_version
 from quick_queue.kv.sqlite_reads import Entry
 from quick_queue.kv.sqlite_transaction import LIFETIME
+from quick_queue.kv.sqlite_writer_turn import WriterTurn
 from quick_queue.kv.wakeup import CommitSignal
 
 # History kept for other processes: longer than a transaction may live, with room for clock skew.
@@ -71,6 +72,7 @@ class GroupCommit:
     _writer_data_version: int
     _writer_level: str
     _seen: int
+    _turn: WriterTurn
 
     def _init_group_commit(self) -> None:
         self._pending: list[Request] = []
@@ -190,6 +192,8 @@ class GroupCommit:
             if self.synchronous == "FULL" and level != self._writer_level:
                 conn.execute(f"PRAGMA synchronous={level}")
                 self._writer_level = level
+            # Other processes' committers queue fairly for SQLite's lock (sqlite_writer_turn).
+            self._turn.acquire()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:
@@ -217,6 +221,7 @@ class GroupCommit:
                     request.error = failure
                     request.done = True
         finally:
+            self._turn.release()
             for request in batch:
                 if not request.done:  # an unexpected exception escaped: fail, never hang
                     request.error = KVError(4000, "commit aborted by an internal error")
