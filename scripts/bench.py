@@ -533,8 +533,9 @@ def cpu_enqueue_many(tmp: str, batches: int, size: int = 1_000) -> dict[str, flo
 
 def bench_cpu(target: Target, quick: bool) -> dict[str, Any]:
     """Worker CPU per no-op job by stage, with every job of one tenant and with 20 jobs per
-    tenant (QuiCK's shape: a zone visit per 20 jobs), and CPU per enqueue; each the best of
-    ``rounds`` runs (other processes on the machine only ever add to a figure)."""
+    tenant (QuiCK's shape: a zone visit per 20 jobs), CPU per enqueue and per enqueue_many
+    job; each the best of ``rounds`` runs (other processes on the machine only ever add to a
+    figure)."""
     tmp = target.tmp
     n, n_enqueue, rounds = (600, 300, 2) if quick else (1_500, 500, 3)
     out: dict[str, Any] = {"jobs": n, "enqueues": n_enqueue, "rounds": rounds}
@@ -551,6 +552,14 @@ def bench_cpu(target: Target, quick: bool) -> dict[str, Any]:
           f"(user {enqueue['user']}, system {enqueue['system']})", flush=True)
     out["enqueue_us_per_op"] = enqueue
     out["all_enqueues"] = enqueues
+    batches = 5 if quick else 20
+    manys = [cpu_enqueue_many(tmp, batches) for _ in range(rounds)]
+    many = min(manys, key=lambda m: m["total"])
+    stages = ", ".join(f"{k} {many[k]}" for k in ("build", "check", "write", "commit"))
+    print(f"  CPU per enqueue_many job (batches of 1,000): {many['total']} µs ({stages}); "
+          f"{many['jobs_per_s']} jobs/s", flush=True)
+    out["enqueue_many_us_per_job"] = many
+    out["all_enqueue_manys"] = manys
     return out
 
 # What --db runs on the other store too (at the --quick sizes).

@@ -65,3 +65,17 @@ def test_a_shared_store_gets_a_queue_per_bench_deleted_afterwards(tmp_path: Path
     assert db.transact(lambda tr: tr.get_range(root, root + b"\xff")) == []
     assert neighbour.stats().ready == 1
     assert bench.Target(str(tmp_path)).place("enq1") == (f"sqlite:///{tmp_path}/enq1.db", "default")
+
+
+def test_enqueue_many_stages_add_up_and_every_job_is_stored(tmp_path: Path) -> None:
+    bench = load_bench()
+    figures = bench.cpu_enqueue_many(str(tmp_path), batches=2, size=50)
+    stages = ("build", "check", "write", "commit")
+    assert set(figures) == {*stages, "total", "jobs_per_s"}
+    assert all(figures[stage] >= 0 for stage in stages) and figures["jobs_per_s"] > 0
+    assert abs(sum(figures[stage] for stage in stages) - figures["total"]) < 0.05
+    db, queue = bench.open_queue(f"sqlite:///{tmp_path}/cpu-enqueue-many.db")
+    try:
+        assert queue.drain(concurrency=4).completed == 50 + 2 * 50  # the warm batch too
+    finally:
+        db.close()
