@@ -31,7 +31,8 @@ class Settings:
     dequeue_max: int = 32
     """Jobs taken from one zone per visit (also bounded by free worker slots). DESIGN.md starts
     at 10; 32 measured 1.5x the drain rate of one busy zone (each visit costs a commit) and
-    fairness is unchanged: zones are still picked at random, one visit at a time."""
+    fairness is unchanged: zones are still picked at random (while slots are free, one dequeue
+    transaction takes the next picked zones too, so many small zones share a commit)."""
     promote_max: int = 100
     """Due scheduled jobs and expired leases moved to ready per zone visit."""
     min_inactive: float = 30.0
