@@ -104,7 +104,10 @@ class SQLiteDatabase(Database, GroupCommit):
         self._init_group_commit()
         self._signal = CommitSignal(self.path)
         # Beside the wake-up sockets (a folder of ours), not beside the user's database file.
-        self._turn = WriterTurn(os.path.join(self._signal.folder, "writer.turn"), busy_timeout)
+        # An ephemeral store has one handle and no other process: no turns to take.
+        self._turn = WriterTurn(
+            os.path.join(self._signal.folder, "writer.turn"), busy_timeout, usable=not ephemeral
+        )
         self._signal_ok = True
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
@@ -285,6 +288,8 @@ class SQLiteDatabase(Database, GroupCommit):
         self._turn.close()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
+            # Nobody else can signal an ephemeral store: its wake-up folder goes with it.
+            shutil.rmtree(self._signal.folder, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"<SQLiteDatabase {self.url} synchronous={self.synchronous}>"

@@ -43,13 +43,13 @@ class WriterTurn:
     """One database handle's place in the queue for its store's write lock; ``path`` is the turn
     file, the same for every process of the store."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, *, usable: bool = True) -> None:
         self.path = path
         self.timeout = timeout
         self.waits = 0  # commits that found another writer's turn in progress (for tests)
         self._fd: int | None = None
         self._pid = -1
-        self._usable = True
+        self._usable = usable  # False: never make the file, let SQLite's lock decide
         self._held = False
         self._lock = threading.Lock()
 

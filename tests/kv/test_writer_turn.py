@@ -147,3 +147,15 @@ def test_no_turn_file_means_sqlite_decides(tmp_path: Path) -> None:
         assert db._turn.waits == 0
     finally:
         db.close()
+
+
+def test_an_ephemeral_store_leaves_nothing_in_the_temporary_folder() -> None:
+    db = kv.open("memory://")
+    assert isinstance(db, SQLiteDatabase)
+    folder = db._signal.folder
+    db.transact(lambda tr: tr.set(b"k", b"v"))
+    db.wait_for_change(0.0)  # a waiter makes the wake-up folder and its socket
+    assert os.path.isdir(folder)
+    assert not os.path.exists(db._turn.path)  # one handle, no other process: no turns
+    db.close()
+    assert not os.path.exists(folder)
