@@ -75,11 +75,14 @@ class InFlight:
         """Workers not held by an overrunning handler."""
         return max(0, self.concurrency - len(self.overrunning))
 
+    def _prefetch(self, workers: int) -> int:
+        """Jobs leased beyond the ``workers`` free to run them (at most one each)."""
+        return workers if self.prefetch is None else min(self.prefetch, workers)
+
     def free(self) -> int:
         """How many more jobs the scanner may lease now."""
         workers = self.workers_left()
-        prefetch = workers if self.prefetch is None else min(self.prefetch, workers)
-        return workers + prefetch - len(self.entries)
+        return workers + self._prefetch(workers) - len(self.entries)
 
     def wants_more(self) -> bool:
         """Whether the scanner should lease now: while jobs are in flight, only once as many
@@ -94,7 +97,7 @@ class InFlight:
         if not self.entries:
             return True
         workers = self.workers_left()
-        prefetch = workers if self.prefetch is None else min(self.prefetch, workers)
+        prefetch = self._prefetch(workers)
         return free >= max(1, min(prefetch, (workers + prefetch) // 2))
 
     def add(self, running: Running) -> None:

@@ -76,11 +76,7 @@ class Settler:
                 batch = self._pending[:batch_size]
                 del self._pending[:batch_size]
             applied, failing = self._apply(batch)
-            done = batch[:len(applied)]
-            with self.inflight.cond:  # (one lock and one wake-up for the whole batch)
-                self.inflight.remove_many([running for running, _ in done])
-            for (running, outcome), ok in zip(done, applied, strict=True):
-                self.events.emit(self._event(running, outcome, ok))
+            self.finish_many(batch[:len(applied)], applied)
             if len(applied) < len(batch):
                 # the store is failing: the rest waits for it; else the batch was cut by its
                 # byte budget and the rest goes first into the next transaction, now
@@ -135,9 +131,15 @@ class Settler:
     def finish(self, running: Running, outcome: Outcome, *, applied: bool) -> None:
         """The outcome is settled (``applied``) or was refused (the lease was gone): free the
         slot and emit the event."""
+        self.finish_many([(running, outcome)], [applied])
+
+    def finish_many(self, done: list[tuple[Running, Outcome]], applied: list[bool]) -> None:
+        """``finish`` for each of ``done``, their slots freed under one lock and one wake-up
+        of the scanner."""
         with self.inflight.cond:
-            self.inflight.remove(running)
-        self.events.emit(self._event(running, outcome, applied))
+            self.inflight.remove_many([running for running, _ in done])
+        for (running, outcome), ok in zip(done, applied, strict=True):
+            self.events.emit(self._event(running, outcome, ok))
 
     def _event(self, running: Running, outcome: Outcome, applied: bool) -> JobEvent:
         record = running.job.record

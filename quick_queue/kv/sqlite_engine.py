@@ -278,7 +278,7 @@ class SQLiteDatabase(Database, GroupCommit):
         self._checkpoint_wake.set()
         if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
             self._checkpointer.join(timeout=5)
-        with self._commit_cond, self._pool_lock, self._watch_lock:
+        with self._commit_lock, self._pool_lock, self._watch_lock:
             for conn in self._all_connections:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()

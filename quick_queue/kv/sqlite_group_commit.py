@@ -76,7 +76,7 @@ class GroupCommit:
 
     def _init_group_commit(self) -> None:
         self._pending: list[Request] = []
-        self._commit_cond = threading.Lock()  # guards _pending and _leading
+        self._commit_lock = threading.Lock()  # guards _pending and _leading
         self._leading = False
         self._last_prune = 0.0
         self._checkpointer: threading.Thread | None = None
@@ -113,7 +113,7 @@ class GroupCommit:
         request = Request(read_version, reads, writes, cleared, stamped, extra_writes)
         request.relaxed = relaxed
         wake: threading.Lock | None = None
-        with self._commit_cond:
+        with self._commit_lock:
             self._pending.append(request)
             lead = not self._leading
             if lead:
@@ -140,12 +140,12 @@ class GroupCommit:
         (issue 10), waking every waiter of a condition after each batch woke the threads of
         the next batch too, for nothing, and they competed for the interpreter lock with
         the leader (8 producer threads: batches of ~4 requests, ~4 idle wake-ups each)."""
-        with self._commit_cond:
+        with self._commit_lock:
             batch, self._pending = self._pending, []
         try:
             self._run_batch(batch)
         finally:
-            with self._commit_cond:
+            with self._commit_lock:
                 following = self._pending[0] if self._pending else None
                 if following is None:
                     self._leading = False

@@ -70,7 +70,7 @@ class SQLiteReads(Transaction):
     def _ensure_snapshot(self) -> sqlite3.Connection:
         raise NotImplementedError
 
-    def _first_read(self, key: bytes) -> bytes | None:
+    def _first_read(self, key: bytes | None) -> bytes | None:
         raise NotImplementedError
 
     def _check_read_key(self, key: bytes) -> None:

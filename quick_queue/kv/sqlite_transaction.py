@@ -100,17 +100,16 @@ class SQLiteTransaction(SQLiteReads):
     def _ensure_snapshot(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            conn, version, _ = self._db._begin_read()
-            self._conn = conn
-            self._read_version = version
-            self._read_at = time.monotonic()
-        elif time.monotonic() - self._read_at > LIFETIME:
+            self._first_read(None)
+            assert self._conn is not None
+            return self._conn
+        if time.monotonic() - self._read_at > LIFETIME:
             raise KVError(TRANSACTION_TOO_OLD)
         return conn
 
-    def _first_read(self, key: bytes) -> bytes | None:
-        """The stored value of ``key`` as the transaction's first read: it takes the snapshot
-        and reads the value in one statement (``SQLiteDatabase._begin_read``)."""
+    def _first_read(self, key: bytes | None) -> bytes | None:
+        """Take the transaction's snapshot; with ``key``, also its stored value, in the same
+        statement (``SQLiteDatabase._begin_read``): the first read of a transaction."""
         conn, version, value = self._db._begin_read(key)
         self._conn = conn
         self._read_version = version

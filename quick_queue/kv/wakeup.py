@@ -40,7 +40,7 @@ def _folder_for(path: str) -> str:
 class CommitSignal:
     def __init__(self, db_path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = _folder_for(db_path)
-        self._clock = clock
+        self._clock = clock  # monotonic seconds: when to rescan, and a waiter's age (tests)
         self._checked_at = -RESCAN_SECONDS  # when notify last looked at the folder
         self._bound_at = 0.0
         self._lock = threading.Lock()
@@ -64,7 +64,7 @@ class CommitSignal:
         except OSError:
             return None
         self._listener, self._listener_path = sock, path
-        self._bound_at = time.monotonic()
+        self._bound_at = self._clock()
         return sock
 
     def wait(self, timeout: float) -> bool:
@@ -79,7 +79,7 @@ class CommitSignal:
             return True
         # Senders may not know this socket until RESCAN_SECONDS after its bind: until then,
         # return by that time as if signalled.
-        young = self._bound_at + RESCAN_SECONDS - time.monotonic()
+        young = self._bound_at + RESCAN_SECONDS - self._clock()
         capped = 0 < young < timeout
         sock.settimeout(young if capped else max(0.0, timeout))
         try:

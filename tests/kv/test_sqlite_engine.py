@@ -254,7 +254,7 @@ def commit_in_one_batch(db: SQLiteDatabase, *transactions: Transaction) -> list[
         except KVError as error:
             results[i] = error
 
-    with db._commit_cond:
+    with db._commit_lock:
         db._leading = True
     threads = []
     for i, tr in enumerate(transactions):
@@ -263,12 +263,12 @@ def commit_in_one_batch(db: SQLiteDatabase, *transactions: Transaction) -> list[
         threads.append(thread)
         deadline = time.monotonic() + 10
         while True:  # wait until this request is queued, so the order is the given one
-            with db._commit_cond:
+            with db._commit_lock:
                 if len(db._pending) == i + 1:
                     break
             assert time.monotonic() < deadline, "commit request never queued"
             time.sleep(0.001)
-    with db._commit_cond:  # the batch "in flight" ends: its leader hands the lead on
+    with db._commit_lock:  # the batch "in flight" ends: its leader hands the lead on
         following = db._pending[0]
     assert following.wake is not None
     following.wake.release()
