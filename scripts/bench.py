@@ -375,9 +375,10 @@ def bench_scale(target: Target, quick: bool) -> dict[str, Any]:
 # Stages of a drained job, by the thread that spends the CPU and, for the hand-offs between
 # threads, by the functions that pass a job on (split out with a per-thread profile).
 HANDOFF_FUNCS = {  # (file suffix, function): CPU counted as hand-off, wherever it runs
-    ("consumer/workers.py", "accept"),  # scanner -> worker queue
+    ("consumer/workers.py", "accept_many"),  # scanner -> worker queue
     ("~", "<method 'get' of '_queue.SimpleQueue' objects>"),  # a worker wakes with a job
-    ("consumer/settler.py", "submit"),  # worker -> settler
+    ("consumer/settler.py", "submit"),  # worker -> settler (a job that never ran)
+    ("consumer/settler.py", "submit_claimed"),  # worker -> settler
     ("threading.py", "wait"),  # the settler wakes with outcomes
 }
 THREAD_STAGE = {"main": "scan_dequeue", "worker": "dispatch", "settler": "settle"}

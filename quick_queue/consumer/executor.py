@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import traceback
+from collections.abc import Callable
 
 from quick_queue.consumer.inflight import Running
 from quick_queue.jobs import Discard, Error, JobMeta, JobSpec, Ok, Registry, Snooze, interpret
@@ -55,9 +56,11 @@ def dead_on_arrival(job: LeasedJob, registry: Registry) -> tuple[JobSpec | None,
 
 
 def to_outcome(
-    running: Running, result: object, now: float, settings: Settings, rng: random.Random
+    running: Running, result: object, now: float | Callable[[], float], settings: Settings,
+    rng: random.Random,
 ) -> Outcome:
-    """Turn what ``perform`` returned (or raised: pass the exception) into an outcome."""
+    """Turn what ``perform`` returned (or raised: pass the exception) into an outcome.
+    ``now``: the store's time, or how to read it (read only for a snooze or a retry)."""
     job, spec = running.job, running.spec
     assert spec is not None
     record = job.record
@@ -71,6 +74,8 @@ def to_outcome(
     if isinstance(verdict, Ok):
         return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DONE, topic=record.topic,
                        lease_at=record.at, kept=kept_of(running, settings, verdict.value))
+    if not isinstance(now, float | int):
+        now = now()
     if isinstance(verdict, Snooze):
         return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.SNOOZE,
                        at=to_us(now + verdict.seconds))

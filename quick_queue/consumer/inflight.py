@@ -57,15 +57,18 @@ class Running:
 
 
 class InFlight:
-    """The table and its lock. ``cond`` guards every field of the table and of its entries;
-    waiting on it wakes on a freed slot and on a handler's end."""
+    """The table and its lock. ``cond`` (its lock: ``lock``) guards every field of the table
+    and of its entries; waiting on it wakes on a freed slot and on a handler's end."""
 
     def __init__(self, concurrency: int, prefetch: int | None = None) -> None:
         if concurrency < 1:
             raise InvalidArgument(f"concurrency must be >= 1, not {concurrency!r}")
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self.cond = threading.Condition()
+        # ``with lock`` is ``with cond`` (the same lock) without Condition's Python-level
+        # __enter__/__exit__: the hot paths take it three or four times a job (issue 10)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.entries: dict[JobKey, Running] = {}
         self.running = 0  # handler calls in progress, overrunning ones included
         self.overrunning: dict[JobKey, Running] = {}  # past their timeout, still running

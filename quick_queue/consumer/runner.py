@@ -59,7 +59,7 @@ class Consumer:
                              on_overrun=self.pool.shed_prefetched)
         self.pool.keeper_wake = self.keeper.wake
         self.scanner = Scanner(context, self.inflight, self.counters, self._stopping,
-                               run=self.pool.accept, settle=self.settler.submit)
+                               run=self.pool.accept_many, settle=self.settler.submit)
         self._threads: list[threading.Thread] = []
         self.heartbeat: Heartbeat | None = None  # live-worker record (run() only)
 

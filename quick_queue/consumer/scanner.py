@@ -41,14 +41,14 @@ LEFTOVER_AGE = 0.05  # seconds the zones a scan drew but did not visit are visit
 class Scanner:
     def __init__(
         self, context: QueueContext, inflight: InFlight, counters: Counters,
-        stopping: threading.Event, *, run: Callable[[Running], None],
+        stopping: threading.Event, *, run: Callable[[list[Running]], None],
         settle: Callable[[Running, Outcome], None],
     ) -> None:
         self.context = context
         self.inflight = inflight
         self.counters = counters
         self.stopping = stopping
-        self._run = run  # hands a job to the workers
+        self._run = run  # hands jobs to the workers
         self._settle = settle  # settles a job that dies without running
         self._zone_errors: set[tuple[str, str]] = set()  # (tenant, error type) logged once
         self.backoff = StorageBackoff(stopping)
@@ -161,7 +161,7 @@ class Scanner:
         kept for the next scan (``scan_once``)."""
         got = n = 0
         while n < len(picked):
-            with self.inflight.cond:
+            with self.inflight.lock:
                 free = self.inflight.free()
             if free <= 0 or self.stopping.is_set():
                 self._leftover, self._leftover_at = picked[n:], time.monotonic()
@@ -301,13 +301,12 @@ class Scanner:
         for job in jobs:
             spec, doa = dead_on_arrival(job, registry)
             entries.append((Running(job, make_meta(job), spec), doa))
-        with self.inflight.cond:
+        with self.inflight.lock:
             for running, _ in entries:
                 self.inflight.add(running)
+        self._run([running for running, doa in entries if doa is None])
         for running, doa in entries:
-            if doa is None:
-                self._run(running)
-            else:
+            if doa is not None:
                 self._settle(running, doa)
 
 

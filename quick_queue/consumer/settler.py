@@ -42,16 +42,22 @@ class Settler:
         self.inflight = inflight
         self.events = events
         self._pending: list[tuple[Running, Outcome]] = []
-        self._wake = threading.Condition()
+        # ``with _lock`` is ``with _wake`` without Condition's Python-level enter and exit
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._closed = False
         self.outage = Outage("settling outcomes")
 
     def submit(self, running: Running, outcome: Outcome) -> None:
         """Queue ``outcome`` for settling, unless another outcome of this run went first."""
-        with self.inflight.cond:
+        with self.inflight.lock:
             if not self.inflight.claim_outcome(running, outcome.kind):
                 return
-        with self._wake:
+        self.submit_claimed(running, outcome)
+
+    def submit_claimed(self, running: Running, outcome: Outcome) -> None:
+        """Queue ``outcome``, which the caller claimed (``InFlight.claim_outcome``)."""
+        with self._lock:
             self._pending.append((running, outcome))
             self._wake.notify()
 
@@ -136,7 +142,7 @@ class Settler:
     def finish_many(self, done: list[tuple[Running, Outcome]], applied: list[bool]) -> None:
         """``finish`` for each of ``done``, their slots freed under one lock and one wake-up
         of the scanner."""
-        with self.inflight.cond:
+        with self.inflight.lock:
             self.inflight.remove_many([running for running, _ in done])
         for (running, outcome), ok in zip(done, applied, strict=True):
             self.events.emit(self._event(running, outcome, ok))

@@ -74,11 +74,23 @@ class WorkerPool:
 
     def accept(self, running: Running) -> None:
         """Queue a leased job (already in the in-flight table) for a worker."""
-        with self.inflight.cond:
-            if running.key in self.inflight.overrunning:
-                self._waiting_for[running.key] = running
-                return
-        self._local.put(running)
+        self.accept_many([running])
+
+    def accept_many(self, runs: list[Running]) -> None:
+        """``accept`` for each of ``runs`` (a zone visit's jobs), under one lock."""
+        with self.inflight.lock:
+            overrunning = self.inflight.overrunning
+            if overrunning:  # (rare: only while a handler overruns its timeout)
+                ready = []
+                for running in runs:
+                    if running.key in overrunning:
+                        self._waiting_for[running.key] = running
+                    else:
+                        ready.append(running)
+                runs = ready
+        put = self._local.put
+        for running in runs:
+            put(running)
 
     def take_queued(self) -> list[Running]:
         """Remove and return every job still waiting for a worker."""
@@ -124,10 +136,11 @@ class WorkerPool:
                 return
             if not self._begin(running):
                 continue
+            outcome = None
             try:
-                self._execute(running)
+                outcome = self._execute(running)
             finally:
-                self._end(running)
+                self._end(running, outcome)
 
     def _slotted_loop(self, slots: threading.Semaphore) -> None:
         """``_loop`` when async handlers exist: a slot before a job, and async runs handed
@@ -149,10 +162,11 @@ class WorkerPool:
             if spec.is_async:
                 aio.submit(running)
                 continue
+            outcome = None
             try:
-                self._execute(running)
+                outcome = self._execute(running)
             finally:
-                self._end(running)
+                self._end(running, outcome)
                 slots.release()
 
     def _end_async(self, running: Running) -> None:
@@ -169,7 +183,7 @@ class WorkerPool:
             # between dequeue and start): another consumer may already run it. Starting it now
             # would run it twice at once; hand it back instead (stale if it was taken).
             return self._expired_before_start(running)
-        with self.inflight.cond:
+        with self.inflight.lock:
             if running.abandoned:
                 return False
             self.inflight.running += 1
@@ -202,8 +216,11 @@ class WorkerPool:
         self.settler.submit(running, release_outcome(running))
         return False
 
-    def _end(self, running: Running) -> None:
-        with self.inflight.cond:
+    def _end(self, running: Running, outcome: Outcome | None = None) -> None:
+        """The handler call of ``running`` is over; ``outcome``: what it came to, claimed and
+        handed to the settler here, under the same lock (one lock a job instead of two)."""
+        with self.inflight.lock:
+            claimed = outcome is not None and self.inflight.claim_outcome(running, outcome.kind)
             self.inflight.running -= 1
             overran = self.inflight.overrunning.pop(running.key, None) is not None
             retry = self._waiting_for.pop(running.key, None)
@@ -211,6 +228,9 @@ class WorkerPool:
                 # a worker held past its timeout is back (the scanner may lease again), or
                 # no handler runs any more (a shutdown or a drain waits for that)
                 self.inflight.cond.notify_all()
+        if claimed:
+            assert outcome is not None
+            self.settler.submit_claimed(running, outcome)
         if overran:
             log.warning("%s: the handler returned %.1f s after it started, past its "
                         "timeout; its worker is free again", running.where,
@@ -218,15 +238,16 @@ class WorkerPool:
         if retry is not None:
             self._local.put(retry)  # its previous attempt is over: it may start now
 
-    def _execute(self, running: Running) -> None:
+    def _execute(self, running: Running) -> Outcome | None:
+        """Run the job; its outcome, for ``_end`` to submit (None: submitted already)."""
         spec = running.spec
         assert spec is not None
         context = self.context
         if spec.transactional:
             run_transactional(context, running, self.settler)
-            return
+            return None
         result = call_handler(running)
-        outcome = bad_payload_outcome(running, result) or to_outcome(
-            running, result, context.db.store_time(), context.settings, context.rng
+        # the store's time is read only by an outcome that needs it (a retry, a snooze)
+        return bad_payload_outcome(running, result) or to_outcome(
+            running, result, context.db.store_time, context.settings, context.rng
         )
-        self.settler.submit(running, outcome)

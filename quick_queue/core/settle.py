@@ -34,7 +34,7 @@ from quick_queue.core.records import (
     load_record,
 )
 from quick_queue.errors import InvalidArgument, UnreadableRecord
-from quick_queue.keys import Layout, Zone
+from quick_queue.keys import Layout, Zone, pack_int, pack_str
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import VALUE_LIMIT, JobRecord
 from quick_queue.outcomes import FinalState, LeaseLoss, Outcome, OutcomeKind
@@ -74,7 +74,8 @@ def settle(
         value = tr.get(leased_key)
         if entry_holds(value, outcome.token):
             assert value is not None
-            _complete_fast(tr, layout, outcome, leased_key, value.endswith(EXTENDED))
+            _complete_fast(tr, layout, outcome, leased_key, zone.item(outcome.job_id),
+                           value.endswith(EXTENDED))
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
@@ -83,13 +84,13 @@ def settle(
 
 
 def _complete_fast(tr: Transaction, layout: Layout, outcome: Outcome, leased_key: bytes,
-                   extended: bool) -> None:
-    """A completion whose intact lease entry (at ``leased_key``) was read: delete the job."""
-    zone = layout.zone(outcome.tenant)
+                   item_key: bytes, extended: bool) -> None:
+    """A completion whose intact lease entry (at ``leased_key``) was read: delete the job
+    (its record at ``item_key``)."""
     tr.clear(leased_key)
-    tr.clear(zone.item(outcome.job_id))
+    tr.clear(item_key)
     if extended:  # (the entry's value says so: no need to read the extension record)
-        tr.clear(extension_key(zone, outcome.job_id))
+        tr.clear(extension_key(layout.zone(outcome.tenant), outcome.job_id))
 
 
 def _settle_record(
@@ -226,12 +227,15 @@ class _BatchReads:
             seen.add(ident)
         fast = [i for i, o in enumerate(outcomes)
                 if o.kind == "done" and o.lease_at and not self.repeat[i]]
-        keys = [layout.zone(outcomes[i].tenant).leased_key(outcomes[i].lease_at,
-                                                            outcomes[i].job_id) for i in fast]
-        # index -> (its leased entry, whether an extension moved it)
+        # (zone, packed job id) of each: the id is packed once for its two keys
+        ids = [(layout.zone(outcomes[i].tenant), pack_str(outcomes[i].job_id)) for i in fast]
+        keys = [zone.leased + pack_int(outcomes[i].lease_at) + packed
+                for i, (zone, packed) in zip(fast, ids, strict=True)]
+        # index -> (its leased entry, its item key, whether an extension moved the entry)
         self.intact = {
-            i: (key, value.endswith(EXTENDED))
-            for i, key, value in zip(fast, keys, tr.get_many(keys), strict=True)
+            i: (key, zone.items + packed, value.endswith(EXTENDED))
+            for i, (zone, packed), key, value in zip(fast, ids, keys, tr.get_many(keys),
+                                                     strict=True)
             if value is not None and entry_holds(value, outcomes[i].token)
         }
         self._slow = [i for i in range(len(outcomes))
