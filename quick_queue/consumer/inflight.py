@@ -72,6 +72,10 @@ class InFlight:
         self.entries: dict[JobKey, Running] = {}
         self.running = 0  # handler calls in progress, overrunning ones included
         self.overrunning: dict[JobKey, Running] = {}  # past their timeout, still running
+        # threads waiting on ``cond`` for the handlers to end (a shutdown): a worker whose
+        # handler ends notifies only while there are some (a notify per job woke the scanner
+        # for nothing: no slot is freed before the outcome is settled)
+        self.handler_waiters = 0
 
     # All below: call with ``cond`` held.
     def workers_left(self) -> int:

@@ -127,13 +127,17 @@ class Consumer:
         grace = 0 if self.until_idle else self.context.settings.shutdown_grace
         grace_end = time.monotonic() + grace
         with self.inflight.cond:
-            while self._handlers_busy() and time.monotonic() < grace_end:
-                self.inflight.cond.wait(min(0.05, max(0.0, grace_end - time.monotonic())))
-            if self.until_idle:
-                while self.inflight.running and (
-                    self._deadline is None or time.monotonic() < self._deadline
-                ):
-                    self.inflight.cond.wait(0.05)
+            self.inflight.handler_waiters += 1  # the workers notify when their handlers end
+            try:
+                while self._handlers_busy() and time.monotonic() < grace_end:
+                    self.inflight.cond.wait(min(0.05, max(0.0, grace_end - time.monotonic())))
+                if self.until_idle:
+                    while self.inflight.running and (
+                        self._deadline is None or time.monotonic() < self._deadline
+                    ):
+                        self.inflight.cond.wait(0.05)
+            finally:
+                self.inflight.handler_waiters -= 1
 
     def _handlers_busy(self) -> bool:
         # Handlers whose job is already settled (timed out, overrunning) are not waited for:

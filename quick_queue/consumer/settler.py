@@ -151,9 +151,12 @@ class Settler:
         record = running.job.record
         duration = time.monotonic() - running.started_mono if running.started_mono else None
         if applied:
-            effect = (retry_effect(record.attempt, record.max_retries)
-                      if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
-            kind, counters = _event_of(effect)
+            if outcome.kind is OutcomeKind.DONE:  # (most outcomes: no Effect hashed per job)
+                kind, counters = _DONE_EVENT
+            else:
+                kind, counters = _event_of(
+                    retry_effect(record.attempt, record.max_retries)
+                    if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
         else:
             loss = why_lost(self.context, running)
             kind = EventKind.CANCELLED if loss is LeaseLoss.CANCELLED else EventKind.STALE
@@ -169,6 +172,9 @@ def _event_of(effect: Effect) -> tuple[EventKind, tuple[str, ...]]:
     """The event kind and process counters of an applied outcome's effect (a handful of
     effects exist: worked out once each, not per job)."""
     return EventKind(effect.event), outcome_counters(effect)
+
+
+_DONE_EVENT = _event_of(EFFECTS[OutcomeKind.DONE])
 
 
 def why_lost(context: QueueContext, running: Running) -> LeaseLoss:

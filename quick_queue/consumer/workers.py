@@ -224,7 +224,8 @@ class WorkerPool:
             self.inflight.running -= 1
             overran = self.inflight.overrunning.pop(running.key, None) is not None
             retry = self._waiting_for.pop(running.key, None)
-            if overran or self.inflight.running <= len(self.inflight.overrunning):
+            if overran or (self.inflight.handler_waiters
+                           and self.inflight.running <= len(self.inflight.overrunning)):
                 # a worker held past its timeout is back (the scanner may lease again), or
                 # no handler runs any more (a shutdown or a drain waits for that)
                 self.inflight.cond.notify_all()

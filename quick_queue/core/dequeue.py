@@ -219,13 +219,16 @@ def dequeue(
     stats: Stats = {}
     promote_due(tr, zone, now, promote_max, stats, max_retries_of)
     ready = tr.get_range(zone.ready, zone.ready + b"\xff", limit=count + 1 if count else 1)
+    # When the zone is next due is read before the lease is written: leasing writes no
+    # scheduled entry and clears no leased one, so the heads are the same, with this visit's
+    # leases added below; and the reads do not scan the writes the lease adds (the embedded
+    # engine looks through a transaction's writes on each range read).
+    due: int | None = now if len(ready) > count else next_due(tr, zone)
     taken = _lease_ready(
         tr, zone, ready[:count], now + item_lease, now, new_token, max_retries_of, stats
     )
-    if len(ready) > count:
-        due: int | None = now
-    else:
-        due = next_due(tr, zone)
+    if taken and due != now:  # (the leases of this visit are due at their expiry)
+        due = now + item_lease if due is None else min(due, now + item_lease)
     if due is None:
         # Nothing scheduled or leased and no ready work: prove emptiness with a regular read of
         # the records (this read is what makes collection safe against a concurrent enqueue).

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quick_queue.core.dequeue import _packed_id
+from quick_queue.core.pointers import read_pointer
 from quick_queue.jsoncodec import load
 from quick_queue.keys import Layout, pack_str, unpack
 from quick_queue.outcomes import Outcome, OutcomeKind
-from tests.support.corekit import T0, Core
+from tests.support.corekit import ITEM_LEASE, T0, US, Core
 
 ZONE = Layout("q").zone("tenant")
 IDS = st.text(max_size=30)  # every str a job id may be, NULs and non-ASCII included
@@ -82,3 +83,16 @@ def test_load_of_any_dumped_value(value: object) -> None:
     for text in (json.dumps(value), json.dumps(value, indent=1), f" {json.dumps(value)} "):
         raw = text.encode()
         assert _outcome(raw, load) == _outcome(raw, lambda r: json.loads(r.decode()))
+
+
+@pytest.mark.parametrize("scheduled_in", [5 * US, 10**9 * US])
+def test_a_visit_parks_the_zone_at_its_earliest_head(core: Core, scheduled_in: int) -> None:
+    """The zone's next due time, read before the lease is written, counts the visit's own
+    leases: the pointer vests at the earlier of the scheduled head and the lease expiry."""
+    core.enqueue("t", T0, delay=scheduled_in)
+    core.enqueue("t", T0)
+    [job] = core.visit("t", T0 + 1, count=5)
+    pointer = core.db.transact(read_pointer, core.layout, "t")
+    assert pointer is not None and pointer.token is None
+    assert pointer.vesting == min(T0 + scheduled_in, T0 + 1 + ITEM_LEASE) == (
+        T0 + scheduled_in if scheduled_in < ITEM_LEASE else job.record.at)
