@@ -212,6 +212,52 @@ class SQLiteDatabase(Database, GroupCommit):
             raise storage_error(self.path, error, "reading") from error
         return conn, version, value
 
+    def _cached_read(self, key: bytes) -> tuple[int, bytes | None] | None:
+        """``(version, value)``: ``key``'s latest committed value from the read cache and the
+        version it is current at, or None when that cannot be proven without a snapshot (see
+        ``sqlite_read_cache``): not cached, a batch in progress, or another connection
+        committed since the writer last mirrored the log."""
+        cache = self._read_cache
+        if key not in cache.values or not cache.lock.acquire(blocking=False):
+            return None
+        try:
+            if self._closed:
+                return None
+            # Fully fetched: the statement is reset, no read transaction stays open on the
+            # writer's connection.
+            changes = self._writer.execute("PRAGMA data_version").fetchall()[0][0]
+            if changes != self._writer_data_version:
+                return None
+            values = cache.values  # changed only by holders of the lock
+            if key not in values:
+                return None
+            return self._seen, values[key]
+        except sqlite3.Error:
+            return None  # the snapshot path reports what is wrong
+        finally:
+            cache.lock.release()
+
+    def _remember_read(self, key: bytes, version: int, value: bytes | None) -> None:
+        """A first read's value at its snapshot's ``version``: cached when that is the cache's
+        version (and no batch holds the cache)."""
+        cache = self._read_cache
+        if version != self._seen or not cache.lock.acquire(blocking=False):
+            return
+        try:
+            if version == self._seen:
+                cache.remember(key, value)
+        finally:
+            cache.lock.release()
+
+    def _snapshot_bound(self, keys: list[bytes]) -> None:
+        """Served keys whose transaction then took a snapshot (``ReadCache.bound``)."""
+        cache = self._read_cache
+        if cache.lock.acquire(blocking=False):  # else: marked by a later transaction
+            try:
+                cache.snapshot_bound(keys)
+            finally:
+                cache.lock.release()
+
     def _end_read(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("ROLLBACK")

@@ -56,6 +56,7 @@ from quick_queue.kv.sqlite_commit import (
     storage_error,
 )
 from quick_queue.kv.sqlite_file import current_version
+from quick_queue.kv.sqlite_read_cache import ReadCache
 from quick_queue.kv.sqlite_reads import Entry
 from quick_queue.kv.sqlite_transaction import LIFETIME
 from quick_queue.kv.sqlite_writer_turn import WriterTurn
@@ -102,6 +103,9 @@ class GroupCommit:
         # read of the stored value per atomic operation (a stats counter in every enqueue:
         # measured 12 µs of CPU and one more interpreter-lock release for the leader).
         self._values: ValueCache = {}
+        # Point values as of ``_seen``, served to first reads (see sqlite_read_cache); its lock
+        # is held for every batch.
+        self._read_cache = ReadCache()
 
     def _connect(self) -> sqlite3.Connection:
         # Declared for the checkpointer's own connection; SQLiteDatabase overrides it.
@@ -157,7 +161,8 @@ class GroupCommit:
         with self._commit_lock:
             batch, self._pending = self._pending, []
         try:
-            self._run_batch(batch)
+            with self._read_cache.lock:
+                self._run_batch(batch)
         finally:
             with self._commit_lock:
                 following = self._pending[0] if self._pending else None
@@ -177,6 +182,7 @@ class GroupCommit:
             return self._seen
         self._writer_data_version = data_version
         self._values.clear()  # another connection committed: the values may have changed
+        cache = self._read_cache
         rows = conn.execute(
             "SELECT version, at, ranges FROM qq_log WHERE version > ? ORDER BY version",
             (self._seen,),
@@ -186,12 +192,15 @@ class GroupCommit:
         for version, at, blob in rows:
             if version != expected:
                 self._history.note_gap(version - 1)
+                cache.values.clear()
             writes = WriteSet()
             writes.add_all(marshal.loads(blob) if blob else [])
             self._history.append(version, at, writes)
+            cache.forget_foreign(writes)
             expected = version + 1
         if current >= expected:
             self._history.note_gap(current)
+            cache.values.clear()
         self._seen = current
         return current
 
@@ -220,6 +229,9 @@ class GroupCommit:
                 self._resolve_and_apply(conn, batch)
             except BaseException:
                 self._values.clear()  # the batch's writes may or may not have happened
+                self._read_cache.values.clear()
+                # ... and the next batch reads the log again, where they are if they happened.
+                self._writer_data_version = -1
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
@@ -288,6 +300,7 @@ class GroupCommit:
             )
             history.prune(now - LOG_SECONDS)
         conn.execute("COMMIT")
+        self._read_cache.apply_commit(accepted, stamps)  # before any commit is acknowledged
         if self._catch_up:
             self._catch_up = False
             # Nothing commits in between (this writer holds the turn): the WAL is then fully

@@ -73,6 +73,9 @@ class SQLiteReads(Transaction):
     def _first_read(self, key: bytes | None) -> bytes | None:
         raise NotImplementedError
 
+    def _serve(self, key: bytes, version: int, value: bytes | None) -> bool:
+        raise NotImplementedError
+
     def _check_read_key(self, key: bytes) -> None:
         # FoundationDB refuses reads at and past \xff (its system keys) unless asked.
         limit = b"\xff\xff" if self.options.read_system_keys else b"\xff"
@@ -160,7 +163,13 @@ class SQLiteReads(Transaction):
             return None
         value: bytes | None
         if self._conn is None:
-            value = self._first_read(key)
+            # No snapshot yet: the read cache may answer a regular read without one
+            # (sqlite_read_cache).
+            hit = self._db._cached_read(key) if conflict else None
+            if hit is not None and self._serve(key, *hit):
+                value = hit[1]
+            else:
+                value = self._first_read(key)
         else:
             row = self._ensure_snapshot().execute(
                 "SELECT v FROM kv WHERE k = ?", (key,)

@@ -24,6 +24,7 @@ from quick_queue.kv.errors import (
     INVERTED_RANGE,
     KEY_OUTSIDE_LEGAL_RANGE,
     KEY_TOO_LARGE,
+    NOT_COMMITTED,
     NOT_YET_COMMITTED,
     TRANSACTION_TIMED_OUT,
     TRANSACTION_TOO_LARGE,
@@ -67,6 +68,9 @@ class SQLiteTransaction(SQLiteReads):
         self._created = time.monotonic()
         self._read_version: int | None = None
         self._read_at = 0.0
+        # Reads served from the database's read cache before the transaction had a snapshot:
+        # (key, value) at ``_read_version`` (see ``_rebase``).
+        self._served: list[tuple[bytes, bytes | None]] = []
         self._writes: dict[bytes, Entry] = {}
         self._cleared: list[Range] = []
         self._stamped_keys: list[tuple[bytes, bytes]] = []
@@ -109,12 +113,63 @@ class SQLiteTransaction(SQLiteReads):
 
     def _first_read(self, key: bytes | None) -> bytes | None:
         """Take the transaction's snapshot; with ``key``, also its stored value, in the same
-        statement (``SQLiteDatabase._begin_read``): the first read of a transaction."""
+        statement (``SQLiteDatabase._begin_read``): the first read of a transaction (which
+        the read cache may keep)."""
+        if self._served:
+            return self._rebase(key)
         conn, version, value = self._db._begin_read(key)
         self._conn = conn
         self._read_version = version
         self._read_at = time.monotonic()
+        if key is not None:
+            self._db._remember_read(key, version, value)
         return value
+
+    def _serve(self, key: bytes, version: int, value: bytes | None) -> bool:
+        """Take ``value``, the read cache's latest value of ``key`` at ``version``, as this
+        read's answer (the transaction has no snapshot yet): the first such read sets the read
+        version; a later one must be at that same version (else the caller takes a snapshot)."""
+        if self._read_version is None:
+            self._read_version = version
+            self._read_at = time.monotonic()
+        elif version != self._read_version:
+            return False
+        elif time.monotonic() - self._read_at > LIFETIME:
+            raise KVError(TRANSACTION_TOO_OLD)
+        self._served.append((key, value))
+        return True
+
+    def _rebase(self, key: bytes | None) -> bytes | None:
+        """The snapshot of a transaction that was served from the read cache: opened at the
+        latest version V, where the served keys are read again. Unchanged, V becomes the read
+        version (the served values are V's, so every read of the transaction agrees with this
+        one snapshot, and the commit checks conflicts from V). Changed, a commit wrote one of
+        them after the transaction read it: it could only fail at commit, and it must not see
+        that commit now beside the older value, so it fails at once with ``not_committed``
+        (1020, retryable; the retry reads the new value). With ``key``, returns its value."""
+        if time.monotonic() - self._read_at > LIFETIME:
+            raise KVError(TRANSACTION_TOO_OLD)
+        served = self._served
+        self._db._snapshot_bound([key for key, _value in served])
+        first, first_value = served[0]
+        conn, version, value = self._db._begin_read(first)
+        self._conn = conn
+        changed = value != first_value
+        for other, other_value in served[1:]:
+            row = conn.execute("SELECT v FROM kv WHERE k = ?", (other,)).fetchone()
+            changed = changed or (row[0] if row is not None else None) != other_value
+        if changed:
+            self._release()
+            raise KVError(
+                NOT_COMMITTED, "a key this transaction read was written before its snapshot"
+            )
+        served.clear()
+        self._read_version = version
+        self._read_at = time.monotonic()
+        if key is None:
+            return None
+        row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        return row[0] if row is not None else None
 
     def _release(self) -> None:
         conn = self._conn
@@ -300,7 +355,9 @@ class SQLiteTransaction(SQLiteReads):
     # -- life cycle -------------------------------------------------------------------------
     def commit(self) -> None:
         self._check()
-        if self._conn is not None and time.monotonic() - self._read_at > LIFETIME:
+        if (self._conn is not None or self._served) and (
+            time.monotonic() - self._read_at > LIFETIME
+        ):
             self._release()
             raise KVError(TRANSACTION_TOO_OLD)
         if self._size > MAX_TRANSACTION:

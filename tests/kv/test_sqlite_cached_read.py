@@ -1,0 +1,259 @@
+"""The embedded engine's read cache (``kv/sqlite_read_cache.py``): a transaction's first point
+read served without a snapshot when the value is provably the latest, and every semantic of a
+snapshot read kept (conflicts, one consistent version per transaction, 1007, other handles'
+commits seen at once)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import quick_queue.kv as kv
+from quick_queue.kv.api import Transaction
+from quick_queue.kv.errors import NOT_COMMITTED, TRANSACTION_TOO_OLD, KVError
+from quick_queue.kv.sqlite_engine import SQLiteDatabase
+from quick_queue.kv.sqlite_read_cache import ENTRIES, VALUE_BYTES
+from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "kv.db")
+
+
+@pytest.fixture
+def db(path: str) -> Iterator[SQLiteDatabase]:
+    database = SQLiteDatabase(path)
+    yield database
+    database.close()
+
+
+def put(db: kv.Database, key: bytes, value: bytes) -> None:
+    def write(tr: Transaction) -> None:
+        tr.set(key, value)
+
+    db.transact(write)
+
+
+def warm(db: SQLiteDatabase, key: bytes) -> None:
+    """A read-write transaction whose first read is ``key``: the cache keeps its value."""
+
+    def touch(tr: Transaction) -> None:
+        tr.get(key)
+        tr.set(b"other", b"x")
+
+    db.transact(touch)
+
+
+def served(db: SQLiteDatabase, key: bytes) -> tuple[SQLiteTransaction, bytes | None]:
+    tr = db.create_transaction()
+    value = tr.get(key)
+    assert tr._conn is None, "expected the read to be served from the cache"
+    return tr, value
+
+
+def test_a_first_read_of_a_known_key_takes_no_snapshot(db: SQLiteDatabase) -> None:
+    put(db, b"marker", b"1")
+    warm(db, b"marker")
+    tr, value = served(db, b"marker")
+    assert value == b"1"
+    assert tr._read_version == db._seen  # the latest version: as fresh as a snapshot
+    tr.set(b"job", b"j")
+    tr.commit()
+    assert db.transact(lambda t: t.get(b"job")) == b"j"
+
+
+def test_absence_is_cached_and_a_commit_updates_the_cached_value(db: SQLiteDatabase) -> None:
+    warm(db, b"marker")
+    assert served(db, b"marker")[1] is None
+    put(db, b"marker", b"2")  # this process's commit: the cache takes the new value
+    assert served(db, b"marker")[1] == b"2"
+    db.transact(lambda tr: tr.clear(b"marker"))
+    assert served(db, b"marker")[1] is None
+
+
+def test_atomic_operations_drop_the_key_and_reads_see_their_result(db: SQLiteDatabase) -> None:
+    warm(db, b"n")
+    db.transact(lambda tr: tr.add(b"n", (5).to_bytes(8, "little")))
+    tr = db.create_transaction()
+    assert tr.get(b"n") == (5).to_bytes(8, "little")
+    assert tr._conn is not None  # not guessed from the cache: read from the store
+
+
+def test_a_write_between_the_read_and_the_commit_conflicts_and_the_retry_sees_it(
+    db: SQLiteDatabase,
+) -> None:
+    put(db, b"k", b"old")
+    warm(db, b"k")
+    tr, value = served(db, b"k")
+    assert value == b"old"
+    put(db, b"k", b"new")
+    tr.set(b"k2", value or b"")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == NOT_COMMITTED
+    seen: list[bytes | None] = []
+
+    def again(t: Transaction) -> None:
+        seen.append(t.get(b"k"))
+        t.set(b"k2", seen[-1] or b"")
+
+    db.transact(again)
+    assert seen == [b"new"]
+
+
+def test_another_handles_commit_is_seen_by_the_next_transaction(path: str) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"k", b"1")
+        warm(a, b"k")
+        assert served(a, b"k")[1] == b"1"
+        put(b, b"k", b"2")  # acknowledged: every later transaction must see it
+        tr = a.create_transaction()
+        assert tr.get(b"k") == b"2"
+        assert tr._conn is not None  # the other handle's commit: the cache was not trusted
+        warm(a, b"k")  # a's next batch mirrors b's commit; the cache is trusted again
+        warm(a, b"k")  # ... and its next first read of k is cached
+        assert served(a, b"k")[1] == b"2"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_handles_incrementing_by_read_modify_write_end_with_the_exact_total(
+    path: str,
+) -> None:
+    handles = [SQLiteDatabase(path), SQLiteDatabase(path)]
+    rounds = 150
+
+    def increment(tr: Transaction) -> None:
+        tr.set(b"n", b"%d" % (int(tr.get(b"n") or b"0") + 1))
+
+    def work(db: SQLiteDatabase) -> None:
+        for _ in range(rounds):
+            db.transact(increment)
+
+    try:
+        threads = [threading.Thread(target=work, args=(db,)) for db in handles * 2]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert handles[0].transact(lambda tr: tr.get(b"n")) == b"%d" % (4 * rounds)
+    finally:
+        for db in handles:
+            db.close()
+
+
+def test_a_snapshot_taken_after_a_served_read_moves_the_read_version(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"1")
+    warm(db, b"k")
+    tr, _ = served(db, b"k")
+    first = tr._read_version
+    put(db, b"unrelated", b"u")  # a commit after the served read, to another key
+    assert tr.get_range(b"u", b"v") == [(b"unrelated", b"u")]  # one snapshot, the newer one
+    assert first is not None and tr.get_read_version() > first
+    tr.set(b"k", b"2")
+    tr.commit()  # no conflict: nothing it read changed since the snapshot it now reads at
+    assert db.transact(lambda t: t.get(b"k")) == b"2"
+
+
+def test_a_served_value_never_meets_a_snapshot_that_contradicts_it(db: SQLiteDatabase) -> None:
+    for key in (b"k1", b"k2", b"k3"):
+        put(db, key, b"1")
+        warm(db, key)
+    tr, value = served(db, b"k1")
+    assert value == b"1"
+    put(db, b"k1", b"2")
+    with pytest.raises(KVError) as info:  # a range read would show k1 = 2 beside k1 = 1
+        tr.get_range(b"a", b"z")
+    assert info.value.code == NOT_COMMITTED
+    tr2, _ = served(db, b"k2")
+    put(db, b"k2", b"2")
+    with pytest.raises(KVError) as info:
+        tr2.snapshot.get(b"other")
+    assert info.value.code == NOT_COMMITTED
+    calls: list[bytes | None] = []
+
+    def reader(t: Transaction) -> list[tuple[bytes, bytes]]:
+        calls.append(t.get(b"k3"))
+        if len(calls) == 1:
+            put(db, b"k3", b"4")  # between the served read and the range read
+        return t.get_range(b"k3", b"k4")
+
+    assert db.transact(reader) == [(b"k3", b"4")]
+    assert calls == [b"1", b"4"]
+
+
+def test_a_key_read_before_a_snapshot_is_not_cached_again(db: SQLiteDatabase) -> None:
+    put(db, b"pointer", b"p")
+    warm(db, b"pointer")
+    tr, _ = served(db, b"pointer")
+    tr.get_range(b"a", b"z")  # this key's readers go on to take a snapshot
+    assert b"pointer" in db._read_cache.bound
+    warm(db, b"pointer")
+    tr = db.create_transaction()
+    assert tr.get(b"pointer") == b"p"
+    assert tr._conn is not None
+
+
+def test_snapshot_reads_are_not_served(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"1")
+    warm(db, b"k")
+    tr = db.create_transaction()
+    assert tr.snapshot.get(b"k") == b"1"
+    assert tr._conn is not None
+
+
+def test_two_served_reads_share_one_version(db: SQLiteDatabase) -> None:
+    put(db, b"a", b"1")
+    put(db, b"b", b"2")
+    warm(db, b"a")
+    warm(db, b"b")
+    tr, _ = served(db, b"a")
+    assert tr.get(b"b") == b"2"
+    assert tr._conn is None
+    assert tr.get_many([b"a", b"b", b"c"]) == [b"1", b"2", None]  # a snapshot: both checked
+
+
+def test_a_served_transaction_gets_1007_after_five_seconds(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"1")
+    warm(db, b"k")
+    tr, _ = served(db, b"k")
+    tr.set(b"k", b"late")
+    tr._read_at -= 6
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == TRANSACTION_TOO_OLD
+    tr2, _ = served(db, b"k")
+    tr2._read_at -= 6
+    with pytest.raises(KVError) as info:
+        tr2.get_range(b"a", b"z")
+    assert info.value.code == TRANSACTION_TOO_OLD
+    assert db.transact(lambda t: t.get(b"k")) == b"1"
+
+
+def test_no_read_is_served_while_a_batch_holds_the_cache(db: SQLiteDatabase) -> None:
+    put(db, b"k", b"1")
+    warm(db, b"k")
+    with db._read_cache.lock:  # what a commit in progress holds
+        tr = db.create_transaction()
+        assert tr.get(b"k") == b"1"
+        assert tr._conn is not None
+
+
+def test_the_cache_is_bounded(db: SQLiteDatabase) -> None:
+    big = b"v" * (VALUE_BYTES + 1)
+    put(db, b"big", big)
+    warm(db, b"big")
+    assert b"big" not in db._read_cache.values
+    for n in range(ENTRIES + 50):
+        tr = db.create_transaction()
+        tr.get(b"key%05d" % n)
+        tr.commit()
+    assert len(db._read_cache.values) <= ENTRIES
+    assert b"key%05d" % (ENTRIES + 49) in db._read_cache.values  # the oldest went first
+    assert b"key00000" not in db._read_cache.values
