@@ -6,7 +6,11 @@ Why: a transaction's first read opens a snapshot on a pooled connection (``BEGIN
 drops it, so the read walks its pages again: measured (issue 10, 1 kB pages, a commit between
 reads) 30-43 µs of CPU against 8 µs without commits in between. An enqueue reads one key (its
 zone's marker, ``core/pointers.touch_pointer``) that rarely changes: that read is what this
-cache serves.
+cache serves. Measured with it (issue 10, against the same code with serving turned off,
+interleaved): enqueue one per transaction 398k -> 350k instructions per enqueue (callgrind, 500
+enqueues), CPU 253-321 -> 203-270 µs; 8 producer threads 188-210 -> 149-247 µs of CPU per
+enqueue, 3.7-5.1k -> 4.2-6.3k/s; a kv transaction's point read before a write costs ~0 instead
+of ~40 µs. A drain serves a few dozen reads per 3,000 jobs (then marks their keys ``bound``).
 
 The invariant: ``ReadCache.values`` holds, for each key it has, the value committed at the
 version ``SQLiteDatabase._seen`` (the writer's view: its own commits and every other
