@@ -177,7 +177,14 @@ class Producer:
                         f"unknown enqueue field(s): {', '.join(sorted(map(str, unknown)))}; "
                         f"the fields are {', '.join(sorted(FIELDS))}"
                     )
-                news.append(self.new_job(now=now, **item))
+                missing = [name for name in ("tenant", "topic") if name not in item]
+                if missing:
+                    raise InvalidArgument(
+                        f"enqueue_many item {len(news)} has no {' and no '.join(missing)} (a "
+                        "dict takes enqueue's keyword arguments)"
+                    )
+                # payload is optional, as in enqueue (None)
+                news.append(self.new_job(now=now, **{"payload": None, **item}))
             else:
                 raise InvalidArgument(
                     "enqueue_many takes dicts of enqueue's arguments or (tenant, topic, "

@@ -201,7 +201,6 @@ def test_a_producer_without_handlers_batches_any_topic_without_warning() -> None
          "tenant is 1001"),
         ({"tenant": "a", "topic": "t" * 1001, "payload": 1}, qq.InvalidArgument, "topic is 1001"),
         ({"tenant": "a", "topic": 7, "payload": 1}, qq.InvalidArgument, "topic must be"),
-        ({"tenant": "a", "topic": "plain"}, TypeError, "missing 1 required positional"),
         ({"tenant": "a", "topic": "plain", "payload": {"s": {1}}}, qq.PayloadError,
          "not JSON-serialisable"),
         ({"tenant": "a", "topic": "typed", "payload": {"n": "x"}}, qq.PayloadError, "typed"),
@@ -220,6 +219,29 @@ def test_a_bad_item_after_good_ones_raises_what_enqueue_raises(
         producer(Plain, Typed).new_jobs([{"tenant": "a", "topic": "plain", "payload": 1}] * 3
                                         + [bad], NOW)
     assert str(batched.value) == str(alone.value)
+
+
+def test_a_batch_item_without_payload_carries_none_as_enqueue_does(
+    db: qq.Database, clock: qq.ManualClock
+) -> None:
+    queue = qq.JobQueue(db, jobs=[Plain], clock=clock)
+    first = queue.enqueue("a", "plain")
+    (second,) = queue.enqueue_many([{"tenant": "a", "topic": "plain", "priority": 5}])
+    alone, batched = queue.get_job("a", first), queue.get_job("a", second)
+    assert alone is not None and batched is not None
+    assert (batched.payload, batched.priority) == (alone.payload, 5)
+
+
+@pytest.mark.parametrize("item", [{"topic": "plain", "payload": 1}, {"tenant": "a"}, {}])
+def test_a_batch_item_without_tenant_or_topic_is_refused_by_name(
+    db: qq.Database, clock: qq.ManualClock, item: dict[str, Any]
+) -> None:
+    queue = qq.JobQueue(db, jobs=[Plain], clock=clock)
+    with pytest.raises(qq.InvalidArgument, match="item 1 has no") as refused:
+        queue.enqueue_many([("a", "plain", 1), item])
+    for name in ("tenant", "topic"):
+        assert (f"no {name}" in str(refused.value)) == (name not in item)
+    assert queue.stats().ready == 0  # the good item before it was not written either
 
 
 def test_a_batch_warns_of_each_misspelt_topic_at_the_callers_line(
