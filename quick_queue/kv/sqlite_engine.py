@@ -205,7 +205,8 @@ class SQLiteDatabase(Database, GroupCommit):
             if key is None:
                 version = current_version(conn)
             else:
-                version, value = conn.execute(VERSION_AND_VALUE, (key,)).fetchone()
+                # bytearray: see sqlite_commit.BLOB_COPY
+                version, value = conn.execute(VERSION_AND_VALUE, (bytearray(key),)).fetchone()
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

@@ -291,7 +291,7 @@ class GroupCommit:
         # when alone saved no instructions per commit and cost 5 % with two handles).
         conn.execute(
             "INSERT INTO qq_log (version, at, ranges) VALUES (?, ?, ?)",
-            (version, now, marshal.dumps(batch_writes.as_list())),
+            (version, now, bytearray(marshal.dumps(batch_writes.as_list()))),  # see BLOB_COPY
         )
         if now - self._last_prune > 1.0:
             self._last_prune = now

@@ -116,7 +116,9 @@ class SQLiteReads(Transaction):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 stored.update(
-                    conn.execute(f"SELECT k, v FROM kv WHERE k IN ({marks})", chunk).fetchall()
+                    conn.execute(  # bytearray: see sqlite_commit.BLOB_COPY
+                        f"SELECT k, v FROM kv WHERE k IN ({marks})", [bytearray(k) for k in chunk]
+                    ).fetchall()
                 )
             if conflict:
                 self._reads.extend((key, key + b"\x00") for key in wanted)
@@ -172,7 +174,7 @@ class SQLiteReads(Transaction):
                 value = self._first_read(key)
         else:
             row = self._ensure_snapshot().execute(
-                "SELECT v FROM kv WHERE k = ?", (key,)
+                "SELECT v FROM kv WHERE k = ?", (bytearray(key),)  # see sqlite_commit.BLOB_COPY
             ).fetchone()
             value = row[0] if row is not None else None
         if conflict:
@@ -190,7 +192,7 @@ class SQLiteReads(Transaction):
             sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
         lo, hi = begin, end
         while True:
-            rows = conn.execute(sql, (lo, hi, page)).fetchall()
+            rows = conn.execute(sql, (bytearray(lo), bytearray(hi), page)).fetchall()
             yield from rows
             if len(rows) < page:
                 return
@@ -275,7 +277,7 @@ class SQLiteReads(Transaction):
             out.append((key, data))  # type: ignore[arg-type]
         elif kind == "a":
             if stored is None and not (self._cleared and self._in_cleared(key)):
-                row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+                row = conn.execute("SELECT v FROM kv WHERE k = ?", (bytearray(key),)).fetchone()
                 stored = row[0] if row else None
             value = apply_ops(stored, data)  # type: ignore[arg-type]
             if value is not None:

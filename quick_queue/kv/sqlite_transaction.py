@@ -156,7 +156,7 @@ class SQLiteTransaction(SQLiteReads):
         self._conn = conn
         changed = value != first_value
         for other, other_value in served[1:]:
-            row = conn.execute("SELECT v FROM kv WHERE k = ?", (other,)).fetchone()
+            row = conn.execute("SELECT v FROM kv WHERE k = ?", (bytearray(other),)).fetchone()
             changed = changed or (row[0] if row is not None else None) != other_value
         if changed:
             self._release()
@@ -168,7 +168,7 @@ class SQLiteTransaction(SQLiteReads):
         self._read_at = time.monotonic()
         if key is None:
             return None
-        row = conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        row = conn.execute("SELECT v FROM kv WHERE k = ?", (bytearray(key),)).fetchone()
         return row[0] if row is not None else None
 
     def _release(self) -> None:
