@@ -123,6 +123,21 @@ def test_another_handles_commit_is_seen_by_the_next_transaction(path: str) -> No
         b.close()
 
 
+def test_another_handles_range_clear_empties_what_it_covers(path: str) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"r/1", b"1")
+        warm(a, b"r/1")
+        assert served(a, b"r/1")[1] == b"1"
+        b.transact(lambda tr: tr.clear_range(b"r/", b"r0"))
+        warm(a, b"x")  # a's batch mirrors b's range clear: the cached value must go
+        tr = a.create_transaction()
+        assert tr.get(b"r/1") is None
+    finally:
+        a.close()
+        b.close()
+
+
 def test_two_handles_incrementing_by_read_modify_write_end_with_the_exact_total(
     path: str,
 ) -> None:
