@@ -47,7 +47,7 @@ class EventKind(StrEnum):
     STALE = "stale"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class JobEvent:
     """One event. ``attempt`` is the attempt that ran (1-based). ``duration``: seconds the
     handler had run when the event was emitted (None when it never started). ``outcome``: the
@@ -68,6 +68,35 @@ class JobEvent:
     counters: tuple[str, ...] = ()
     waited: float | None = None
     trace: str | None = None
+
+    def __init__(
+        self, kind: EventKind, tenant: str, topic: str, job_id: str, attempt: int,
+        duration: float | None = None, outcome: OutcomeKind | None = None, reason: str = "",
+        counters: tuple[str, ...] = (), waited: float | None = None, trace: str | None = None,
+    ) -> None:
+        # The generated __init__ of a frozen dataclass sets each field through
+        # object.__setattr__; the slots' own setters do the same in half the time (two events
+        # a job: 3.1-3.7 -> 1.7-1.8 µs each, timeit). Same fields, order and defaults as the
+        # declaration above (a test compares them).
+        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10 = _SETTERS
+        s0(self, kind)
+        s1(self, tenant)
+        s2(self, topic)
+        s3(self, job_id)
+        s4(self, attempt)
+        s5(self, duration)
+        s6(self, outcome)
+        s7(self, reason)
+        s8(self, counters)
+        s9(self, waited)
+        s10(self, trace)
+
+
+# The slots' setters of JobEvent's fields, in declaration order (they bypass the frozen
+# __setattr__, which refuses every later assignment).
+_SETTERS: tuple[Callable[[JobEvent, Any], None], ...] = tuple(
+    getattr(JobEvent, name).__set__ for name in JobEvent.__dataclass_fields__
+)
 
 
 def outcome_counters(effect: Effect) -> tuple[str, ...]:
@@ -112,15 +141,19 @@ class EventStream:
             self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
 
     def emit(self, event: JobEvent) -> None:
-        for subscriber in self._subscribers:  # a tuple: subscribing meanwhile is safe
-            try:
-                subscriber(event)
-            except Exception:
-                if id(subscriber) not in self._failed:  # once per subscriber, not per job
-                    self._failed.add(id(subscriber))
-                    log.exception("event subscriber %r failed (logged once)", subscriber)
-        if self._parent is not None:
-            self._parent.emit(event)
+        stream: EventStream | None = self
+        while stream is not None:  # this stream, then its parent's (a loop, not a call each)
+            for subscriber in stream._subscribers:  # a tuple: subscribing meanwhile is safe
+                try:
+                    subscriber(event)
+                except Exception:  # noqa: BLE001 - logged once in _failed_once
+                    stream._failed_once(subscriber)
+            stream = stream._parent
+
+    def _failed_once(self, subscriber: Subscriber) -> None:
+        if id(subscriber) not in self._failed:  # once per subscriber, not per job
+            self._failed.add(id(subscriber))
+            log.exception("event subscriber %r failed (logged once)", subscriber)
 
 
 @dataclass
