@@ -6,6 +6,7 @@ Stored records are compact JSON; times inside them are integer microseconds sinc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -384,14 +385,25 @@ class PointerRecord:
         return cls(v, tk, le, la)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, init=False)
 class LeasedJob:
     """What a dequeue hands the runtime: the record as leased, with its token."""
 
     tenant: str
     record: JobRecord
 
+    def __init__(self, tenant: str, record: JobRecord) -> None:
+        # The slots' own setters: the generated frozen __init__ (object.__setattr__ per field)
+        # cost twice as much, once for every job leased (issue 10; timeit 0.9 -> 0.45 µs).
+        _set_tenant(self, tenant)
+        _set_record(self, record)
+
     @property
     def token(self) -> str:
         assert self.record.token is not None
         return self.record.token
+
+
+# (they bypass the frozen __setattr__, which refuses every later assignment)
+_set_tenant: Callable[[LeasedJob, str], None] = vars(LeasedJob)["tenant"].__set__
+_set_record: Callable[[LeasedJob, JobRecord], None] = vars(LeasedJob)["record"].__set__
