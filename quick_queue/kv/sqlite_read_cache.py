@@ -10,7 +10,7 @@ cache serves. Measured with it (issue 10, against the same code with serving tur
 interleaved): enqueue one per transaction 398k -> 350k instructions per enqueue (callgrind, 500
 enqueues), CPU 253-321 -> 203-270 µs; 8 producer threads 188-210 -> 149-247 µs of CPU per
 enqueue, 3.7-5.1k -> 4.2-6.3k/s; a kv transaction's point read before a write costs ~0 instead
-of ~40 µs. A drain serves a few dozen reads per 3,000 jobs (then marks their keys ``bound``).
+of ~40 µs.
 
 The invariant: ``ReadCache.values`` holds, for each key it has, the value committed at the
 version ``SQLiteDatabase._seen`` (the writer's view: its own commits and every other
@@ -21,7 +21,8 @@ holds ``ReadCache.lock``, which the group-commit leader holds for a whole batch:
   range clear or a gap in the log); a batch that commits updates the keys it wrote that the
   cache holds (drops those of atomic operations and versionstamps), before any of its commits
   is acknowledged; a batch that fails empties the cache (its writes may or may not be in);
-* a transaction's first read at snapshot version V adds its key only when V is ``_seen``.
+* a transaction whose only read was one point read, at snapshot version V, adds its key at its
+  commit when V is still ``_seen``.
 
 A read is served only under the lock, and only while ``PRAGMA data_version`` on the writer's
 connection shows that no other connection committed since the writer last mirrored the log
@@ -40,7 +41,9 @@ transaction could only fail at commit, and must not see two versions: it gets ``
 
 Only regular point reads are served: a snapshot read that a later snapshot contradicts would
 fail its transaction, where FoundationDB's would go on (snapshot reads never conflict). And a key
-whose served read was followed by a snapshot is not cached again (``ReadCache.bound``).
+whose served read was followed by a snapshot is not cached again (``ReadCache.bound``): keys
+enter the cache from transactions that read nothing else, but a consumer may read the same key
+first and then ranges.
 
 Bounded: at most ``ENTRIES`` keys of values up to ``VALUE_BYTES`` (about 1 MB).
 """

@@ -71,6 +71,9 @@ class SQLiteTransaction(SQLiteReads):
         # Reads served from the database's read cache before the transaction had a snapshot:
         # (key, value) at ``_read_version`` (see ``_rebase``).
         self._served: list[tuple[bytes, bytes | None]] = []
+        # The first read (key, version, value) while it is the transaction's only read: kept
+        # by the read cache at commit (see ``commit``).
+        self._solo: tuple[bytes, int, bytes | None] | None = None
         self._writes: dict[bytes, Entry] = {}
         self._cleared: list[Range] = []
         self._stamped_keys: list[tuple[bytes, bytes]] = []
@@ -109,6 +112,7 @@ class SQLiteTransaction(SQLiteReads):
             return self._conn
         if time.monotonic() - self._read_at > LIFETIME:
             raise KVError(TRANSACTION_TOO_OLD)
+        self._solo = None  # a further read at this snapshot
         return conn
 
     def _first_read(self, key: bytes | None) -> bytes | None:
@@ -122,7 +126,7 @@ class SQLiteTransaction(SQLiteReads):
         self._read_version = version
         self._read_at = time.monotonic()
         if key is not None:
-            self._db._remember_read(key, version, value)
+            self._solo = (key, version, value)
         return value
 
     def _serve(self, key: bytes, version: int, value: bytes | None) -> bool:
@@ -363,6 +367,12 @@ class SQLiteTransaction(SQLiteReads):
         if self._size > MAX_TRANSACTION:
             raise KVError(TRANSACTION_TOO_LARGE)
         read_version = self._read_version
+        if self._solo is not None:
+            # Only a transaction that read one key is a reader the cache can serve whole
+            # (an enqueue reads its zone's marker); a consumer's first read, followed by
+            # range reads, would be served and then read again (see sqlite_read_cache).
+            self._db._remember_read(*self._solo)
+            self._solo = None
         self._release()
         if not (self._writes or self._cleared or self._stamped_keys or self._extra_writes):
             self._committed = True  # read-only: nothing to resolve, like FoundationDB

@@ -215,6 +215,20 @@ def test_a_key_read_before_a_snapshot_is_not_cached_again(db: SQLiteDatabase) ->
     assert tr._conn is not None
 
 
+def test_only_a_transaction_that_read_one_key_fills_the_cache(db: SQLiteDatabase) -> None:
+    put(db, b"pointer", b"p")
+
+    def consumer(tr: Transaction) -> None:  # a first point read, then a range read
+        tr.get(b"pointer")
+        tr.get_range(b"a", b"z")
+        tr.set(b"lease", b"l")
+
+    db.transact(consumer)
+    assert b"pointer" not in db._read_cache.values
+    warm(db, b"pointer")  # the enqueue's shape: one read, then writes
+    assert db._read_cache.values[b"pointer"] == b"p"
+
+
 def test_snapshot_reads_are_not_served(db: SQLiteDatabase) -> None:
     put(db, b"k", b"1")
     warm(db, b"k")
