@@ -30,7 +30,7 @@ from quick_queue.consumer.settler import Settler
 from quick_queue.consumer.transactional import TRANSACTIONAL_RETRY_LIMIT
 from quick_queue.consumer.workers import WorkerPool, release_outcome
 from quick_queue.context import QueueContext
-from quick_queue.events import EventCounter, EventStream, Summary, log_event
+from quick_queue.events import EventCounter, EventStream, Summary, WorkerLog
 from quick_queue.telemetry import Counters
 
 __all__ = ["TRANSACTIONAL_RETRY_LIMIT", "Consumer", "Summary"]
@@ -49,7 +49,7 @@ class Consumer:
         # this consumer's stream: counted here, then passed on to the queue's subscribers
         self.events = EventStream(parent=context.events)
         self.events.subscribe(EventCounter(self.counters))
-        self.events.subscribe(log_event)  # the worker log: one line per state change
+        self.events.subscribe(WorkerLog())  # the worker log: one line per state change
         self._stopping = threading.Event()
         self._deadline: float | None = None
         self.settler = Settler(context, self.inflight, self.events)

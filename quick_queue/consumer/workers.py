@@ -199,11 +199,12 @@ class WorkerPool:
                     running.store_deadline = store_now + spec.timeout
                 self.keeper_wake.set()  # the keeper now watches at its fast tick
         running.meta.bind_progress(self._progress, running.job.token)
-        record = running.job.record
-        self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
-                                  record.job_id, record.attempt,
-                                  waited=max(0.0, running.started - record.seq / 1e6),
-                                  trace=record.trace))
+        if self.events.wants(EventKind.STARTED):  # (built only for someone who reads it)
+            record = running.job.record
+            self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
+                                      record.job_id, record.attempt, None, None, "", (),
+                                      max(0.0, running.started - record.seq / 1e6),
+                                      record.trace))
         return True
 
     def _expired_before_start(self, running: Running) -> bool:
