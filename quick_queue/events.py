@@ -13,7 +13,9 @@ Subscribe with ``queue.events.subscribe(fn)`` (``fn(event)`` is called on the co
 threads, so keep it quick and thread-safe; an exception in it is logged and swallowed). Each
 consumer has a stream of its own that forwards to its queue's: the consumer's ``Summary`` is
 one subscriber, the worker log another (``quick_queue.worker`` logger, see ``log_event``), and
-metrics, tracing or a dashboard can be more. Nothing else counts outcomes.
+metrics, tracing or a dashboard can be more. Nothing else counts outcomes. A subscriber with
+a ``skips(kind)`` method that returns True is not counted as a reader of that kind: when no
+subscriber reads ``started``, a worker does not build it (``EventStream.wants``).
 
 ``JobEvent.counters`` names the process counters the event adds to (from
 ``quick_queue.outcomes.EFFECTS``: a failed last attempt counts ``failed`` and ``dead``).
