@@ -24,11 +24,14 @@ any process is attached, and it removes what is left (the sockets of dead proces
 turn file, the presence file) and the folder. A handle that opened the presence file just before
 it was removed finds, once it holds its share, that the file it locked is no longer the one at
 that path, and attaches again. Everything in the folder is a hint or a fairness aid (sockets
-here, turns in ``sqlite_writer_turn``), so even a lost race costs latency, never data.
+here, turns in ``sqlite_writer_turn``), so even a lost race costs latency, never data. A handle
+never closed lets go when its process exits normally (``atexit``); only a killed process leaves
+its folder, until the next handle of that store closes.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -37,6 +40,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 #: How long a sender goes on using the socket list it last read (see the module docstring).
@@ -65,6 +69,7 @@ class CommitSignal:
         self._pid = os.getpid()
         self._presence = _attach(self.folder)
         self._presence_pid = self._pid
+        _attached.add(self)
 
     # -- waiting ----------------------------------------------------------------------------
     def _listen(self) -> socket.socket | None:
@@ -177,6 +182,19 @@ class CommitSignal:
             _detach(self.folder, presence)
         else:  # a forked child's copy: the lock is its parent's (see _detach)
             os.close(presence)
+
+
+#: The signals of this process that may still hold a share (see ``_let_go_at_exit``).
+_attached: weakref.WeakSet[CommitSignal] = weakref.WeakSet()
+
+
+@atexit.register
+def _let_go_at_exit() -> None:
+    """Handles never closed let their share go as the process ends, so the last one out still
+    removes the folder (a test suite that leaves stores open would otherwise leave one each)."""
+    for signal in list(_attached):
+        with contextlib.suppress(Exception):
+            signal.close()
 
 
 def _attach(folder: str) -> int | None:

@@ -9,6 +9,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -131,4 +132,22 @@ def test_a_handle_that_locked_a_removed_presence_file_attaches_again(tmp_path: P
             os.close(probe)
     finally:
         made[0].close()
+    assert not os.path.exists(folder)
+
+
+def test_a_process_that_exits_without_closing_its_store_removes_the_folder(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    script = (
+        "import sys, quick_queue.kv as kv\n"
+        "db = kv.open(sys.argv[1])\n"
+        "db.transact(lambda tr: tr.set(b'k', b'v'))\n"
+        "db.wait_for_change(0.0)\n"
+        "print(db._signal.folder, flush=True)\n"  # and exits with the store still open
+    )
+    done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{path}"],
+                          capture_output=True, text=True, timeout=DEADLINE, check=True)
+    folder = done.stdout.strip()
+    assert folder.startswith(tempfile.gettempdir())
     assert not os.path.exists(folder)
