@@ -8,6 +8,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 import quick_queue.kv as kv
 from quick_queue.kv.sqlite_engine import SQLiteDatabase
 from quick_queue.kv.sqlite_group_commit import CATCH_UP_FRAMES
@@ -39,9 +41,14 @@ def wal_frames(path: Path) -> int:
         conn.close()
 
 
-def test_a_long_wal_restarts_after_the_writer_catches_up(tmp_path: Path) -> None:
+def test_a_long_wal_restarts_after_the_writer_catches_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "store.db"
     db = open_store(path)
+    # This test plays the background thread's part itself: without that thread, a pause of a
+    # loaded machine cannot let the WAL restart on its own before the first assertion.
+    monkeypatch.setattr(db, "_start_checkpointer", lambda: None)
     try:
         commit_rows(db, CATCH_UP_FRAMES // 2)  # each commit writes two pages or more
         assert wal_frames(path) >= CATCH_UP_FRAMES
@@ -58,13 +65,14 @@ def test_a_long_wal_restarts_after_the_writer_catches_up(tmp_path: Path) -> None
 
 def test_the_wal_file_stays_bounded_under_steady_commits(tmp_path: Path) -> None:
     """The background thread alone (every 1,000 commits) drives it. Measured: without the
-    catch-up this WAL grew by ~7 MB per 1,000 commits and never restarted (21 MB here); with
-    it, it restarts at ~7 MB."""
+    catch-up this WAL grew by ~7 MB per 1,000 commits and never restarted (28 MB here); with
+    it, it restarts at ~7 MB (the bound leaves room for a background thread slowed down by a
+    loaded machine)."""
     path = tmp_path / "store.db"
     db = open_store(path)
     try:
-        commit_rows(db, 3000)
+        commit_rows(db, 4000)
         size = os.path.getsize(f"{path}-wal")
-        assert size < 12_000_000, f"WAL of {size} bytes after 3,000 commits"
+        assert size < 16_000_000, f"WAL of {size} bytes after 4,000 commits"
     finally:
         db.close()
