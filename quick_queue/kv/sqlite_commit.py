@@ -78,10 +78,11 @@ def storage_error(path: str, error: sqlite3.Error, doing: str) -> StorageError:
 
 
 def add_write_ranges(writes: WriteSet, request: Request) -> None:
-    for key in request.writes:
-        writes.points.add(key)
-    writes.add_all(request.cleared)
-    writes.add_all(request.extra_writes)
+    writes.points.update(request.writes)  # (one call in C: a loop of add cost ~0.2 µs a key)
+    if request.cleared:
+        writes.add_all(request.cleared)
+    if request.extra_writes:
+        writes.add_all(request.extra_writes)
     # A versionstamped key is known only at apply time, but later requests of this batch are
     # resolved before that: like FoundationDB, write-conflict every key its stamp could make.
     for template, _value in request.stamped:
@@ -94,6 +95,9 @@ ROWS_PER_INSERT = 16
 _INSERTS = [
     "INSERT OR REPLACE INTO kv (k, v) VALUES " + ",".join(["(?,?)"] * n)
     for n in range(ROWS_PER_INSERT + 1)
+]
+_DELETES = [
+    "DELETE FROM kv WHERE k IN (" + ",".join(["?"] * n) + ")" for n in range(ROWS_PER_INSERT + 1)
 ]
 
 #: Parameters are bound as ``bytearray`` copies up to this many bytes, ``bytes`` beyond. Python
@@ -118,8 +122,11 @@ def write_rows(
     statement once per row, and every step releases and retakes the interpreter lock; with 8
     producer threads the group-commit leader waited for the lock at each of them (batch wall
     time 3x its CPU). One statement also costs less CPU than 3 steps of ``executemany``."""
-    if clears:
-        conn.executemany("DELETE FROM kv WHERE k = ?", [(bytearray(k),) for (k,) in clears])
+    # Clears likewise in one ``DELETE ... IN`` per ``ROWS_PER_INSERT`` keys: a settle clears
+    # two keys a job, stepped one by one by ``executemany`` before.
+    for start in range(0, len(clears), ROWS_PER_INSERT):
+        keys = clears[start : start + ROWS_PER_INSERT]
+        conn.execute(_DELETES[len(keys)], [bytearray(k) for (k,) in keys])
     for start in range(0, len(sets), ROWS_PER_INSERT):
         chunk = sets[start : start + ROWS_PER_INSERT]
         params: list[object] = []

@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import time
 
-from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet
+from quick_queue.kv.conflicts import ConflictHistory, Range, WriteSet, split_reads
 from quick_queue.kv.errors import (
     DATABASE_LOCKED,
     NOT_COMMITTED,
@@ -264,8 +264,8 @@ class GroupCommit:
             if read_version < history.floor:
                 request.error = KVError(TRANSACTION_TOO_OLD)
             elif request.reads and (
-                batch_writes.intersects(request.reads)
-                or history.conflicts(request.reads, read_version)
+                batch_writes.intersects_split(*(split := split_reads(request.reads)))
+                or history.conflicts_split(*split, read_version)
             ):
                 request.error = KVError(NOT_COMMITTED)
             else:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from quick_queue.kv.api import KeyValue, ReadView, Transaction, TransactionOptions
@@ -59,6 +61,7 @@ class SQLiteReads(Transaction):
 
     _db: SQLiteDatabase
     _writes: dict[bytes, Entry]
+    _index: list[bytes]  # the keys of _writes, sorted (see _written_in)
     _cleared: list[Range]
     _reads: list[Range]
     _conn: sqlite3.Connection | None
@@ -97,15 +100,21 @@ class SQLiteReads(Transaction):
         if len(keys) < 3:
             return [self._get(key, conflict=conflict) for key in keys]
         self._check()
-        for key in keys:
-            self._check_read_key(key)
-        # Keys the write buffer answers completely are served from it; the rest in one query.
-        wanted = [
-            key for key in keys
-            if (entry := self._writes.get(key)) is None
-            or entry[0] == "a"
-        ]
-        wanted = [k for k in wanted if not (k not in self._writes and self._in_cleared(k))]
+        limit = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        if max(keys) >= limit:  # (one call in C instead of a check per key)
+            for key in keys:
+                self._check_read_key(key)
+        writes = self._writes
+        if writes or self._cleared:
+            # Keys the write buffer answers completely are served from it; the rest in one
+            # query.
+            wanted = [
+                key for key in keys
+                if ((entry := writes.get(key)) is None and not self._in_cleared(key))
+                or (entry is not None and entry[0] == "a")
+            ]
+        else:  # nothing written yet (a dequeue reads its records before it writes its leases)
+            wanted = list(keys)
         stored: dict[bytes, bytes] = {}
         if wanted:
             conn = self._ensure_snapshot()
@@ -121,10 +130,12 @@ class SQLiteReads(Transaction):
                     ).fetchall()
                 )
             if conflict:
-                self._reads.extend((key, key + b"\x00") for key in wanted)
+                self._reads.extend([(key, key + b"\x00") for key in wanted])
+        if not writes:
+            return [stored.get(key) for key in keys]
         out: list[bytes | None] = []
         for key in keys:
-            entry = self._writes.get(key)
+            entry = writes.get(key)
             if entry is None:
                 out.append(stored.get(key))
             elif entry[0] == "s":
@@ -223,14 +234,7 @@ class SQLiteReads(Transaction):
         if begin >= end:
             return []
         conn = self._ensure_snapshot()
-        local = (
-            sorted(
-                (k for k in self._writes if begin <= k < end),
-                reverse=reverse,
-            )
-            if self._writes
-            else []
-        )
+        local = self._written_in(begin, end, reverse) if self._writes else []
         cleared = [(b, e) for b, e in self._cleared if b < end and begin < e]
         page = (limit + len(local) + 1) if limit else 256
         out: list[KeyValue] = []
@@ -264,6 +268,33 @@ class SQLiteReads(Transaction):
             else:
                 self._reads.append((begin, end))
         return out
+
+    def _written_in(self, begin: bytes, end: bytes, reverse: bool) -> list[bytes]:
+        """The written keys in [begin, end), in order (``reverse``: descending), from
+        ``_index``: the write buffer's keys sorted, first brought up to date with the keys
+        written since its last use. Keys only join the buffer (at the end of its insertion
+        order) except through ``clear_range``, which empties the index, so the keys past its
+        length are the new ones.
+
+        Measured (issue 10): a worker visiting several zones in one transaction range-reads
+        each zone after writing the leases of the zones before it; filtering the whole buffer
+        in Python on each read went through ~93 written keys a job in a drain of 3,000 jobs
+        over 1,000 tenants (none at 1 tenant). Bisecting the index is O(log n) a read, and
+        only the new keys are sorted (figures with the rest: ``conflicts.split_reads``)."""
+        writes = self._writes
+        index = self._index
+        known = len(index)
+        if known != len(writes):
+            new = list(islice(writes, known, None))
+            new.sort()
+            index += new
+            if known and new[0] < index[known - 1]:
+                index.sort()  # two sorted runs: merged by one pass of the sort
+        lo = bisect_left(index, begin)
+        keys = index[lo : bisect_left(index, end, lo)]
+        if reverse:
+            keys.reverse()
+        return keys
 
     def _emit_local(
         self,

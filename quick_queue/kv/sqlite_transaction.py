@@ -17,29 +17,24 @@ from quick_queue.kv.api import (
     TransactionOptions,
     VersionstampFuture,
 )
-from quick_queue.kv.atomic import OPS, check_versionstamp_template
 from quick_queue.kv.conflicts import Range
 from quick_queue.kv.errors import (
     CLIENT_INVALID_OPERATION,
     INVERTED_RANGE,
-    KEY_OUTSIDE_LEGAL_RANGE,
-    KEY_TOO_LARGE,
     NOT_COMMITTED,
     NOT_YET_COMMITTED,
     TRANSACTION_TIMED_OUT,
     TRANSACTION_TOO_LARGE,
     TRANSACTION_TOO_OLD,
     USED_DURING_COMMIT,
-    VALUE_TOO_LARGE,
     KVError,
 )
-from quick_queue.kv.sqlite_reads import Entry, SnapshotView, SQLiteReads
+from quick_queue.kv.sqlite_reads import Entry, SnapshotView
+from quick_queue.kv.sqlite_writes import SQLiteWrites
 
 if TYPE_CHECKING:
     from quick_queue.kv.sqlite_engine import SQLiteDatabase
 
-MAX_KEY = 10_000
-MAX_VALUE = 100_000
 MAX_TRANSACTION = 10_000_000
 LIFETIME = 5.0
 NO_COMMIT_VERSION = 2021  # FoundationDB's error for the versionstamp of a read-only commit
@@ -55,7 +50,7 @@ class _Stamp(VersionstampFuture):
         raise self.error or KVError(CLIENT_INVALID_OPERATION, NOT_YET_COMMITTED)
 
 
-class SQLiteTransaction(SQLiteReads):
+class SQLiteTransaction(SQLiteWrites):
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
         self.options = TransactionOptions()
@@ -75,6 +70,7 @@ class SQLiteTransaction(SQLiteReads):
         # by the read cache at commit (see ``commit``).
         self._solo: tuple[bytes, int, bytes | None] | None = None
         self._writes: dict[bytes, Entry] = {}
+        self._index: list[bytes] = []
         self._cleared: list[Range] = []
         self._stamped_keys: list[tuple[bytes, bytes]] = []
         self._reads: list[Range] = []
@@ -186,141 +182,6 @@ class SQLiteTransaction(SQLiteReads):
             self._release()
         except Exception:  # noqa: BLE001 - interpreter shutdown, closed database
             pass
-
-    # -- reads ------------------------------------------------------------------------------
-    def _check_key(self, key: bytes) -> None:
-        if not isinstance(key, bytes):
-            raise TypeError(f"keys must be bytes, not {type(key).__name__}")
-        if len(key) > MAX_KEY:
-            raise KVError(KEY_TOO_LARGE, f"key of {len(key)} bytes exceeds {MAX_KEY}")
-        if key[:1] == b"\xff":
-            raise KVError(KEY_OUTSIDE_LEGAL_RANGE, "keys starting with 0xFF are reserved")
-
-    def _check_value(self, value: bytes) -> None:
-        if not isinstance(value, bytes):
-            raise TypeError(f"values must be bytes, not {type(value).__name__}")
-        if len(value) > MAX_VALUE:
-            raise KVError(VALUE_TOO_LARGE, f"value of {len(value)} bytes exceeds {MAX_VALUE}")
-
-    def _valid(self, key: bytes, value: bytes | None = None) -> bool:
-        """Check a write's key (and value); an invalid one is deferred (see ``_deferred``)."""
-        self._check_state()
-        try:
-            self._check_key(key)
-            if value is not None:
-                self._check_value(value)
-        except KVError as error:
-            self._defer(error)
-            return False
-        return True
-
-    def _plain(self, key: object) -> bool:
-        """The common case in one expression: a plain bytes key in the legal range, and a
-        transaction that is neither committed nor under a timeout (``_valid`` decides the rest,
-        with its errors; most transactions write several keys, so this is worth a shortcut)."""
-        return (
-            type(key) is bytes and len(key) <= MAX_KEY and key[:1] != b"\xff"
-            and not self._committed and not self.options.timeout_ms
-        )
-
-    def set(self, key: bytes, value: bytes) -> None:
-        if not (
-            type(value) is bytes and len(value) <= MAX_VALUE and self._plain(key)
-        ) and not self._valid(key, value):
-            return
-        self._writes[key] = ("s", value)
-        self._size += len(key) * 2 + len(value) + 1
-
-    def set_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
-        """The same as ``set`` for each pair, with the checks of the common case inlined
-        (enqueue_many sets two keys a job; measured by E, issue 10: 0.2-0.35 µs a pair less)."""
-        if self._committed or self.options.timeout_ms:
-            for key, value in pairs:
-                self.set(key, value)
-            return
-        writes = self._writes
-        for key, value in pairs:
-            if (
-                type(key) is bytes and type(value) is bytes and len(key) <= MAX_KEY
-                and len(value) <= MAX_VALUE and key[:1] != b"\xff"
-            ):
-                writes[key] = ("s", value)
-                self._size += len(key) * 2 + len(value) + 1
-            else:
-                self.set(key, value)  # its checks, and the error deferred as set defers it
-
-    def clear(self, key: bytes) -> None:
-        if not self._plain(key) and not self._valid(key):
-            return
-        self._writes[key] = ("c", None)
-        self._size += len(key) * 2 + 1
-
-    def clear_range(self, begin: bytes, end: bytes) -> None:
-        self._check_state()
-        if begin > end:
-            self._defer(KVError(INVERTED_RANGE))
-            return
-        if begin > b"\xff" or end > b"\xff":  # as FoundationDB: past \xff is not ours to clear
-            self._defer(KVError(KEY_OUTSIDE_LEGAL_RANGE, "clear_range past b'\\xff'"))
-            return
-        if begin >= end:
-            return
-        for key in [k for k in self._writes if begin <= k < end]:
-            del self._writes[key]
-        self._stamped_keys = [(t, v) for t, v in self._stamped_keys if not (begin <= t < end)]
-        self._cleared.append((begin, end))
-        self._size += (len(begin) + len(end)) * 2
-
-    def _atomic(self, op: str, key: bytes, param: bytes) -> None:
-        if not self._valid(key, param):
-            return
-        entry = self._writes.get(key)
-        fn = OPS[op]
-        if entry is None:
-            if self._cleared and self._in_cleared(key):
-                self._writes[key] = ("s", fn(None, param))
-            else:
-                self._writes[key] = ("a", [(op, param)])
-        elif entry[0] == "s":
-            self._writes[key] = ("s", fn(entry[1], param))  # type: ignore[arg-type]
-        elif entry[0] == "c":
-            self._writes[key] = ("s", fn(None, param))
-        elif entry[0] == "a":
-            entry[1].append((op, param))  # type: ignore[attr-defined]
-        else:
-            raise KVError(CLIENT_INVALID_OPERATION, "atomic operation on a versionstamped value")
-        self._size += len(key) * 2 + len(param) + 1
-
-    def add(self, key: bytes, param: bytes) -> None:
-        self._atomic("add", key, param)
-
-    def max(self, key: bytes, param: bytes) -> None:
-        self._atomic("max", key, param)
-
-    def min(self, key: bytes, param: bytes) -> None:
-        self._atomic("min", key, param)
-
-    def set_versionstamped_key(self, key: bytes, value: bytes) -> None:
-        self._check_state()
-        if not check_versionstamp_template(key):
-            self._defer(KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the key"))
-            return
-        if not self._valid(key[:-4], value):
-            return
-        self._stamped_keys.append((key, value))
-        self._size += len(key) * 2 + len(value)
-
-    def set_versionstamped_value(self, key: bytes, value: bytes) -> None:
-        self._check_state()
-        if not check_versionstamp_template(value):
-            self._defer(
-                KVError(CLIENT_INVALID_OPERATION, "versionstamp offset outside the value")
-            )
-            return
-        if not self._valid(key, value[:-4]):
-            return
-        self._writes[key] = ("v", value)
-        self._size += len(key) * 2 + len(value)
 
     def get_versionstamp(self) -> VersionstampFuture:
         self._check_state()
