@@ -30,6 +30,9 @@ ACCESSED_UNREADABLE = 1036
 # operations on whatever the database holds, ("v", template) a versionstamped value.
 Entry = tuple[str, object]
 
+_PAGE = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
+_PAGE_DESC = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT ?"
+
 
 class SnapshotView(ReadView):
     """``tr.snapshot``: the same reads, adding no read conflicts.
@@ -197,10 +200,7 @@ class SQLiteReads(Transaction):
     def _db_rows(
         self, conn: sqlite3.Connection, begin: bytes, end: bytes, reverse: bool, page: int
     ) -> Iterator[KeyValue]:
-        if reverse:
-            sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT ?"
-        else:
-            sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
+        sql = _PAGE_DESC if reverse else _PAGE
         lo, hi = begin, end
         while True:
             rows = conn.execute(sql, (bytearray(lo), bytearray(hi), page)).fetchall()
@@ -236,6 +236,33 @@ class SQLiteReads(Transaction):
         conn = self._ensure_snapshot()
         local = self._written_in(begin, end, reverse) if self._writes else []
         cleared = [(b, e) for b, e in self._cleared if b < end and begin < e]
+        if local or cleared:
+            out = self._merged(conn, begin, end, limit, reverse, local, cleared)
+        elif limit:
+            # Nothing of this transaction's in the range: the rows are the answer, in one query
+            # and without a Python step per row. Measured (issue 10, callgrind): a drain of
+            # 3,000 jobs over 1,000 tenants range-reads ~26k rows (the due index, 300 at a
+            # time): 3978M -> 3599-3607M instructions (3872-4074M before 29086bc: that run
+            # varies with the zones per visit); 1 tenant, 1,500 jobs: 2028-2033M -> 2027M.
+            sql = _PAGE_DESC if reverse else _PAGE
+            out = conn.execute(sql, (bytearray(begin), bytearray(end), limit)).fetchall()
+        else:
+            out = list(self._db_rows(conn, begin, end, reverse, 256))
+        if conflict:
+            if limit and len(out) >= limit:
+                if reverse:
+                    self._reads.append((out[-1][0], end))
+                else:
+                    self._reads.append((begin, out[-1][0] + b"\x00"))
+            else:
+                self._reads.append((begin, end))
+        return out
+
+    def _merged(
+        self, conn: sqlite3.Connection, begin: bytes, end: bytes, limit: int, reverse: bool,
+        local: list[bytes], cleared: list[Range],
+    ) -> list[KeyValue]:
+        """The stored rows of [begin, end) merged with this transaction's writes there."""
         page = (limit + len(local) + 1) if limit else 256
         out: list[KeyValue] = []
         li = 0
@@ -259,14 +286,6 @@ class SQLiteReads(Transaction):
             while li < len(local) and not (limit and len(out) >= limit):
                 self._emit_local(local[li], out, conn)
                 li += 1
-        if conflict:
-            if limit and len(out) >= limit:
-                if reverse:
-                    self._reads.append((out[-1][0], end))
-                else:
-                    self._reads.append((begin, out[-1][0] + b"\x00"))
-            else:
-                self._reads.append((begin, end))
         return out
 
     def _written_in(self, begin: bytes, end: bytes, reverse: bool) -> list[bytes]:
