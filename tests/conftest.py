@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import quick_queue as qq
 from tests.fdb import cluster
 
 FDB_LEG = cluster.named_cluster_file() is not None
+
+# Property tests check results, never speed: hypothesis's default 200 ms deadline per example
+# failed a packing test on a loaded 2-core machine (speed is for the benchmarks in scripts/).
+settings.register_profile("quick_queue", deadline=None)
+settings.load_profile("quick_queue")
 
 
 @pytest.fixture(autouse=True)
