@@ -6,36 +6,20 @@ commits seen at once)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-import quick_queue.kv as kv
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import NOT_COMMITTED, TRANSACTION_TOO_OLD, KVError
 from quick_queue.kv.sqlite_engine import SQLiteDatabase
 from quick_queue.kv.sqlite_read_cache import ENTRIES, VALUE_BYTES
 from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+from tests.kv import sqlite_store
 
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "kv.db")
-
-
-@pytest.fixture
-def db(path: str) -> Iterator[SQLiteDatabase]:
-    database = SQLiteDatabase(path)
-    yield database
-    database.close()
-
-
-def put(db: kv.Database, key: bytes, value: bytes) -> None:
-    def write(tr: Transaction) -> None:
-        tr.set(key, value)
-
-    db.transact(write)
+# The store fixtures and helper shared with the other engine tests (tests/kv/sqlite_store.py).
+path = sqlite_store.path
+db = sqlite_store.db
+put = sqlite_store.put
 
 
 def warm(db: SQLiteDatabase, key: bytes) -> None:

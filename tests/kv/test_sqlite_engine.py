@@ -11,7 +11,6 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,12 @@ from quick_queue.kv.errors import (
 )
 from quick_queue.kv.sqlite_engine import LOG_SECONDS, SQLiteDatabase
 from quick_queue.kv.sqlite_transaction import LIFETIME, SQLiteTransaction
+from tests.kv import sqlite_store
 
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "kv.db")
-
-
-@pytest.fixture
-def db(path: str) -> Iterator[SQLiteDatabase]:
-    database = SQLiteDatabase(path)
-    yield database
-    database.close()
-
-
-def put(db: kv.Database, key: bytes, value: bytes) -> None:
-    def write(tr: Transaction) -> None:
-        tr.set(key, value)
-
-    db.transact(write)
+# The store fixtures and helper shared with the other engine tests (tests/kv/sqlite_store.py).
+path = sqlite_store.path
+db = sqlite_store.db
+put = sqlite_store.put
 
 
 def get(db: kv.Database, key: bytes) -> bytes | None:
