@@ -31,8 +31,8 @@ def split_reads(reads: Iterable[Range]) -> tuple[set[bytes], list[Range]]:
     points: set[bytes] = set()
     spans: list[Range] = []
     for begin, end in reads:
-        if len(end) == len(begin) + 1 and end[-1] == 0 and end.startswith(begin):
-            points.add(begin)
+        if len(end) == len(begin) + 1 and end[-1] == 0 and end.startswith(begin):  # is_point,
+            points.add(begin)  # inlined: a call per read on the commit path
         elif begin < end:
             spans.append((begin, end))
     return points, spans
@@ -113,14 +113,9 @@ class ConflictHistory:
             while self._entries and self._entries[0][0] <= version:
                 self._entries.popleft()
 
-    def conflicts(self, reads: list[Range], read_version: int) -> bool:
-        if not reads:
-            return False
-        return self.conflicts_split(*split_reads(reads), read_version)
-
-    def conflicts_split(
-        self, points: set[bytes], spans: list[Range], read_version: int
-    ) -> bool:
+    def conflicts(self, points: set[bytes], spans: list[Range], read_version: int) -> bool:
+        """Whether reads (``split_reads``: point keys, other ranges) overlap a batch committed
+        after ``read_version``."""
         for version, _at, writes in reversed(self._entries):
             if version <= read_version:
                 return False

@@ -335,8 +335,6 @@ class SQLiteDatabase(Database, GroupCommit):
         self._turn.close()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
-            # Nobody else can signal an ephemeral store: its wake-up folder goes with it.
-            shutil.rmtree(self._signal.folder, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"<SQLiteDatabase {self.url} synchronous={self.synchronous}>"

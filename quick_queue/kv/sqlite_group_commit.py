@@ -269,7 +269,7 @@ class GroupCommit:
                 request.error = KVError(TRANSACTION_TOO_OLD)
             elif request.reads and (
                 batch_writes.intersects_split(*(split := split_reads(request.reads)))
-                or history.conflicts_split(*split, read_version)
+                or history.conflicts(*split, read_version)
             ):
                 request.error = KVError(NOT_COMMITTED)
             else:
