@@ -35,6 +35,9 @@ from quick_queue.telemetry import Counters
 
 log = logging.getLogger("quick_queue.worker")
 CAP_RETRY_US = 200_000  # a job of a topic at its cap looks for a slot again this much later
+#: Retryable errors (1007, 1009, 1020, ...) met by the reads of this many zone visits in a row
+#: are passed over like lost races; one more is an outage (``StorageBackoff``).
+VISIT_RETRIES = 5
 LEFTOVER_AGE = 0.05  # seconds the zones a scan drew but did not visit are visited without a scan
 
 
@@ -59,6 +62,7 @@ class Scanner:
         # zones the last scan drew but had no free slots for, and when (monotonic)
         self._leftover: list[tuple[str, float]] = []
         self._leftover_at = 0.0
+        self._failed_visits = 0  # visits in a row whose reads met a retryable error
 
     def loop(self, deadline: float | None, until_idle: bool) -> bool:
         """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
@@ -187,8 +191,20 @@ class Scanner:
         claims = self.context.claims
         held: list[str] = []
         try:
-            return self._visit_zones(zones, free, now, held)
+            visit = self._visit_zones(zones, free, now, held)
+            self._failed_visits = 0
+            return visit
         except Exception as error:
+            if isinstance(error, KVError) and is_retryable(error):
+                # A read of the visit met what FoundationDB's reads meet now and then (a
+                # snapshot too old, a storage server behind): nothing was written, so the
+                # visit is lost like a race, and the next scan draws again. Only a run of
+                # them is an outage, worth the backoff and its log line (before, the first
+                # one paused the scanner 0.1 s and logged "the store failed").
+                self._failed_visits += 1
+                if self._failed_visits <= VISIT_RETRIES:
+                    self.counters.add("visit_retries")
+                    return 0, max(1, len(held))
             if is_transient(error):
                 raise  # the store, not the zone: the scanner backs off
             # nothing was committed; the last zone taken is the one whose visit failed (or

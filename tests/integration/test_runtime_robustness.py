@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 import quick_queue as qq
+from quick_queue.consumer.scanner import VISIT_RETRIES
 from quick_queue.kv.api import Transaction
+from quick_queue.kv.faults import FaultyDatabase
 from tests.conftest import QueueFactory
 
 GARBAGE = b"\xff\xfe{ not json, not utf-8"
@@ -97,3 +99,54 @@ def test_a_full_disk_pauses_the_worker_until_space_returns(
         assert 1 <= len(failures) <= 3  # once per loop that met it, not once per try
     finally:
         db.close()
+
+
+def _leasing_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if "the store failed while leasing jobs" in r.getMessage()]
+
+
+def test_a_retryable_read_error_in_a_visit_is_passed_over_like_a_lost_race(
+    db: qq.Database, clock: qq.ManualClock, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # FoundationDB's reads fail now and then (1009 future_version, 1007 too old); a visit
+    # that meets one is lost, the next scan draws again. Before: the first one paused the
+    # whole scanner with the outage backoff and logged "the store failed".
+    faulty = FaultyDatabase(db, seed=7, read_future_version=0.03)
+    queue = qq.JobQueue(faulty, jobs=[Ok], clock=clock, dequeue_max=2)
+    with faulty.paused():
+        jobs = {queue.enqueue(f"t{n % 5}", "rb:ok", {"n": n}): f"t{n % 5}" for n in range(40)}
+    with caplog.at_level("WARNING", logger="quick_queue.worker"):
+        summary = queue.drain(concurrency=2, timeout=30)
+    assert summary.completed == 40
+    assert summary.extra.get("visit_retries", 0) > 0
+    assert faulty.injected["read_future_version"] > 0
+    assert _leasing_failures(caplog) == []
+    with faulty.paused():
+        assert all(queue.get_job(t, j) is None for j, t in jobs.items())
+
+
+def test_retryable_read_errors_visit_after_visit_are_an_outage_with_backoff(
+    db: qq.Database, clock: qq.ManualClock, background: Any, wait_until: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    faulty = FaultyDatabase(db, seed=7)
+    queue = qq.JobQueue(faulty, jobs=[Ok], clock=clock)
+    jobs = {queue.enqueue(f"t{n}", "rb:ok", {}): f"t{n}" for n in range(4)}
+    # Half of all reads fail: a scan (one read, retried by its transaction's retry loop) gets
+    # through, a visit (about 7 reads, tried once) almost never does.
+    faulty.set_rates(read_future_version=0.5)
+    with caplog.at_level("WARNING", logger="quick_queue.worker"):
+        run = background(queue.run, concurrency=2, log=False)
+        wait_until(lambda: _leasing_failures(caplog), what="the outage's log line")
+        assert not run.done()
+        faulty.set_rates(read_future_version=0.0)  # the store recovers
+        with faulty.paused():
+            wait_until(lambda: all(queue.get_job(t, j) is None for j, t in jobs.items()),
+                       what="every job")
+        queue.stop()
+        summary = run.result()
+    assert summary.completed == 4
+    assert len(_leasing_failures(caplog)) == 1  # once per outage, not once per try
+    assert summary.extra.get("visit_retries", 0) >= VISIT_RETRIES  # passed over at first
+    assert any("the store is back (leasing jobs" in r.getMessage() for r in caplog.records)
