@@ -46,14 +46,27 @@ def cli(url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedPr
                           cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
+#: Run the rest of the command line in this process (same pid) with SIGINT as a terminal's
+#: foreground command gets it: caught by default, not blocked. A child inherits an ignored SIGINT
+#: and the signal mask from the test runner, and a runner started as a background job of a
+#: non-interactive shell (``./scripts/test &``) ignores SIGINT: Python then leaves it ignored,
+#: and a command waiting on stdin never ends on Ctrl-C (the test hung 30 s in such a run).
+AS_AT_A_TERMINAL = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 class Process:
     """A CLI process whose stderr is collected by a thread, so tests can wait for a line."""
 
     def __init__(self, url: str, *args: str, cwd: Path | None = None,
                  stdin: int | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quick_queue.cli", *args], env=env_for(url), cwd=cwd,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", AS_AT_A_TERMINAL, "-m", "quick_queue.cli", *args],
+            env=env_for(url), cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
         )
         self.err: list[str] = []
         self.out: list[str] = []
@@ -211,16 +224,53 @@ def test_console_script_is_installed_when_the_project_is() -> None:
     assert result.returncode == 0 and "inspect" in result.stdout
 
 
+def wait_reading_stdin(process: Process, timeout: float = 20.0) -> None:
+    """Until the command blocks reading its payload from stdin (so past start-up, whose
+    imports a Ctrl-C interrupts with Python's traceback). Only the stdin read waits on a pipe:
+    start-up reads none."""
+    wchan = Path(f"/proc/{process.proc.pid}/wchan")
+    deadline = time.monotonic() + timeout
+    while "pipe_read" not in wchan.read_text():
+        assert process.proc.poll() is None, f"exited: {''.join(process.err)}"
+        assert time.monotonic() < deadline, "the command never started reading stdin"
+        time.sleep(0.02)
+
+
+def assert_interrupted(process: Process) -> None:
+    assert process.stop(signal.SIGINT) == 130, "".join(process.err)
+    assert "".join(process.err).strip() == "interrupted"
+
+
+needs_wchan = pytest.mark.skipif(
+    not Path("/proc/self/wchan").exists(),
+    reason="needs Linux's /proc/PID/wchan to see the command blocked on stdin")
+
+
+@needs_wchan
 def test_ctrl_c_interrupts_a_command_with_130(url: str, processes: list[Process]) -> None:
     """A command other than the worker (here: enqueue waiting for its payload on stdin) ends on
     Ctrl-C with status 130 and one line, as the README says."""
     waiting = Process(url, "enqueue", "hello", "--tenant", "acme", "--payload", "-",
                       stdin=subprocess.PIPE)
     processes.append(waiting)
-    wchan = Path(f"/proc/{waiting.proc.pid}/wchan")
-    deadline = time.monotonic() + 20
-    while "pipe_read" not in (wchan.read_text() if wchan.exists() else "pipe_read"):
-        assert time.monotonic() < deadline, "enqueue never started reading stdin"
-        time.sleep(0.02)  # until the process blocks reading stdin (Linux; elsewhere at once)
-    assert waiting.stop(signal.SIGINT) == 130
-    assert "".join(waiting.err).strip() == "interrupted"
+    wait_reading_stdin(waiting)
+    assert_interrupted(waiting)
+
+
+@needs_wchan
+def test_ctrl_c_reaches_the_command_when_the_test_runner_ignores_it(
+        url: str, processes: list[Process]) -> None:
+    """A runner started in the background by a non-interactive shell ignores SIGINT, and a child
+    inherits that (and a blocked SIGINT): the CLI is started as at a terminal all the same. It
+    hung 30 s, once, in such a run of the suite."""
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    try:
+        waiting = Process(url, "enqueue", "hello", "--tenant", "acme", "--payload", "-",
+                          stdin=subprocess.PIPE)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, ignored)
+    processes.append(waiting)
+    wait_reading_stdin(waiting)
+    assert_interrupted(waiting)
