@@ -35,6 +35,7 @@ from quick_queue.cli_support import (
     describe_worker,
     fail,
     find_job,
+    interrupted,
     load_queue,
     one_usage_line,
     parse_duration,
@@ -58,7 +59,10 @@ MAX_PROCESSES = 256
 
 class _App(TyperGroup):
     """Usage errors (an unknown option, a missing argument, a number out of range) come out as
-    one ``error:`` line and exit status 2, like every other error."""
+    one ``error:`` line and exit status 2, like every other error. A Ctrl-C while the command
+    line is parsed, or before or after a command's own ``reporting_errors``, ends as one there
+    does (the CLI framework would end it with a bare 130, or "Aborted!" and 1 in older
+    releases)."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
                      **extra: Any) -> Any:
@@ -66,12 +70,16 @@ class _App(TyperGroup):
             return super().make_context(info_name, args, parent, **extra)
         except USAGE_ERROR as error:
             raise one_usage_line(error) from None
+        except KeyboardInterrupt:
+            raise interrupted() from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except USAGE_ERROR as error:
             raise one_usage_line(error) from None
+        except KeyboardInterrupt:
+            raise interrupted() from None
 
 
 app = typer.Typer(

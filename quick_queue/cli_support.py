@@ -98,14 +98,20 @@ def _name_codes(message: str) -> str:
     return re.sub(r"\((\d{4})\)", named, message)
 
 
+def interrupted() -> typer.Exit:
+    """Ctrl-C: one ``interrupted`` line, and the status a shell shows for a command that
+    SIGINT ended (128 + 2); raise what this returns."""
+    typer.echo("interrupted", err=True)
+    return typer.Exit(130)
+
+
 @contextmanager
 def reporting_errors() -> Iterator[None]:
     """Turn every error a command can meet into one line on stderr and an exit status."""
     try:
         yield
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted() from None
     except Exception as error:
         if type(error).__module__.split(".")[0] in ("typer", "click"):
             raise  # Exit, Abort, usage errors: the CLI framework reports those itself

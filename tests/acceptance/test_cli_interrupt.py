@@ -1,0 +1,100 @@
+"""Ctrl-C at chosen moments of a CLI command's life: each ends with status 130 and the one line
+``interrupted``, and leaves the store usable. The moment is chosen deterministically: the command
+runs in a process that sends itself SIGINT at the first call (or return) of a named function or
+at an audit event (``sys.addaudithook``), so no test depends on when a signal happens to land.
+
+Not covered: a Ctrl-C while the interpreter starts or the package is imported (about 0.6 s),
+which ends with Python's KeyboardInterrupt traceback; nothing of the CLI runs yet then."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: argv: WHEN NAME then the CLI's arguments. WHEN is ``call`` or ``return`` (of the function
+#: whose module and qualified name are NAME) or ``audit`` (NAME is the event). SIGINT is set as a
+#: terminal's foreground command has it (Python's KeyboardInterrupt, unblocked), whatever the
+#: test runner's; the trigger is armed after the CLI is imported, as the console script does.
+SELF_INTERRUPTING = """
+import os, signal, sys
+when, name = sys.argv[1:3]
+del sys.argv[1:3]
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from quick_queue.cli import main
+fired = []
+def fire():
+    if not fired:
+        fired.append(True)
+        print("firing", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGINT)
+def on_audit(event, args):
+    if event == name:
+        fire()
+def on_profile(frame, event, arg):
+    if event == when and f"{frame.f_globals.get('__name__')}.{frame.f_code.co_qualname}" == name:
+        sys.setprofile(None)
+        fire()
+if when == "audit":
+    sys.addaudithook(on_audit)
+else:
+    sys.setprofile(on_profile)
+main()
+"""
+
+
+def run(url: str, when: str, name: str, *args: str,
+        stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, QUICK_QUEUE_URL=url)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("QUICK_QUEUE_DEBUG", None)
+    return subprocess.run([sys.executable, "-c", SELF_INTERRUPTING, when, name, *args],
+                          env=env, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "quick_queue.cli", *args, "--db", url],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/q.db"
+
+
+ENQUEUE = ("enqueue", "hello", "--tenant", "acme", "--payload", "-")
+
+
+@pytest.mark.parametrize(("when", "name"), [
+    # before the command's own error reporting (the CLI framework alone: a bare 130 before)
+    ("call", "quick_queue.cli.root"),
+    ("call", "quick_queue.cli.enqueue"),
+    ("call", "quick_queue.cli_support.read_payload_text"),  # reading the payload
+    ("audit", "sqlite3.connect"),  # opening the store
+    ("audit", "fcntl.flock"),  # the store's wake-up folder and writer turn
+    ("call", "quick_queue.kv.sqlite_transaction.SQLiteTransaction.commit"),
+    ("call", "quick_queue.kv.sqlite_engine.SQLiteDatabase.close"),
+    ("return", "quick_queue.cli.enqueue"),  # its work done and the id printed
+], ids=lambda part: part.rpartition(".")[2])
+def test_ctrl_c_at_any_moment_of_enqueue(url: str, when: str, name: str) -> None:
+    result = run(url, when, name, *ENQUEUE, stdin='{"to": "a@b.c"}')
+    assert result.stderr.splitlines() == ["firing", "interrupted"], result.stderr
+    assert result.returncode == 130
+    # the store is left usable: not locked, its writer turn let go
+    after = cli(url, "enqueue", "hello", "--tenant", "acme")
+    assert after.returncode == 0, after.stderr
+
+
+def test_ctrl_c_while_a_read_command_opens_the_store(url: str) -> None:
+    assert cli(url, "enqueue", "hello", "--tenant", "acme").returncode == 0
+    result = run(url, "audit", "sqlite3.connect", "inspect", "zone", "acme")
+    assert result.stderr.splitlines() == ["firing", "interrupted"], result.stderr
+    assert result.returncode == 130
+    assert result.stdout == ""
