@@ -32,6 +32,7 @@ from quick_queue.cli_inspect import Db, QueueName, inspect_app
 from quick_queue.cli_support import (
     URL_ENV,
     USAGE_ERROR,
+    confirm,
     describe_worker,
     fail,
     find_job,
@@ -208,8 +209,7 @@ def purge(
                 typer.echo(f"no dead letters{whose}")
                 return
             if not yes:
-                typer.confirm(f"Delete {count} dead letter(s){whose}? This cannot be undone",
-                              abort=True)
+                confirm(f"Delete {count} dead letter(s){whose}? This cannot be undone")
             typer.echo(f"purged {q.purge_dead(tenant)} dead letter(s){whose}")
 
 

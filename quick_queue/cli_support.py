@@ -105,6 +105,18 @@ def interrupted() -> typer.Exit:
     return typer.Exit(130)
 
 
+def confirm(question: str) -> None:
+    """Ask ``question``; anything but yes aborts ("Aborted!", status 1), as does an answer that
+    cannot come (no input). A Ctrl-C at the prompt is an interruption like one anywhere else
+    (130): the CLI framework turns it into the same Abort, but leaves it as the context."""
+    try:
+        typer.confirm(question, abort=True)
+    except typer.Abort as aborted:
+        if isinstance(aborted.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+
+
 @contextmanager
 def reporting_errors() -> Iterator[None]:
     """Turn every error a command can meet into one line on stderr and an exit status."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import quick_queue as qq
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: argv: WHEN NAME then the CLI's arguments. WHEN is ``call`` or ``return`` (of the function
@@ -58,10 +60,10 @@ def run(url: str, when: str, name: str, *args: str,
                           env=env, input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "quick_queue.cli", *args, "--db", url],
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                          text=True, timeout=60)
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), input=stdin,
+                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -98,3 +100,22 @@ def test_ctrl_c_while_a_read_command_opens_the_store(url: str) -> None:
     assert result.stderr.splitlines() == ["firing", "interrupted"], result.stderr
     assert result.returncode == 130
     assert result.stdout == ""
+
+
+def test_ctrl_c_at_purge_s_question_is_an_interruption_not_a_no(url: str) -> None:
+    """The CLI framework turns a Ctrl-C at a prompt into the Abort of a "no" ("Aborted!", 1)."""
+    assert cli(url, "enqueue", "nobody.handles.this", "--tenant", "acme").returncode == 0
+
+    @qq.job(topic="other")
+    class Other:
+        def perform(self, payload: object, meta: qq.JobMeta) -> None:
+            return None
+
+    with qq.open(url) as db:
+        qq.JobQueue(db, jobs=[Other]).drain()  # an unknown topic: dead on arrival
+    result = run(url, "audit", "builtins.input", "purge")
+    assert result.stderr.splitlines() == ["firing", "interrupted"], result.stderr
+    assert result.returncode == 130
+    no_answer = cli(url, "purge")
+    assert (no_answer.returncode, no_answer.stderr.strip()) == (1, "Aborted!")
+    assert '"dead": 1' in cli(url, "inspect", "--json").stdout
