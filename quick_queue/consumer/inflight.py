@@ -22,6 +22,13 @@ from quick_queue.models import LeasedJob
 from quick_queue.outcomes import OutcomeKind
 
 JobKey = tuple[str, str]  # (tenant, job_id)
+#: While handlers are quick (their recent mean below ``QUICK_HANDLER`` seconds), a consumer
+#: with the default prefetch holds up to this many leases per worker beyond the one running,
+#: instead of one. See ``InFlight.note_handler``.
+QUICK_PREFETCH = 3
+QUICK_HANDLER = 0.002
+#: Weight of the newest handler call in the running mean of call times.
+HANDLER_MEAN_WEIGHT = 0.05
 
 
 @dataclass(eq=False)
@@ -65,6 +72,8 @@ class InFlight:
             raise InvalidArgument(f"concurrency must be >= 1, not {concurrency!r}")
         self.concurrency = concurrency
         self.prefetch = prefetch
+        # running mean of handler call times (seconds); None until the first call ends
+        self.handler_mean: float | None = None
         # ``with lock`` is ``with cond`` (the same lock) without Condition's Python-level
         # __enter__/__exit__: the hot paths take it three or four times a job (issue 10)
         self.lock = threading.RLock()
@@ -82,9 +91,35 @@ class InFlight:
         """Workers not held by an overrunning handler."""
         return max(0, self.concurrency - len(self.overrunning))
 
+    def note_handler(self, seconds: float) -> None:
+        """A handler call of ``seconds`` ended (for the default prefetch's depth)."""
+        mean = self.handler_mean
+        self.handler_mean = seconds if mean is None else (
+            mean + HANDLER_MEAN_WEIGHT * (seconds - mean))
+
     def _prefetch(self, workers: int) -> int:
-        """Jobs leased beyond the ``workers`` free to run them (at most one each)."""
-        return workers if self.prefetch is None else min(self.prefetch, workers)
+        """Jobs leased beyond the ``workers`` free to run them: one each, or with the default
+        prefetch ``QUICK_PREFETCH`` each while handlers are quick.
+
+        Why deeper for quick handlers: a worker process spends its time on the visits that
+        lease jobs and the commits that settle them, and a quick job waits on neither for
+        long, so a deeper table lets each visit and each settle carry more jobs, and the
+        scanner lease the next batch while the settle's fsync of the last one is under way.
+        Measured (issue 10, 20,000 no-op jobs, 20 per tenant over 1,000 tenants, a worker
+        process of concurrency 16, three interleaved pairs on a busy machine): 3,339 / 4,320 /
+        3,490 jobs/s at one each, 4,673 / 5,240 / 3,937 at three, and worker CPU per job
+        171 / 143 / 165 µs against 130 / 113 / 144 (1,250 zone visits instead of 1,570); one
+        tenant, whose visits are already full (``dequeue_max``), the same within noise. The
+        fairness figure (the last of 100 one-job tenants queued behind 10,000 jobs of one,
+        concurrency 1) started after 105-116 jobs instead of 104. Slow handlers keep one
+        each: a job leased here waits for a free worker while another consumer could run
+        it."""
+        if self.prefetch is not None:
+            return min(self.prefetch, workers)
+        mean = self.handler_mean
+        if mean is not None and mean < QUICK_HANDLER:
+            return QUICK_PREFETCH * workers
+        return workers
 
     def free(self) -> int:
         """How many more jobs the scanner may lease now."""

@@ -220,9 +220,11 @@ class WorkerPool:
     def _end(self, running: Running, outcome: Outcome | None = None) -> None:
         """The handler call of ``running`` is over; ``outcome``: what it came to, claimed and
         handed to the settler here, under the same lock (one lock a job instead of two)."""
+        ended = time.monotonic()
         with self.inflight.lock:
             claimed = outcome is not None and self.inflight.claim_outcome(running, outcome.kind)
             self.inflight.running -= 1
+            self.inflight.note_handler(ended - running.started_mono)
             overran = self.inflight.overrunning.pop(running.key, None) is not None
             retry = self._waiting_for.pop(running.key, None)
             if overran or (self.inflight.handler_waiters

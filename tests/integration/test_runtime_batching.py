@@ -9,7 +9,7 @@ import pytest
 
 import quick_queue as qq
 from quick_queue.consumer import scanner as scanner_module
-from quick_queue.consumer.inflight import InFlight
+from quick_queue.consumer.inflight import QUICK_HANDLER, QUICK_PREFETCH, InFlight
 from quick_queue.consumer.runner import Consumer
 from quick_queue.core.dequeue import dequeue
 from quick_queue.core.pointers import scan_due_keys
@@ -50,6 +50,39 @@ def test_without_prefetch_a_free_slot_is_leased_at_once() -> None:
     flight = InFlight(4, prefetch=1)
     _fill(flight, 4)
     assert flight.wants_more()
+
+
+def test_quick_handlers_deepen_the_default_prefetch_and_one_slow_call_undoes_it() -> None:
+    flight = InFlight(16)
+    assert flight.free() == 32  # nothing known yet: one prefetched job a worker
+    with flight.cond:
+        for _ in range(100):
+            flight.note_handler(QUICK_HANDLER / 10)
+    assert flight.free() == 16 * (1 + QUICK_PREFETCH)
+    _fill(flight, 32)
+    assert flight.wants_more()  # 32 free: the scanner leases a batch again
+    with flight.cond:
+        flight.note_handler(1.0)  # one slow call: a job leased here might wait a second
+    assert flight.free() == 0 and not flight.wants_more()
+
+
+def test_a_prefetch_given_explicitly_stays_as_given() -> None:
+    flight = InFlight(4, prefetch=1)
+    with flight.cond:
+        for _ in range(100):
+            flight.note_handler(0.0)
+    assert flight.free() == 4 + 1
+
+
+def test_a_drain_of_quick_jobs_learns_their_pace(make_queue: QueueFactory) -> None:
+    queue = make_queue(Noop)
+    queue.enqueue_many([("a", "t", {}) for _ in range(40)])
+    consumer = Consumer(queue.context, 4, until_idle=True)
+    summary = consumer.run(timeout=30)
+    assert summary.completed == 40
+    mean = consumer.inflight.handler_mean
+    assert mean is not None and mean < QUICK_HANDLER
+    assert consumer.inflight.free() == 4 * (1 + QUICK_PREFETCH)
 
 
 def test_one_slot_each_still_leases_one_at_a_time() -> None:
