@@ -21,6 +21,7 @@ from quick_queue.core.enqueue import NewJob
 from quick_queue.errors import InvalidArgument, PayloadError, UnknownTopicWarning
 from quick_queue.jobs import JobSpec, Registry, spec_of
 from quick_queue.models import RUNTIME_ROOM, VALUE_LIMIT, dump, record_overhead, to_us
+from quick_queue.producer_after import Wait, parents_of
 from quick_queue.settings import MAX_PRIORITY, Settings
 
 MAX_TENANT = 1000  # characters
@@ -33,37 +34,12 @@ MAX_DELAY = 100 * 366 * 86400.0  # seconds, a century
 # limit, which the embedded engine keeps too); keys, indexes and pointers need some of it.
 BATCH_LIMIT = 9_000_000  # bytes of payload
 FIELDS = frozenset({"tenant", "topic", "payload", "in_", "at", "priority", "max_retries", "key"})
+# an enqueue_many item's fields: enqueue's keyword arguments (after= may name earlier items)
+ITEM_FIELDS = FIELDS | {"after", "on_parent_failure"}
 _PLAIN_FIELDS = frozenset({"tenant", "topic", "payload"})  # the items Producer._plain_job takes
 # A topic's spec, priority, max_retries and the payload length that needs no exact size check.
 _Plan = tuple[JobSpec | None, int, int | None, int]
 MAX_PLANS = 10_000  # topics whose plan a Producer keeps
-
-
-MAX_PARENTS = 1000  # jobs one job may wait for (enqueue's after=)
-
-
-def parents_of(tenant: str, after: object, rule: object) -> list[tuple[str, str]]:
-    """``enqueue``'s ``after=`` as (tenant, job id) pairs: a job id is of ``tenant``, a
-    ``(tenant, job_id)`` pair of another tenant; ``rule`` is ``on_parent_failure``."""
-    if rule not in ("dead", "run"):
-        raise InvalidArgument(
-            f'on_parent_failure is "dead" (the job becomes a dead letter when a job it waits '
-            f'for dies) or "run" (it runs anyway), not {rule!r}')
-    if isinstance(after, str | bytes) or not isinstance(after, list | tuple | set | frozenset):
-        raise InvalidArgument(
-            f"after= takes a list of job ids (or (tenant, job_id) pairs), not {after!r:.80}")
-    refs: list[tuple[str, str]] = []
-    for item in after:
-        ref = (tenant, item) if isinstance(item, str) else item
-        if not (isinstance(ref, tuple | list) and len(ref) == 2
-                and all(isinstance(x, str) and x for x in ref)):
-            raise InvalidArgument(
-                f"after= holds job ids (non-empty strings) or (tenant, job_id) pairs, not "
-                f"{item!r:.80}")
-        refs.append((ref[0], ref[1]))
-    if len(refs) > MAX_PARENTS:
-        raise InvalidArgument(f"a job may wait for at most {MAX_PARENTS} jobs, not {len(refs)}")
-    return list(dict.fromkeys(refs))
 
 
 def job_id_for_key(key: str) -> str:
@@ -148,11 +124,13 @@ class Producer:
         )
 
     def new_jobs(
-        self, items: Iterable[Mapping[str, Any] | tuple[Any, ...]], now: float
+        self, items: Iterable[Mapping[str, Any] | tuple[Any, ...]], now: float,
+        waits: dict[int, Wait] | None = None,
     ) -> list[NewJob]:
         """``enqueue_many``'s items: dicts of ``enqueue``'s arguments or (tenant, topic,
-        payload) tuples; one bad item refuses the whole batch."""
-        news = []
+        payload) tuples; one bad item refuses the whole batch. ``waits`` receives the parents
+        of the items with ``after=`` (by index; without it, ``after=`` is refused)."""
+        news: list[NewJob] = []
         # A topic's checks and defaults are made once (_plan_of) and each tenant is checked
         # once per batch: a plain item then costs its payload, id and NewJob only (issue 10:
         # 7.8 µs an item before, 3.3 after, measured in enqueue_many of 1,000 {"i": i}).
@@ -171,20 +149,11 @@ class Producer:
                 new = self._plain_job(*item, due, tenants) if plain else None
                 news.append(new if new is not None else self.new_job(*item, now=now))
             elif isinstance(item, Mapping):
-                unknown = set(item) - FIELDS
-                if unknown:
-                    raise InvalidArgument(
-                        f"unknown enqueue field(s): {', '.join(sorted(map(str, unknown)))}; "
-                        f"the fields are {', '.join(sorted(FIELDS))}"
-                    )
-                missing = [name for name in ("tenant", "topic") if name not in item]
-                if missing:
-                    raise InvalidArgument(
-                        f"enqueue_many item {len(news)} has no {' and no '.join(missing)} (a "
-                        "dict takes enqueue's keyword arguments)"
-                    )
-                # payload is optional, as in enqueue (None)
-                news.append(self.new_job(now=now, **{"payload": None, **item}))
+                if item.keys() <= FIELDS and "tenant" in item and "topic" in item:
+                    # payload is optional, as in enqueue (None)
+                    news.append(self.new_job(now=now, **{"payload": None, **item}))
+                else:  # after=, or a field unknown or missing
+                    news.append(self._item_job(item, now, news, waits))
             else:
                 raise InvalidArgument(
                     "enqueue_many takes dicts of enqueue's arguments or (tenant, topic, "
@@ -198,6 +167,40 @@ class Producer:
                 "several enqueue_many calls (each is all-or-nothing on its own)"
             )
         return news
+
+    def _item_job(
+        self, item: Mapping[str, Any], now: float, earlier: list[NewJob],
+        waits: dict[int, Wait] | None,
+    ) -> NewJob:
+        """The job of a dict item of ``enqueue_many`` with ``after=``/``on_parent_failure=``
+        or a field unknown or missing (``earlier``: the items before it). Its errors are
+        ``enqueue``'s, word for word; those of ``after=`` name the item."""
+        unknown = set(item) - ITEM_FIELDS
+        if unknown:
+            raise InvalidArgument(
+                f"unknown enqueue field(s): {', '.join(sorted(map(str, unknown)))}; "
+                f"the fields are {', '.join(sorted(ITEM_FIELDS))}"
+            )
+        missing = [name for name in ("tenant", "topic") if name not in item]
+        if missing:
+            raise InvalidArgument(
+                f"enqueue_many item {len(earlier)} has no {' and no '.join(missing)} (a "
+                "dict takes enqueue's keyword arguments)"
+            )
+        fields = {"payload": None, **item}  # payload is optional, as in enqueue (None)
+        after = fields.pop("after", None)
+        rule = fields.pop("on_parent_failure", "dead")
+        new = self.new_job(now=now, **fields)
+        if after is not None:  # as in enqueue: on_parent_failure counts only with after=
+            try:
+                parents = parents_of(new.tenant, after, rule, earlier)
+                if parents and waits is None:
+                    raise InvalidArgument("after= is taken by JobQueue.enqueue_many only")
+            except InvalidArgument as error:  # enqueue's message, naming the item
+                raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
+            if parents and waits is not None:
+                waits[len(earlier)] = (parents, rule)
+        return new
 
     def _plain_job(
         self, tenant: object, topic: object, payload: Any, due: int, tenants: set[str] | None,

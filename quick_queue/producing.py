@@ -19,13 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, overload
 
 from quick_queue.context import QueueContext
-from quick_queue.core.dependencies import enqueue_after
+from quick_queue.core.dependencies import enqueue_after, enqueue_many_after
 from quick_queue.core.enqueue import enqueue, enqueue_many
 from quick_queue.errors import ArgumentTypeError
 from quick_queue.kv.api import Transaction, as_transaction
 from quick_queue.meta import JobMeta
 from quick_queue.models import to_us
-from quick_queue.producer import Producer, parents_of
+from quick_queue.producer import Producer
+from quick_queue.producer_after import Wait, parents_of
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -170,17 +171,38 @@ class Producing:
     ) -> list[str]:
         """Enqueue several jobs in one transaction (all or none); their ids, in order. Each is a
         dict with the keyword arguments of ``enqueue`` (``tenant``, ``topic``, ``payload``,
-        ``in_``, ``at``, ``priority``, ``max_retries``, ``key``) or a ``(tenant, topic,
-        payload)`` tuple. Every job is checked before anything is written: one bad item raises
-        (as ``enqueue`` would) and nothing is enqueued. One call is one transaction (at most
-        9 MB of payload; split larger batches). With ``tr``, the 1021 caveat of ``enqueue``
-        applies: give each job a ``key`` to make a retried transaction find its jobs."""
+        ``in_``, ``at``, ``priority``, ``max_retries``, ``key``, ``after``,
+        ``on_parent_failure``) or a ``(tenant, topic, payload)`` tuple. Every job is checked
+        before anything is written: one bad item raises what ``enqueue`` would (for ``after``,
+        naming the item: "enqueue_many item 3: ...") and nothing is enqueued. One call is one
+        transaction (at most 9 MB of payload; split larger batches). With ``tr``, the 1021
+        caveat of ``enqueue`` applies: give each job a ``key`` to make a retried transaction
+        find its jobs.
+
+        An item's ``after`` may also name an earlier item of the same call by its index (an
+        int: ``0`` is the first item), since its id is only returned afterwards: a fan-out and
+        its join in one batch::
+
+            queue.enqueue_many([
+                {"tenant": "acme", "topic": "fetch", "payload": {"url": a}},          # 0
+                {"tenant": "acme", "topic": "fetch", "payload": {"url": b}},          # 1
+                {"tenant": "acme", "topic": "report", "payload": {}, "after": [0, 1]},
+            ])
+
+        An index must be of an item before this one (so no cycle can be made), and the items
+        behave as if enqueued one by one in their order: a parent earlier in the batch is
+        waited for, one later in it counts as not there yet (completed), and a keyed job given
+        twice is written once, as its first item says."""
         now = self.context.clock.now()
-        news = self._producer().new_jobs(jobs, now)
+        waits: dict[int, Wait] = {}  # the items with after=, by index: none on the fast path
+        news = self._producer().new_jobs(jobs, now, waits)
         slack = to_us(self.context.settings.pointer_slack)
         now_us = to_us(now)
         def write(t: Transaction) -> list[str]:
-            ids = enqueue_many(t, self.context.layout, news, now_us, slack)
+            if waits:
+                ids = enqueue_many_after(t, self.context.layout, news, waits, now_us, slack)
+            else:
+                ids = enqueue_many(t, self.context.layout, news, now_us, slack)
             self.context.db.notify_change(t)
             return ids
 
