@@ -100,8 +100,11 @@ class ReadCache:
         if writes.ranges:
             values.clear()
             return
-        for key in writes.points:
-            values.pop(key, None)
+        # The keys both hold, found in C (dict keys & set): measured (issue 10, callgrind), a
+        # second handle's commit after another's batch of 2,000 keys 4.48M -> 2.99M
+        # instructions, after a batch of 100 keys 539k -> 482k, against a pop per written key.
+        for key in values.keys() & writes.points:
+            del values[key]
 
     def apply_commit(self, accepted: Iterable[Request], stamps: list[bytes]) -> None:
         """This process committed ``accepted`` (in order, with their versionstamps): keys the
