@@ -63,7 +63,6 @@ from quick_queue.kv.sqlite_commit import (
     apply_request,
     storage_error,
 )
-from quick_queue.kv.sqlite_file import current_version
 from quick_queue.kv.sqlite_read_cache import ReadCache
 from quick_queue.kv.sqlite_reads import Entry
 from quick_queue.kv.sqlite_transaction import LIFETIME
@@ -199,7 +198,9 @@ class GroupCommit:
             "SELECT version, at, ranges FROM qq_log WHERE version > ? ORDER BY version",
             (self._seen,),
         ).fetchall()
-        current = current_version(conn)
+        # The newest row is the database version (pruning always keeps it), and this runs in
+        # the batch's write transaction: no query of max(version) is needed besides this one.
+        current = rows[-1][0] if rows else self._seen
         expected = self._seen + 1
         for version, at, blob in rows:
             if version != expected:
@@ -217,9 +218,6 @@ class GroupCommit:
             self._history.append(version, at, writes)
             cache.forget_foreign(writes)
             expected = version + 1
-        if current >= expected:
-            self._history.note_gap(current)
-            cache.values.clear()
         self._seen = current
         return current
 

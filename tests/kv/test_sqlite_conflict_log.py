@@ -215,3 +215,27 @@ def test_rows_round_trip_and_the_formats_differ_in_their_first_byte() -> None:
     old = decode_writes(OLD_ROWS[0])
     assert old.points == {b"old/k"} and old.ranges == [(b"old/r/a", b"old/r/m")]
     assert not decode_writes(b"")
+
+
+def test_a_commit_after_another_handles_reads_the_log_in_one_query(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase],
+) -> None:
+    """Its rows give the database version too (the newest row is never pruned): no second query
+    of max(version)."""
+    a, b = handles
+    put(a, b"k", b"1")
+    before = b._seen
+    seen: list[str] = []
+    b._writer.set_trace_callback(seen.append)
+    try:
+        put(b, b"j", b"1")
+    finally:
+        b._writer.set_trace_callback(None)
+    assert [s for s in seen if s.startswith("SELECT")] == [
+        f"SELECT version, at, ranges FROM qq_log WHERE version > {before} ORDER BY version"
+    ]
+    assert b._seen == a._seen + 1
+    put(a, b"k", b"2")
+    put(a, b"k", b"3")
+    put(b, b"j", b"2")  # mirrors two rows
+    assert b._seen == a._seen + 1
