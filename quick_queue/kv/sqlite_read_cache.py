@@ -116,13 +116,16 @@ class ReadCache:
             if request.cleared:
                 values.clear()
                 return
-            for key, (kind, data) in request.writes.items():
-                if key in values:
-                    if kind == "s" and len(data) <= VALUE_BYTES:  # type: ignore[arg-type]
-                        values[key] = data  # type: ignore[assignment]
-                    elif kind == "c":
-                        values[key] = None
-                    else:  # an atomic result or a versionstamped value: not worked out here
-                        del values[key]
+            writes = request.writes
+            # only the keys both hold (found in C): an enqueue_many of 1,000 writes 2,000 keys,
+            # of which the cache holds a few (issue 10: 0.5 ms a batch looking at each)
+            for key in values.keys() & writes.keys():
+                kind, data = writes[key]
+                if kind == "s" and len(data) <= VALUE_BYTES:  # type: ignore[arg-type]
+                    values[key] = data  # type: ignore[assignment]
+                elif kind == "c":
+                    values[key] = None
+                else:  # an atomic result or a versionstamped value: not worked out here
+                    del values[key]
             for template, _value in request.stamped:
                 values.pop(place_versionstamp(template, stamp), None)
