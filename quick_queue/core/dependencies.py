@@ -32,6 +32,10 @@ settle racing the queue's first ``after=`` conflicts with it instead of missing 
 once the key exists it never changes, so it never conflicts again. Queues using dependencies
 pay one more batched point read (``dh``) per settle and the edges of the jobs that have some.
 
+``enqueue_many`` items take ``after=`` too (``enqueue_many_after``): the same as enqueueing
+them one by one in one transaction, and a parent may be an earlier item of the batch (named by
+its index: the producer turns it into that item's id, made before the transaction).
+
 A parent that ends outside a settle (cancelled, or buried because its lease ran out on every
 attempt) is found by ``reconcile``, which the workers run over the waiting children now and
 then (``quick_queue.flow.view``).
@@ -119,7 +123,8 @@ def enqueue_many_after(
     """``enqueue_many`` where the jobs at the indexes of ``waits`` wait for other jobs: the
     same as enqueueing the jobs one by one in their order (a parent written earlier in the
     batch is live; a job id twice in the batch is written once, as its first item says), in
-    three batched reads, not three per job (on FoundationDB each read is a round trip)."""
+    four batched reads whatever the batch's size, not three per job (on FoundationDB each
+    read is a round trip)."""
     first: dict[Ref, int] = {}
     for i, job in enumerate(jobs):
         first.setdefault((job.tenant, job.job_id), i)
