@@ -15,39 +15,13 @@ from quick_queue.core import dependencies
 from quick_queue.producer_after import MAX_PARENTS
 from tests.conftest import QueueFactory
 
-ran: list[Any] = []
+# the handler, its journal (reset before each test) and the drain loop of the enqueue tests
+from tests.integration.test_flow_dependencies import Step, _clean, _drain, _state, ran
 
-
-@qq.job(topic="many:step", max_retries=0)
-class Step:
-    def perform(self, payload: Any, meta: qq.JobMeta) -> None:
-        ran.append(payload)
-        if payload == "boom":
-            raise RuntimeError("boom")
-
-
-@pytest.fixture(autouse=True)
-def _clean() -> None:
-    ran.clear()
-
-
-def _drain(queue: qq.JobQueue) -> None:
-    """Drain until nothing more runs (a child released by a drain's last settle runs in the
-    next one)."""
-    for _ in range(10):
-        before = len(ran)
-        queue.drain(timeout=10)
-        if len(ran) == before:
-            return
-
-
-def _state(queue: qq.JobQueue, tenant: str, job_id: str) -> str | None:
-    info = queue.get_job(tenant, job_id)
-    return None if info is None else info.state
-
+__all__ = ["_clean"]  # an autouse fixture, imported to apply here too
 
 def _item(payload: Any, tenant: str = "t", **options: Any) -> dict[str, Any]:
-    return {"tenant": tenant, "topic": "many:step", "payload": payload, **options}
+    return {"tenant": tenant, "topic": "dep:step", "payload": payload, **options}
 
 
 def _stored(queue: qq.JobQueue) -> list[tuple[bytes, bytes]]:
@@ -60,7 +34,7 @@ def _stored(queue: qq.JobQueue) -> list[tuple[bytes, bytes]]:
 def test_a_fan_out_and_its_join_in_one_batch(make_queue: QueueFactory,
                                              clock: qq.ManualClock) -> None:
     queue = make_queue(Step)
-    earlier = queue.enqueue("other", "many:step", "earlier", in_=60)  # another transaction
+    earlier = queue.enqueue("other", "dep:step", "earlier", in_=60)  # another transaction
     ids = queue.enqueue_many([
         _item("fetch a"), _item("fetch b", tenant="b"), _item("parse", after=[0]),
         _item("join", after=[1, 2, ("other", earlier)]),
@@ -81,7 +55,7 @@ def test_a_fan_out_and_its_join_in_one_batch(make_queue: QueueFactory,
 
 def test_a_dead_parent_applies_each_childs_rule(make_queue: QueueFactory) -> None:
     queue = make_queue(Step)
-    dead_before = queue.enqueue("t", "many:step", "boom")
+    dead_before = queue.enqueue("t", "dep:step", "boom")
     _drain(queue)
     ids = queue.enqueue_many([
         _item("boom"),
@@ -130,7 +104,7 @@ def test_enqueues_refusal_and_a_batch_items_say_the_same(make_queue: QueueFactor
     queue = make_queue(Step)
     triple: Any = [("t", "x", "y")]
     with pytest.raises(qq.InvalidArgument) as alone:
-        queue.enqueue("t", "many:step", 1, after=triple)
+        queue.enqueue("t", "dep:step", 1, after=triple)
     with pytest.raises(qq.InvalidArgument) as batched:
         queue.enqueue_many([_item(1, after=triple)])
     assert str(batched.value).replace(", or the index of an earlier item of the batch", "") \
@@ -195,7 +169,7 @@ def test_a_batch_without_after_writes_no_dependency_key(make_queue: QueueFactory
     queue = make_queue(Step)
     waits: dict[int, Any] = {}
     items: list[dict[str, Any] | tuple[Any, ...]] = [
-        _item(1), ("t", "many:step", 2), _item(3, key="k", priority=4),
+        _item(1), ("t", "dep:step", 2), _item(3, key="k", priority=4),
         _item(4, on_parent_failure="run"),  # a rule without after= counts for nothing
     ]
     queue._producer().new_jobs(items, 0.0, waits)
