@@ -2,7 +2,8 @@
 is settled, and the slots that bound how many it may hold.
 
 A consumer of ``concurrency`` runs at most that many handlers at once and holds at most
-``concurrency + prefetch`` leases (the scanner fetches the next batch while one runs). A handler
+``concurrency + prefetch`` leases (the scanner fetches the next batch while one runs; by
+default one prefetched job per worker, three while handlers are quick: ``_prefetch``). A handler
 that overruns its ``@job(timeout=...)`` keeps its worker thread and its slot until it returns:
 the job itself is settled as a failed attempt at once (so it can be retried), but the consumer
 works with one worker fewer meanwhile, and a retry of that job leased here waits for the old
