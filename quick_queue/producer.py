@@ -21,7 +21,7 @@ from quick_queue.core.enqueue import NewJob
 from quick_queue.errors import InvalidArgument, PayloadError, UnknownTopicWarning
 from quick_queue.jobs import JobSpec, Registry, spec_of
 from quick_queue.models import RUNTIME_ROOM, VALUE_LIMIT, dump, record_overhead, to_us
-from quick_queue.producer_after import Wait, parents_of
+from quick_queue.producer_after import Wait, check_rule, parents_of
 from quick_queue.settings import MAX_PRIORITY, Settings
 
 MAX_TENANT = 1000  # characters
@@ -191,7 +191,7 @@ class Producer:
         after = fields.pop("after", None)
         rule = fields.pop("on_parent_failure", "dead")
         new = self.new_job(now=now, **fields)
-        if after is not None:  # as in enqueue: on_parent_failure counts only with after=
+        if after is not None:  # as in enqueue: on_parent_failure acts only with after=
             try:
                 parents = parents_of(new.tenant, after, rule, earlier)
                 if parents and waits is None:
@@ -200,6 +200,11 @@ class Producer:
                 raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
             if parents and waits is not None:
                 waits[len(earlier)] = (parents, rule)
+        elif rule != "dead":
+            try:
+                check_rule(rule)
+            except InvalidArgument as error:
+                raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
         return new
 
     def _plain_job(

@@ -16,6 +16,15 @@ Wait = tuple[list[tuple[str, str]], str]
 MAX_PARENTS = 1000  # jobs one job may wait for (enqueue's after=)
 
 
+def check_rule(rule: object) -> None:
+    """Refuse an ``on_parent_failure`` that is neither rule (also without ``after=``, where it
+    does nothing: a misspelt rule is a mistake either way)."""
+    if rule not in ("dead", "run"):
+        raise InvalidArgument(
+            f'on_parent_failure is "dead" (the job becomes a dead letter when a job it waits '
+            f'for dies) or "run" (it runs anyway), not {rule!r}')
+
+
 def parents_of(
     tenant: str, after: object, rule: object, earlier: Sequence[NewJob] | None = None,
 ) -> list[tuple[str, str]]:
@@ -23,10 +32,7 @@ def parents_of(
     ``(tenant, job_id)`` pair of another tenant; ``rule`` is ``on_parent_failure``. In an
     ``enqueue_many`` item, ``earlier`` holds the batch's items before it, and an int ``i``
     names the job of item ``i``."""
-    if rule not in ("dead", "run"):
-        raise InvalidArgument(
-            f'on_parent_failure is "dead" (the job becomes a dead letter when a job it waits '
-            f'for dies) or "run" (it runs anyway), not {rule!r}')
+    check_rule(rule)
     if isinstance(after, str | bytes) or not isinstance(after, list | tuple | set | frozenset):
         raise InvalidArgument(
             f"after= takes a list of job ids (or (tenant, job_id) pairs), not {after!r:.80}")

@@ -26,7 +26,7 @@ from quick_queue.kv.api import Transaction, as_transaction
 from quick_queue.meta import JobMeta
 from quick_queue.models import to_us
 from quick_queue.producer import Producer
-from quick_queue.producer_after import Wait, parents_of
+from quick_queue.producer_after import Wait, check_rule, parents_of
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -151,6 +151,8 @@ class Producing:
         slack = to_us(self.context.settings.pointer_slack)
         now_us = to_us(now)
         parents = None if after is None else parents_of(tenant, after, on_parent_failure)
+        if after is None and on_parent_failure != "dead":
+            check_rule(on_parent_failure)
 
         def write(t: Transaction) -> str:
             if parents:

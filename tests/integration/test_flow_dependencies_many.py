@@ -111,6 +111,17 @@ def test_enqueues_refusal_and_a_batch_items_say_the_same(make_queue: QueueFactor
         == f"enqueue_many item 0: {alone.value}"
 
 
+def test_a_misspelt_rule_is_refused_without_after_too(make_queue: QueueFactory) -> None:
+    queue = make_queue(Step)
+    with pytest.raises(qq.InvalidArgument, match='on_parent_failure is "dead"'):
+        queue.enqueue("t", "dep:step", 1, on_parent_failure="rn")
+    with pytest.raises(qq.InvalidArgument, match="enqueue_many item 1: on_parent_failure"):
+        queue.enqueue_many([_item(0), _item(1, on_parent_failure="Run")])
+    assert _stored(queue) == []  # nothing of the batch was written
+    assert queue.enqueue("t", "dep:step", 2, on_parent_failure="run")  # a rule, no parents
+    assert queue.enqueue_many([_item(3, on_parent_failure="dead")])
+
+
 def test_a_batch_is_one_by_one_enqueues_in_one_transaction(make_queue: QueueFactory) -> None:
     """The same items, one seeded id maker: ``enqueue_many`` stores exactly what ``enqueue``
     called item by item in one transaction stores (keys, records, edges, counters)."""
