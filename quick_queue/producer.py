@@ -191,20 +191,16 @@ class Producer:
         after = fields.pop("after", None)
         rule = fields.pop("on_parent_failure", "dead")
         new = self.new_job(now=now, **fields)
-        if after is not None:  # as in enqueue: on_parent_failure acts only with after=
-            try:
-                parents = parents_of(new.tenant, after, rule, earlier)
-                if parents and waits is None:
-                    raise InvalidArgument("after= is taken by JobQueue.enqueue_many only")
-            except InvalidArgument as error:  # enqueue's message, naming the item
-                raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
-            if parents and waits is not None:
-                waits[len(earlier)] = (parents, rule)
-        elif rule != "dead":
-            try:
+        try:  # as in enqueue: on_parent_failure acts only with after=, but is checked anyway
+            if rule != "dead":
                 check_rule(rule)
-            except InvalidArgument as error:
-                raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
+            parents = [] if after is None else parents_of(new.tenant, after, rule, earlier)
+            if parents and waits is None:
+                raise InvalidArgument("after= is taken by JobQueue.enqueue_many only")
+        except InvalidArgument as error:  # enqueue's message, naming the item
+            raise InvalidArgument(f"enqueue_many item {len(earlier)}: {error}") from None
+        if parents and waits is not None:
+            waits[len(earlier)] = (parents, rule)
         return new
 
     def _plain_job(

@@ -150,9 +150,9 @@ class Producing:
         )
         slack = to_us(self.context.settings.pointer_slack)
         now_us = to_us(now)
-        parents = None if after is None else parents_of(tenant, after, on_parent_failure)
-        if after is None and on_parent_failure != "dead":
+        if on_parent_failure != "dead":  # (refused misspelt even without after=)
             check_rule(on_parent_failure)
+        parents = None if after is None else parents_of(tenant, after, on_parent_failure)
 
         def write(t: Transaction) -> str:
             if parents:

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quick_queue.core.enqueue import NewJob, _blind, _write_job, enqueue_many
+from quick_queue.core.enqueue import NewJob, enqueue_many, may_write_blind, write_job
 from quick_queue.core.pauses import PARKED
 from quick_queue.core.pointers import touch_pointer
 from quick_queue.core.records import Stats, bury, clear_index, flush_stats
@@ -132,7 +132,8 @@ def enqueue_many_after(
     children = [i for i in kept if i in waits]
     # Before anything is written: every parent's state, and which children are there already
     # (a keyed job, or a retry after 1021); regular reads, see _state.
-    checked = [(jobs[i].tenant, jobs[i].job_id) for i in children if not _blind(tr, jobs[i])]
+    checked = [(jobs[i].tenant, jobs[i].job_id) for i in children
+               if not may_write_blind(tr, jobs[i])]
     refs = list(dict.fromkeys(checked + [p for i in children for p in waits[i][0]]))
     states = dict(zip(refs, _state(tr, layout, refs), strict=True))
     there = {ref for ref in checked if states[ref][0] != "done"}
@@ -182,17 +183,17 @@ def _link(
     markers, tenant = batch.markers, job.tenant
     if dead and rule == "dead":
         # written at once, not into pairs: _bury_child reads it back
-        markers[tenant] = _write_job(tr, layout, _parked(job), now, slack, markers[tenant],
+        markers[tenant] = write_job(tr, layout, _parked(job), now, slack, markers[tenant],
                                      batch.stats)
         _bury_child(tr, layout, (tenant, job.job_id), dead[0][0], dead[0][1], now,
                     batch.stats)
         return "dead", f"{DEAD_KIND}: {_buried_reason(dead[0][0], dead[0][1])}"
     pairs = batch.pairs
     if not live:
-        markers[tenant] = _write_job(tr, layout, job, now, slack, markers[tenant],
+        markers[tenant] = write_job(tr, layout, job, now, slack, markers[tenant],
                                      batch.stats, pairs)
         return "live", ""
-    markers[tenant] = _write_job(tr, layout, _parked(job), now, slack, markers[tenant],
+    markers[tenant] = write_job(tr, layout, _parked(job), now, slack, markers[tenant],
                                  batch.stats, pairs)
     record = batch.records.get((live, job.due, rule))
     if record is None:

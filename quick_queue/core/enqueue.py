@@ -41,7 +41,7 @@ class NewJob:
     fresh: bool = False
 
 
-def _blind(tr: Transaction, job: NewJob) -> bool:
+def may_write_blind(tr: Transaction, job: NewJob) -> bool:
     """Whether ``job`` may be written without looking for an earlier copy of it (see
     ``enqueue``): its id is fresh and no attempt of this transaction may have committed."""
     return job.fresh and not tr.unknown_result
@@ -54,9 +54,9 @@ def enqueue(
     """Write ``job`` (see the module docstring); ``stats``: count it there instead of in its
     counter (the caller flushes the counts)."""
     zone = layout.zone(job.tenant)
-    if _blind(tr, job):
+    if may_write_blind(tr, job):
         # A fresh id cannot collide: only the marker is read (what touch_pointer needs).
-        _write_job(tr, layout, job, now, slack, tr.get(zone.marker), stats)
+        write_job(tr, layout, job, now, slack, tr.get(zone.marker), stats)
         return job.job_id
     # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds
@@ -68,7 +68,7 @@ def enqueue(
         [zone.item(job.job_id), zone.dead_key(job.job_id), zone.marker]
     )
     if live is None and dead is None:
-        _write_job(tr, layout, job, now, slack, marker, stats)
+        write_job(tr, layout, job, now, slack, marker, stats)
     return job.job_id
 
 
@@ -80,7 +80,7 @@ def enqueue_many(
     keys: list[bytes] = []
     checked: list[int] = []  # the jobs that may already exist (keyed, or a retry after 1021)
     for i, job in enumerate(jobs):
-        if not _blind(tr, job):
+        if not may_write_blind(tr, job):
             zone = layout.zone(job.tenant)
             keys.append(zone.item(job.job_id))
             keys.append(zone.dead_key(job.job_id))
@@ -104,7 +104,7 @@ def enqueue_many(
             if (job.tenant, job.job_id) in written:
                 continue  # the same keyed job twice in one batch: once
             written.add((job.tenant, job.job_id))
-        markers[job.tenant] = _write_job(
+        markers[job.tenant] = write_job(
             tr, layout, job, now, slack, markers[job.tenant], stats, pairs
         )
     tr.set_many(pairs)
@@ -112,7 +112,7 @@ def enqueue_many(
     return [job.job_id for job in jobs]
 
 
-def _write_job(
+def write_job(
     tr: Transaction, layout: Layout, job: NewJob, now: int, slack: int,
     marker: bytes | None, stats: Stats | None, pairs: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
