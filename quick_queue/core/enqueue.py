@@ -55,8 +55,9 @@ def enqueue(
     counter (the caller flushes the counts)."""
     zone = layout.zone(job.tenant)
     if may_write_blind(tr, job):
-        # A fresh id cannot collide: only the marker is read (what touch_pointer needs).
-        write_job(tr, layout, job, now, slack, tr.get(zone.marker), stats)
+        # A fresh id cannot collide: only the marker is read (what touch_pointer needs), by a
+        # transaction that writes: the commit may prove it (kv.api.get_before_write).
+        write_job(tr, layout, job, now, slack, tr.get_before_write(zone.marker), stats)
         return job.job_id
     # Every enqueue is idempotent per job id: the id is made before the retry loop (from the
     # key= when given), so the retry after a commit_unknown_result (1021) that did commit finds

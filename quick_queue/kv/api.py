@@ -130,6 +130,16 @@ class Transaction(ReadView):
     #: commit first. Never reset: it speaks of the retry loop, not of one attempt.
     unknown_result: bool = False
 
+    def get_before_write(self, key: bytes) -> bytes | None:
+        """``get(key)`` for a transaction that goes on to write (an enqueue reads its zone's
+        marker, then writes the job). The value is as fresh as ``get``'s for what the
+        transaction commits: an engine may answer from what it last knew and leave the proof
+        to the commit's conflict check, which fails the commit with ``not_committed`` (1020,
+        retried) if the key was written after that version. A transaction that commits no
+        write after all is checked at its commit instead (1020 likewise). FoundationDB's
+        reads are always fresh: there it is ``get``."""
+        return self.get(key)
+
     # -- writes ---------------------------------------------------------------------------
     @abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...

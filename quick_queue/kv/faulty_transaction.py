@@ -91,6 +91,10 @@ class FaultyTransaction(Transaction):
         self._maybe_read_fault()
         return self._inner.get(key)
 
+    def get_before_write(self, key: bytes) -> bytes | None:
+        self._maybe_read_fault()
+        return self._inner.get_before_write(key)
+
     def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:

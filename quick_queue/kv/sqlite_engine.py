@@ -213,22 +213,27 @@ class SQLiteDatabase(Database, GroupCommit):
             raise storage_error(self.path, error, "reading") from error
         return conn, version, value
 
-    def _cached_read(self, key: bytes) -> tuple[int, bytes | None] | None:
+    def _cached_read(
+        self, key: bytes, *, proven: bool = True
+    ) -> tuple[int, bytes | None] | None:
         """``(version, value)``: ``key``'s latest committed value from the read cache and the
         version it is current at, or None when that cannot be proven without a snapshot (see
         ``sqlite_read_cache``): not cached, a batch in progress, or another connection
-        committed since the writer last mirrored the log."""
+        committed since the writer last mirrored the log. ``proven=False``: the cache's value
+        at its version even if another connection committed since (``get_before_write``:
+        the commit proves it)."""
         cache = self._read_cache
         if key not in cache.values or not cache.lock.acquire(blocking=False):
             return None
         try:
             if self._closed:
                 return None
-            # Fully fetched: the statement is reset, no read transaction stays open on the
-            # writer's connection.
-            changes = self._writer.execute("PRAGMA data_version").fetchall()[0][0]
-            if changes != self._writer_data_version:
-                return None
+            if proven:
+                # Fully fetched: the statement is reset, no read transaction stays open on the
+                # writer's connection.
+                changes = self._writer.execute("PRAGMA data_version").fetchall()[0][0]
+                if changes != self._writer_data_version:
+                    return None
             values = cache.values  # changed only by holders of the lock
             if key not in values:
                 return None

@@ -33,6 +33,15 @@ a snapshot (a commit acknowledged anywhere before it is seen), and the commit ch
 from that version as for any read. When the lock is taken (a batch in progress), the key is not
 cached, or another connection committed, the read takes a snapshot as before.
 
+``get_before_write`` (an enqueue's read of its zone's marker) skips that check: its
+transaction writes, so its commit proves the read instead. The read version is ``_seen`` as
+always; the commit mirrors every other connection's commit since, and a write of the key among
+them is a conflict (1020; the retry reads the new value). A value proven unchanged up to the
+commit version was also the latest when it was read. Measured (issue 10, callgrind, enqueue
+one per transaction): 336k -> 320k instructions per enqueue, and four fcntl calls and a
+statement fewer. Such a transaction that writes nothing after all reads the keys again at its
+commit (``SQLiteTransaction.commit``), as a snapshot would have.
+
 A transaction that was served from the cache and later needs a snapshot (another read, a range,
 its read version) opens it and reads the served keys again there: unchanged, the snapshot's
 version becomes its read version (every read then agrees with that one snapshot); changed, the

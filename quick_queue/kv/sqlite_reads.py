@@ -79,7 +79,7 @@ class SQLiteReads(Transaction):
     def _first_read(self, key: bytes | None) -> bytes | None:
         raise NotImplementedError
 
-    def _serve(self, key: bytes, version: int, value: bytes | None) -> bool:
+    def _serve(self, key: bytes, version: int, value: bytes | None, *, proven: bool) -> bool:
         raise NotImplementedError
 
     def _check_read_key(self, key: bytes) -> None:
@@ -90,6 +90,12 @@ class SQLiteReads(Transaction):
 
     def get(self, key: bytes) -> bytes | None:
         return self._get(key, conflict=True)
+
+    def get_before_write(self, key: bytes) -> bytes | None:
+        # The read cache's value without the proof that it is the latest (``PRAGMA
+        # data_version``: a statement and a read lock of the WAL index, four fcntl calls):
+        # the commit's conflict check proves it instead (see ``sqlite_read_cache``).
+        return self._get(key, conflict=True, before_write=True)
 
     def get_range(
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
@@ -157,13 +163,13 @@ class SQLiteReads(Transaction):
                 return True
         return False
 
-    def _get(self, key: bytes, *, conflict: bool) -> bytes | None:
+    def _get(self, key: bytes, *, conflict: bool, before_write: bool = False) -> bytes | None:
         try:
-            return self._get_inner(key, conflict)
+            return self._get_inner(key, conflict, before_write)
         except sqlite3.Error as error:  # a corrupt page shows up on the read that meets it
             raise self._db._reading_failed(error) from error
 
-    def _get_inner(self, key: bytes, conflict: bool) -> bytes | None:
+    def _get_inner(self, key: bytes, conflict: bool, before_write: bool = False) -> bytes | None:
         self._check()
         self._check_read_key(key)
         entry = self._writes.get(key)
@@ -181,8 +187,8 @@ class SQLiteReads(Transaction):
         if self._conn is None:
             # No snapshot yet: the read cache may answer a regular read without one
             # (sqlite_read_cache).
-            hit = self._db._cached_read(key) if conflict else None
-            if hit is not None and self._serve(key, *hit):
+            hit = self._db._cached_read(key, proven=not before_write) if conflict else None
+            if hit is not None and self._serve(key, *hit, proven=not before_write):
                 value = hit[1]
             else:
                 value = self._first_read(key)

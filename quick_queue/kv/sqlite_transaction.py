@@ -66,6 +66,9 @@ class SQLiteTransaction(SQLiteWrites):
         # Reads served from the database's read cache before the transaction had a snapshot:
         # (key, value) at ``_read_version`` (see ``_rebase``).
         self._served: list[tuple[bytes, bytes | None]] = []
+        # Some served read is not proven the latest (``get_before_write``): a commit without
+        # writes proves it itself (``commit``).
+        self._unproven = False
         # The first read (key, version, value) while it is the transaction's only read: kept
         # by the read cache at commit (see ``commit``).
         self._solo: tuple[bytes, int, bytes | None] | None = None
@@ -125,10 +128,11 @@ class SQLiteTransaction(SQLiteWrites):
             self._solo = (key, version, value)
         return value
 
-    def _serve(self, key: bytes, version: int, value: bytes | None) -> bool:
-        """Take ``value``, the read cache's latest value of ``key`` at ``version``, as this
-        read's answer (the transaction has no snapshot yet): the first such read sets the read
-        version; a later one must be at that same version (else the caller takes a snapshot)."""
+    def _serve(self, key: bytes, version: int, value: bytes | None, *, proven: bool) -> bool:
+        """Take ``value``, the read cache's value of ``key`` at ``version`` (the latest, if
+        ``proven``), as this read's answer (the transaction has no snapshot yet): the first
+        such read sets the read version; a later one must be at that same version (else the
+        caller takes a snapshot)."""
         if self._read_version is None:
             self._read_version = version
             self._read_at = time.monotonic()
@@ -137,6 +141,7 @@ class SQLiteTransaction(SQLiteWrites):
         elif time.monotonic() - self._read_at > LIFETIME:
             raise KVError(TRANSACTION_TOO_OLD)
         self._served.append((key, value))
+        self._unproven = self._unproven or not proven
         return True
 
     def _rebase(self, key: bytes | None) -> bytes | None:
@@ -234,14 +239,19 @@ class SQLiteTransaction(SQLiteWrites):
             # range reads, would be served and then read again (see sqlite_read_cache).
             self._db._remember_read(*self._solo)
             self._solo = None
-        self._release()
         if not (self._writes or self._cleared or self._stamped_keys or self._extra_writes):
+            if self._unproven and self._served:
+                # No commit will check the reads of get_before_write: a snapshot at the latest
+                # version does (1020 if one changed since), as a read would have.
+                self._rebase(None)
+            self._release()
             self._committed = True  # read-only: nothing to resolve, like FoundationDB
             if self._stamp is not None:
                 self._stamp.error = KVError(
                     NO_COMMIT_VERSION, "no versionstamp: the transaction wrote nothing"
                 )
             return
+        self._release()
         try:
             stamp = self._db._commit(
                 read_version,

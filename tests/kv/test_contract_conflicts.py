@@ -366,3 +366,21 @@ def test_every_kind_of_write_conflicts_with_a_reader(db: Database, space: Space,
     writer.commit()
     reader.set(space.k("z"), b"1")
     assert not commits(reader)
+
+
+def test_get_before_write_conflicts_like_get(db: Database, space: Space) -> None:
+    # On every engine: the latest value (as far as a commit can tell), and a read conflict, so
+    # a write to the key after it fails the reader's commit.
+    k, job = space.k("marker"), space.k("job")
+    space.write(k, b"0")
+    tr = db.create_transaction()
+    assert tr.get_before_write(k) == b"0"
+    write_in_new(db, k, b"1")
+    tr.set(job, b"j")
+    assert not commits(tr)
+    assert space.read(job) is None
+    tr = db.create_transaction()
+    assert tr.get_before_write(k) == b"1"
+    tr.set(job, b"j")
+    assert commits(tr)
+    assert space.read(job) == b"j"

@@ -270,3 +270,104 @@ def test_the_cache_is_bounded(db: SQLiteDatabase) -> None:
     assert len(db._read_cache.values) <= ENTRIES
     assert b"key%05d" % (ENTRIES + 49) in db._read_cache.values  # the oldest went first
     assert b"key00000" not in db._read_cache.values
+
+
+# -- get_before_write: the cache's value, proven by the commit ------------------------------------
+def test_get_before_write_is_served_without_a_statement(db: SQLiteDatabase) -> None:
+    put(db, b"marker", b"1")
+    warm(db, b"marker")
+    statements: list[str] = []
+    db._writer.set_trace_callback(statements.append)
+    try:
+        tr = db.create_transaction()
+        assert tr.get_before_write(b"marker") == b"1"
+        assert tr._conn is None
+        assert statements == []  # not even PRAGMA data_version: the commit proves the read
+        tr.get(b"marker")  # a plain get of a cached key still asks SQLite whether it is fresh
+        assert statements == ["PRAGMA data_version"]
+    finally:
+        db._writer.set_trace_callback(None)
+
+
+def test_get_before_write_of_a_key_another_handle_wrote_fails_the_commit_then_retries(
+    path: str,
+) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"marker", b"old")
+        warm(a, b"marker")
+        put(b, b"marker", b"new")  # a has not mirrored this commit yet
+        tr = a.create_transaction()
+        assert tr.get_before_write(b"marker") == b"old"  # what a last knew
+        tr.set(b"job", b"j")
+        with pytest.raises(KVError) as info:
+            tr.commit()  # the commit mirrors b's write to the key read: a conflict
+        assert info.value.code == NOT_COMMITTED
+        assert a.transact(lambda t: t.get(b"job")) is None  # nothing of it was written
+
+        seen: list[bytes | None] = []
+
+        def enqueue_like(t: Transaction) -> None:
+            seen.append(t.get_before_write(b"marker"))
+            t.set(b"job", b"j")
+
+        a.transact(enqueue_like)
+        assert seen == [b"new"]  # the retry loop's attempt reads the new value
+    finally:
+        a.close()
+        b.close()
+
+
+def test_get_before_write_of_a_key_nobody_wrote_commits_after_another_handles_commit(
+    path: str,
+) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"marker", b"1")
+        warm(a, b"marker")
+        put(b, b"elsewhere", b"x")  # another handle committed, but not to the key read
+        tr = a.create_transaction()
+        assert tr.get_before_write(b"marker") == b"1"
+        tr.set(b"job", b"j")
+        tr.commit()
+        assert a.transact(lambda t: t.get(b"job")) == b"j"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_get_before_write_in_a_transaction_that_writes_nothing_is_checked_at_commit(
+    path: str,
+) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"marker", b"old")
+        warm(a, b"marker")
+        put(b, b"marker", b"new")
+        tr = a.create_transaction()
+        assert tr.get_before_write(b"marker") == b"old"
+        with pytest.raises(KVError) as info:
+            tr.commit()  # read-only: no resolution, so the commit reads the key again
+        assert info.value.code == NOT_COMMITTED
+        tr = a.create_transaction()
+        tr.get_before_write(b"elsewhere")  # not cached: a snapshot, fresh as any read
+        tr.commit()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_read_after_get_before_write_sees_one_version(path: str) -> None:
+    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
+    try:
+        put(a, b"marker", b"old")
+        warm(a, b"marker")
+        put(b, b"marker", b"new")
+        tr = a.create_transaction()
+        assert tr.get_before_write(b"marker") == b"old"
+        with pytest.raises(KVError) as info:
+            tr.get(b"other")  # its snapshot contradicts the value already given
+        assert info.value.code == NOT_COMMITTED
+    finally:
+        a.close()
+        b.close()
