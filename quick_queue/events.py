@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter as TallyCounter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from quick_queue.outcomes import Effect, OutcomeKind
@@ -119,6 +122,7 @@ OTHER_COUNTERS: dict[EventKind, tuple[str, ...]] = {
 }
 
 Subscriber = Callable[[JobEvent], None]
+_COUNTERS_OF: Callable[[JobEvent], tuple[str, ...]] = attrgetter("counters")
 
 
 class EventStream:
@@ -150,6 +154,31 @@ class EventStream:
                     subscriber(event)
                 except Exception:  # noqa: BLE001 - logged once in _failed_once
                     stream._failed_once(subscriber)
+            stream = stream._parent
+
+    def emit_many(self, events: list[JobEvent]) -> None:
+        """``emit`` for each of ``events`` (a settled batch's), subscriber by subscriber: each
+        subscriber gets every event in the list's order, as from ``emit`` one by one; only the
+        interleaving between subscribers differs (all of the batch reaches one, then the
+        next). A subscriber with an ``on_many(events)`` method gets the batch in that one call
+        (the consumer's counter and worker log: issue 10, one call a batch instead of two
+        calls a job); the others are called once an event, a failure logged as ``emit``
+        logs it and the next event still delivered."""
+        stream: EventStream | None = self
+        while stream is not None:
+            for subscriber in stream._subscribers:
+                on_many = getattr(subscriber, "on_many", None)
+                if on_many is not None:
+                    try:
+                        on_many(events)
+                    except Exception:  # noqa: BLE001 - logged once in _failed_once
+                        stream._failed_once(subscriber)
+                    continue
+                for event in events:
+                    try:
+                        subscriber(event)
+                    except Exception:  # noqa: BLE001 - logged once in _failed_once
+                        stream._failed_once(subscriber)
             stream = stream._parent
 
     def wants(self, kind: EventKind) -> bool:
@@ -208,6 +237,11 @@ class EventCounter:
         for name in event.counters:
             self.counters.add(name)
 
+    def on_many(self, events: list[JobEvent]) -> None:
+        """``__call__`` for each of ``events``, added up in C (``Counter`` over the chained
+        counter names) and added under one lock."""
+        self.counters.add_many(TallyCounter(chain.from_iterable(map(_COUNTERS_OF, events))))
+
     @staticmethod
     def skips(kind: EventKind) -> bool:
         """Events of a kind that carries no counters (``started``) add nothing here."""
@@ -224,6 +258,10 @@ _VERBS = {
     EventKind.DEAD: "dead",
     EventKind.RELEASED: "release",
 }
+
+
+# The kinds ``log_event`` may log at WARNING (every other kind logs at INFO).
+_MAY_WARN = frozenset((EventKind.STALE, EventKind.LEASE_LOST, EventKind.DEAD))
 
 
 def safe(text: str) -> str:
@@ -273,6 +311,19 @@ class WorkerLog:
     log nothing: a ``started`` event is logged at INFO only (see ``EventStream.wants``)."""
 
     __call__ = staticmethod(log_event)  # (called directly: no wrapper frame per event)
+
+    @staticmethod
+    def on_many(events: list[JobEvent]) -> None:
+        """``log_event`` for each of ``events``; with INFO off (the usual worker), only the
+        kinds that may log at WARNING are looked at (a level is never on while a lower one is
+        off, so nothing ``log_event`` would log is skipped)."""
+        if log.isEnabledFor(logging.INFO):
+            for event in events:
+                log_event(event)
+        elif log.isEnabledFor(logging.WARNING):
+            for event in events:
+                if event.kind in _MAY_WARN:
+                    log_event(event)
 
     @staticmethod
     def skips(kind: EventKind) -> bool:

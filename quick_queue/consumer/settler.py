@@ -151,22 +151,33 @@ class Settler:
 
     def finish_many(self, done: list[tuple[Running, Outcome]], applied: list[bool]) -> None:
         """``finish`` for each of ``done``, their slots freed under one lock and one wake-up
-        of the scanner."""
+        of the scanner, their events emitted in one ``emit_many`` (in ``done``'s order)."""
         with self.inflight.lock:
             self.inflight.remove_many([running for running, _ in done])
+        # one clock reading for the batch: its events are emitted together
+        now = time.monotonic()
+        completed, counters = _DONE_EVENT
+        events = []
         for (running, outcome), ok in zip(done, applied, strict=True):
-            self.events.emit(self._event(running, outcome, ok))
-
-    def _event(self, running: Running, outcome: Outcome, applied: bool) -> JobEvent:
-        record = running.job.record
-        duration = time.monotonic() - running.started_mono if running.started_mono else None
-        if applied:
-            if outcome.kind is OutcomeKind.DONE:  # (most outcomes: no Effect hashed per job)
-                kind, counters = _DONE_EVENT
+            if ok and outcome.kind is OutcomeKind.DONE:  # (most outcomes: built inline)
+                job = running.job
+                record = job.record
+                started = running.started_mono
+                events.append(JobEvent(completed, job.tenant, record.topic, record.job_id,
+                                       record.attempt, now - started if started else None,
+                                       outcome.kind, outcome.reason, counters))
             else:
-                kind, counters = _event_of(
-                    retry_effect(record.attempt, record.max_retries)
-                    if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
+                events.append(self._event(running, outcome, ok, now))
+        self.events.emit_many(events)
+
+    def _event(self, running: Running, outcome: Outcome, applied: bool,
+               now: float) -> JobEvent:
+        record = running.job.record
+        duration = now - running.started_mono if running.started_mono else None
+        if applied:  # (an applied completion's event is built in ``finish_many``)
+            kind, counters = _event_of(
+                retry_effect(record.attempt, record.max_retries)
+                if outcome.kind is OutcomeKind.RETRY else EFFECTS[outcome.kind])
         else:
             loss = why_lost(self.context, running)
             kind = EventKind.CANCELLED if loss is LeaseLoss.CANCELLED else EventKind.STALE
