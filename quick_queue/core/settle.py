@@ -14,6 +14,7 @@ reaches it, and the caller settles the rest in the next transaction.
 
 from __future__ import annotations
 
+from collections import Counter as TallyCounter
 from collections.abc import Callable
 
 from quick_queue.core import dependencies, history
@@ -219,27 +220,33 @@ class _BatchReads:
 
     def __init__(self, tr: Transaction, layout: Layout, outcomes: list[Outcome]) -> None:
         self.tr, self.layout, self.outcomes = tr, layout, outcomes
-        seen: set[tuple[str, str]] = set()
-        self.repeat: list[bool] = []
-        for outcome in outcomes:
-            ident = (outcome.tenant, outcome.job_id)
-            self.repeat.append(ident in seen)
-            seen.add(ident)
-        fast = [i for i, o in enumerate(outcomes)
-                if o.kind == "done" and o.lease_at and not self.repeat[i]]
-        # (zone, packed job id) of each: the id is packed once for its two keys
-        ids = [(layout.zone(outcomes[i].tenant), pack_str(outcomes[i].job_id)) for i in fast]
-        keys = [zone.leased + pack_int(outcomes[i].lease_at) + packed
-                for i, (zone, packed) in zip(fast, ids, strict=True)]
-        # index -> (its leased entry, its item key, whether an extension moved the entry)
-        self.intact = {
-            i: (key, zone.items + packed, value.endswith(EXTENDED))
-            for i, (zone, packed), key, value in zip(fast, ids, keys, tr.get_many(keys),
-                                                     strict=True)
-            if value is not None and entry_holds(value, outcomes[i].token)
-        }
-        self._slow = [i for i in range(len(outcomes))
-                      if i not in self.intact and not self.repeat[i]]
+        count = len(outcomes)
+        self.repeat = _repeats(outcomes)
+        repeat = self.repeat
+        fast: list[int] = []
+        keys: list[bytes] = []
+        items: list[bytes] = []
+        zone_of = layout.zone
+        for i, o in enumerate(outcomes):
+            if o.kind == "done" and o.lease_at and not repeat[i]:
+                zone = zone_of(o.tenant)
+                packed = pack_str(o.job_id)  # (packed once for its two keys)
+                fast.append(i)
+                keys.append(zone.leased + pack_int(o.lease_at) + packed)
+                items.append(zone.items + packed)
+        # by index: (its leased entry, its item key, whether an extension moved the entry) of
+        # a completion whose lease entry holds its token, else None (a list: cheaper than a
+        # dict's get, once an outcome). ``entry_holds`` inlined.
+        self.intact: list[tuple[bytes, bytes, bool] | None] = [None] * count
+        intact = self.intact
+        for i, key, item, value in zip(fast, keys, items, tr.get_many(keys), strict=True):
+            if value is not None:
+                mine = outcomes[i].token.encode()
+                if value == mine:
+                    intact[i] = (key, item, False)
+                elif value == mine + EXTENDED:
+                    intact[i] = (key, item, True)
+        self._slow = [i for i in range(count) if intact[i] is None and not repeat[i]]
         self._fetched = 0  # how many of ``_slow`` were read
         self._raw: dict[int, tuple[bytes | None, bytes | None]] = {}
         self.markers: Markers = {}
@@ -265,6 +272,20 @@ class _BatchReads:
         return self._raw.pop(index)
 
 
+def _repeats(outcomes: list[Outcome]) -> list[bool]:
+    """Whether each outcome's job appeared earlier in the batch (rare: a set of the batch's
+    jobs tells whether to look one by one)."""
+    idents = [(o.tenant, o.job_id) for o in outcomes]
+    if len(set(idents)) == len(idents):
+        return [False] * len(idents)
+    seen: set[tuple[str, str]] = set()
+    repeat = []
+    for ident in idents:
+        repeat.append(ident in seen)
+        seen.add(ident)
+    return repeat
+
+
 def settle_many(
     tr: Transaction, layout: Layout, outcomes: list[Outcome], now: int, slack: int,
     max_snoozes: int, on_kept: Callable[[Transaction], None] | None = None, *,
@@ -280,20 +301,33 @@ def settle_many(
     stats: Stats = {}
     applied: list[bool] = []
     reads = _BatchReads(tr, layout, outcomes)
+    intact = reads.intact
     bytes_left = ByteBudget(tr, budget)
+    clear = tr.clear
+    completed: list[str] = []  # the topic of each applied completion, counted at the end
     kept = 0  # history entries written: they pay for pruning as many expired ones
     for index, outcome in enumerate(outcomes):
         if applied and bytes_left.spent():
             break
+        fast = intact[index]
+        if fast is not None and outcome.kept is None:
+            # the usual completion (intact lease, no kept result): ``_complete_fast`` inlined
+            leased_key, item_key, extended = fast
+            clear(leased_key)
+            clear(item_key)
+            if extended:
+                clear(extension_key(layout.zone(outcome.tenant), outcome.job_id))
+            bytes_left.add(_ENTRY_BYTES + 2 * len(outcome.reason))
+            applied.append(True)
+            completed.append(outcome.topic)
+            continue
         # an over-estimate of the bytes this outcome adds: its record rewritten (or buried,
         # with the reason), a kept result (up to a value), keys and conflict ranges
         estimate = _ENTRY_BYTES + 2 * len(outcome.reason) + (
             VALUE_LIMIT if outcome.kept is not None else 0)
-        intact = reads.intact.get(index)
-        if intact is not None:
-            _complete_fast(tr, layout, outcome, *intact)
-            if outcome.kept is not None:
-                _keep_completed(tr, layout, outcome, now, prune=False)
+        if fast is not None:
+            _complete_fast(tr, layout, outcome, *fast)
+            _keep_completed(tr, layout, outcome, now, prune=False)
             ok = True
         else:
             raw, extension = (None, None) if reads.repeat[index] else reads.record(index)
@@ -308,8 +342,10 @@ def settle_many(
         applied.append(ok)
         kept += ok and outcome.kept is not None
         if ok and outcome.kind == "done":
-            key = (outcome.topic or "?", "completed")
-            stats[key] = stats.get(key, 0) + 1
+            completed.append(outcome.topic)
+    for topic, count in TallyCounter(completed).items():
+        key = (topic or "?", "completed")
+        stats[key] = stats.get(key, 0) + count
     dependencies.settled(tr, layout, outcomes, applied, now, slack)  # jobs waiting on these
     stale = len(applied) - sum(applied)
     if stale:
