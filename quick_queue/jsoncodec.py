@@ -56,7 +56,9 @@ def dump(value: Any) -> bytes:
                 break
         else:
             raw: bytes = _msgspec_encode(value)
-            if raw.isascii() and b"\x7f" not in raw:
+            # 0x7F as an int: a bytes operand of ``in`` raises and clears a TypeError first
+            # (quick_queue.keys._escape)
+            if raw.isascii() and 0x7F not in raw:
                 return raw
     return _encode_text(value).encode()
 
