@@ -153,6 +153,12 @@ class Transaction(ReadView):
     @abstractmethod
     def clear(self, key: bytes) -> None: ...
 
+    def clear_many(self, keys: list[bytes]) -> None:
+        """``clear(key)`` for each key, in order (a settle clears two keys a job). Engines may
+        override it with a cheaper loop of the same effect."""
+        for key in keys:
+            self.clear(key)
+
     @abstractmethod
     def clear_range(self, begin: bytes, end: bytes) -> None: ...
 

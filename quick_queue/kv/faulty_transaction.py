@@ -114,6 +114,10 @@ class FaultyTransaction(Transaction):
         self._inner.clear(key)
         self._wrote = True
 
+    def clear_many(self, keys: list[bytes]) -> None:
+        self._inner.clear_many(keys)
+        self._wrote = self._wrote or bool(keys)
+
     def clear_range(self, begin: bytes, end: bytes) -> None:
         self._inner.clear_range(begin, end)
         self._wrote = True

@@ -102,6 +102,28 @@ def test_clear_is_read_back(db: Database, space: Space) -> None:
 
 
 @pytest.mark.usefixtures("stored")
+def test_clear_many_is_read_back(db: Database, space: Space) -> None:
+    tr = db.create_transaction()
+    tr.set(space.k("new"), b"n")
+    tr.clear_many([space.k("c"), space.k("zz"), space.k("new"), space.k("c")])
+    assert tr.get(space.k("new")) is None  # a set of this transaction, cleared after it
+    assert keys_of(tr.get_range(space.begin, space.end), space) == ["a", "e", "g"]
+    tr.clear_many([])
+    tr.commit()
+    assert space.dump() == {space.k(n): b"db-" + n.encode() for n in ("a", "e", "g")}
+
+
+def test_clear_many_of_a_system_key_is_refused_at_commit(db: Database, space: Space) -> None:
+    space.write(space.k("a"), b"1")
+    tr = db.create_transaction()
+    tr.clear_many([space.k("a"), b"\xff/system"])  # reported by the commit, as clear does
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == 2004
+    assert space.read(space.k("a")) == b"1"  # nothing was cleared
+
+
+@pytest.mark.usefixtures("stored")
 def test_clear_range_is_read_back(db: Database, space: Space) -> None:
     tr = db.create_transaction()
     tr.set(space.k("d"), b"local")

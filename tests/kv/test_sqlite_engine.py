@@ -612,3 +612,15 @@ def test_set_many_buffers_what_the_same_sets_buffer(db: SQLiteDatabase) -> None:
     assert at_once._size == one_by_one._size
     assert isinstance(at_once._deferred, KVError)
     assert at_once._deferred.code == one_by_one._deferred.code  # type: ignore[union-attr]
+
+
+def test_clear_many_buffers_what_the_same_clears_buffer(db: SQLiteDatabase) -> None:
+    keys = [b"b", b"a", b"b", b"", b"x" * 10_001]
+    one_by_one, at_once = sqlite_tr(db), sqlite_tr(db)
+    for key in keys:
+        one_by_one.clear(key)
+    at_once.clear_many(keys)
+    assert at_once._writes == one_by_one._writes
+    assert at_once._size == one_by_one._size
+    assert isinstance(at_once._deferred, KVError)
+    assert at_once._deferred.code == one_by_one._deferred.code  # type: ignore[union-attr]
