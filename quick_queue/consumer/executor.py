@@ -41,18 +41,15 @@ def make_meta(job: LeasedJob) -> JobMeta:
     )
 
 
-def dead_on_arrival(job: LeasedJob, registry: Registry) -> tuple[JobSpec | None, Outcome | None]:
-    """The spec to run ``job`` with, or the outcome that dead-letters it without running."""
+def unknown_topic_outcome(job: LeasedJob, registry: Registry) -> Outcome:
+    """The outcome of a job whose topic has no handler here: a dead letter, never run."""
     record = job.record
-    spec = registry.get(record.topic)
-    if spec is None:
-        return None, Outcome(
-            job.tenant, record.job_id, job.token, OutcomeKind.DEAD,
-            reason=f"no handler for topic {record.topic!r} in this worker "
-            f"(known topics: {', '.join(registry.topics()) or 'none'})",
-            dead_kind="unknown_topic",
-        )
-    return spec, None
+    return Outcome(
+        job.tenant, record.job_id, job.token, OutcomeKind.DEAD,
+        reason=f"no handler for topic {record.topic!r} in this worker "
+        f"(known topics: {', '.join(registry.topics()) or 'none'})",
+        dead_kind="unknown_topic",
+    )
 
 
 def to_outcome(

@@ -32,13 +32,19 @@ QUICK_HANDLER = 0.002
 HANDLER_MEAN_WEIGHT = 0.05
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Running:
-    """A job handed to this consumer, from dequeue until its outcome is settled."""
+    """A job handed to this consumer, from dequeue until its outcome is settled.
+
+    Built by hand (``__init__``): the fields with a default are read from the class until
+    they are first set, so a run costs three assignments and its key instead of the
+    generated ``__init__``'s thirteen, and ``key`` is a field read at each table update rather
+    than a property building the tuple (issue 10: one of these per job leased)."""
 
     job: LeasedJob
     meta: JobMeta
     spec: JobSpec | None
+    key: JobKey  # (tenant, job_id)
     started: float = 0.0  # the store's time (seconds); 0 while queued locally
     started_mono: float = 0.0  # monotonic seconds, for durations
     # When the handler has a timeout: its deadline on the monotonic clock, and the same in the
@@ -54,9 +60,9 @@ class Running:
     tx_until: float = 0.0
     extending: bool = False  # the keeper's extension of this lease is being committed
 
-    @property
-    def key(self) -> JobKey:
-        return (self.job.tenant, self.job.record.job_id)
+    def __init__(self, job: LeasedJob, meta: JobMeta, spec: JobSpec | None) -> None:
+        self.job, self.meta, self.spec = job, meta, spec
+        self.key = (job.tenant, job.record.job_id)
 
     @property
     def where(self) -> str:
@@ -145,6 +151,12 @@ class InFlight:
 
     def add(self, running: Running) -> None:
         self.entries[running.key] = running
+
+    def add_many(self, runs: list[Running]) -> None:
+        """``add`` for each of ``runs`` (a zone visit's jobs)."""
+        entries = self.entries
+        for running in runs:
+            entries[running.key] = running
 
     def remove(self, running: Running) -> None:
         self.remove_many((running,))

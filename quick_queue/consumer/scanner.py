@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from quick_queue.consumer.backoff import StorageBackoff, is_transient
-from quick_queue.consumer.executor import dead_on_arrival, make_meta
+from quick_queue.consumer.executor import make_meta, unknown_topic_outcome
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
 from quick_queue.core.caps import take_slots
@@ -311,19 +311,19 @@ class Scanner:
 
     def _accept(self, jobs: list[LeasedJob]) -> None:
         """Put the visit's jobs in the in-flight table (under one lock), then hand each to
-        the workers, or settle it at once if it cannot run here."""
+        the workers, or settle it at once if it cannot run here (no handler for its topic)."""
         registry = self.context.registry
-        entries = []
-        for job in jobs:
-            spec, doa = dead_on_arrival(job, registry)
-            entries.append((Running(job, make_meta(job), spec), doa))
+        spec_of = registry.get
+        runs = [Running(job, make_meta(job), spec_of(job.record.topic)) for job in jobs]
         with self.inflight.lock:
-            for running, _ in entries:
-                self.inflight.add(running)
-        self._run([running for running, doa in entries if doa is None])
-        for running, doa in entries:
-            if doa is not None:
-                self._settle(running, doa)
+            self.inflight.add_many(runs)
+        unknown = [running for running in runs if running.spec is None]
+        if not unknown:  # (every job of a visit has a handler here, but for a misrouted one)
+            self._run(runs)
+            return
+        self._run([running for running in runs if running.spec is not None])
+        for running in unknown:
+            self._settle(running, unknown_topic_outcome(running.job, registry))
 
 
 def _token_of(job_id: str, raw: bytes) -> str | None:

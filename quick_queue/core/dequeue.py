@@ -157,27 +157,44 @@ def _lease_ready(
     tr: Transaction, zone: Zone, entries: list[tuple[bytes, bytes]], expiry: int, now: int,
     new_token: Callable[[], str], max_retries_of: RetriesOf | None, stats: Stats,
 ) -> list[LeasedJob]:
-    """Lease the jobs of these ready ``entries`` until ``expiry``, each with a fresh token."""
+    """Lease the jobs of these ready ``entries`` until ``expiry``, each with a fresh token.
+
+    One pass a job with the lookups hoisted (``_readable`` inlined, the handler's retry
+    limit asked once a topic per visit, no list of (id, key) pairs zipped back): measured
+    with callgrind over a single-threaded scan of 2,000 jobs (issue 10)."""
     offset = len(zone.ready)
+    items_prefix, tenant, clear, decode = zone.items, zone.tenant, tr.clear, JobRecord.decode
     packed = [_packed_id(key, offset) for key, _ in entries]
-    items = [zone.items + p for p, _ in packed]
-    raws = tr.get_many(items)
+    raws = tr.get_many([items_prefix + tail for tail, _ in packed])
     leased = zone.leased + pack_int(expiry)
     taken: list[LeasedJob] = []
     writes: list[tuple[bytes, bytes]] = []  # (set together: other keys than any cleared here)
-    for (key, _), (tail, job_id), item, raw in zip(entries, packed, items, raws, strict=True):
-        tr.clear(key)
-        record = _readable(tr, zone, job_id, now, stats, raw, read=False)
-        if record is None or record.state != "r":
+    limits: dict[str, int | None] = {}  # topic -> max_retries_of(topic), asked once a visit
+    for (key, _), (tail, job_id), raw in zip(entries, packed, raws, strict=True):
+        clear(key)
+        if raw is None:
+            continue
+        try:
+            record = decode(job_id, raw)
+        except UnreadableRecord as error:  # buried, so one bad record never stops the zone
+            bury_unreadable(tr, zone, job_id, raw, now, error.reason, stats)
+            continue
+        if record.state != "r":
             continue
         record.state, record.at = "l", expiry
         record.attempt += 1
         record.token = token = new_token()
-        writes += ((leased + tail, token.encode()), (item, record.encode()))
+        writes += ((leased + tail, token.encode()), (items_prefix + tail, record.encode()))
         if max_retries_of is not None and not record.retries_set:
             # in memory only: the stored record keeps "none fixed" for the next worker
-            record.max_retries = record.resolve_max_retries(max_retries_of(record.topic))
-        taken.append(LeasedJob(zone.tenant, record))
+            topic = record.topic
+            if topic in limits:
+                limit = limits[topic]
+            else:
+                limit = limits[topic] = max_retries_of(topic)
+            if limit is not None:
+                record.max_retries = limit
+        taken.append(LeasedJob(tenant, record))
     tr.set_many(writes)
     return taken
 
