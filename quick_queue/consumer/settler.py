@@ -24,6 +24,7 @@ from quick_queue.context import QueueContext
 from quick_queue.core.settle import BATCH_BYTES, lease_loss, settle_many
 from quick_queue.events import (
     OTHER_COUNTERS,
+    EventBatch,
     EventKind,
     EventStream,
     JobEvent,
@@ -156,19 +157,17 @@ class Settler:
             self.inflight.remove_many([running for running, _ in done])
         # one clock reading for the batch: its events are emitted together
         now = time.monotonic()
-        completed, counters = _DONE_EVENT
-        events = []
-        for (running, outcome), ok in zip(done, applied, strict=True):
-            if ok and outcome.kind is OutcomeKind.DONE:  # (most outcomes: built inline)
-                job = running.job
-                record = job.record
-                started = running.started_mono
-                events.append(JobEvent(completed, job.tenant, record.topic, record.job_id,
-                                       record.attempt, now - started if started else None,
-                                       outcome.kind, outcome.reason, counters))
-            else:
-                events.append(self._event(running, outcome, ok, now))
-        self.events.emit_many(events)
+        if all(applied) and all(o.kind is OutcomeKind.DONE for _, o in done):
+            # a batch of completions (the usual one): its events are built only if a
+            # subscriber reads them (``EventBatch``)
+            self.events.emit_many(EventBatch(
+                functools.partial(_completed_events, done, now), _COMPLETED_KINDS,
+                dict.fromkeys(_DONE_EVENT[1], len(done))))
+            return
+        self.events.emit_many([
+            _completed_events([(running, outcome)], now)[0]
+            if ok and outcome.kind is OutcomeKind.DONE else self._event(running, outcome, ok, now)
+            for (running, outcome), ok in zip(done, applied, strict=True)])
 
     def _event(self, running: Running, outcome: Outcome, applied: bool,
                now: float) -> JobEvent:
@@ -188,6 +187,20 @@ class Settler:
                         duration, outcome.kind, outcome.reason, counters)
 
 
+def _completed_events(done: list[tuple[Running, Outcome]], now: float) -> list[JobEvent]:
+    """The events of applied completions (``now``: when they are emitted, monotonic)."""
+    kind, counters = _DONE_EVENT
+    events = []
+    for running, outcome in done:
+        job = running.job
+        record = job.record
+        started = running.started_mono
+        events.append(JobEvent(kind, job.tenant, record.topic, record.job_id, record.attempt,
+                               now - started if started else None, outcome.kind,
+                               outcome.reason, counters))
+    return events
+
+
 @functools.cache
 def _event_of(effect: Effect) -> tuple[EventKind, tuple[str, ...]]:
     """The event kind and process counters of an applied outcome's effect (a handful of
@@ -196,6 +209,7 @@ def _event_of(effect: Effect) -> tuple[EventKind, tuple[str, ...]]:
 
 
 _DONE_EVENT = _event_of(EFFECTS[OutcomeKind.DONE])
+_COMPLETED_KINDS = frozenset((_DONE_EVENT[0],))
 
 
 def why_lost(context: QueueContext, running: Running) -> LeaseLoss:

@@ -6,14 +6,17 @@ batch in one call (``on_many``) and count and log exactly what they would event 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
 
 import quick_queue as qq
+from quick_queue.consumer import settler as settler_module
 from quick_queue.consumer.executor import done_outcome
 from quick_queue.consumer.runner import Consumer
 from quick_queue.events import (
+    EventBatch,
     EventCounter,
     EventKind,
     EventStream,
@@ -148,30 +151,95 @@ class NoOp:
         return None
 
 
-def test_the_settler_emits_a_batch_in_the_order_its_outcomes_came(db: qq.Database) -> None:
-    """Completions settled in one batch, one of them stale (its token is not the lease's):
-    a subscriber of the queue sees one event each, in the order they were submitted, the
-    stale one as ``stale``, and the consumer counts them."""
-    queue = qq.JobQueue(db, "many", jobs=[NoOp])
+def _settle_in_one_batch(queue: qq.JobQueue, jobs: int, stale: int | None) -> Consumer:
+    """Lease ``jobs`` jobs and settle their completions in one batch, in the reverse of the
+    order they were leased; the one at ``stale`` with a token that is not the lease's."""
     queue.enqueue_many([{"tenant": "t", "topic": "many.noop", "payload": {"i": i}}
-                        for i in range(6)])
-    seen: list[JobEvent] = []
-    queue.events.subscribe(seen.append)
-    consumer = Consumer(queue.context, concurrency=6, prefetch=0)
+                        for i in range(jobs)])
+    consumer = Consumer(queue.context, concurrency=jobs, prefetch=0)
     consumer.scanner.scan_once()
     runs = consumer.pool.take_queued()
-    assert len(runs) == 6
+    assert len(runs) == jobs
     runs.reverse()  # not the order they were leased in
     for n, running in enumerate(runs):
         job, record = running.job, running.job.record
-        token = job.token if n != 2 else job.token + "-stale"
+        token = job.token if n != stale else job.token + "-stale"
+        running.started_mono = time.monotonic()  # as a worker does when its handler starts
         consumer.inflight.claim_outcome(running, OutcomeKind.DONE)
         consumer.settler.submit_claimed(running, done_outcome(
             job.tenant, record.job_id, token, record.topic, record.at, None))
     consumer.settler.close()
     consumer.settler.loop()
-    assert [(e.kind, e.job_id) for e in seen] == [
-        (EventKind.STALE if n == 2 else EventKind.COMPLETED, r.job.record.job_id)
-        for n, r in enumerate(runs)]
-    assert (consumer.summary().completed, consumer.summary().stale) == (5, 1)
+    consumer.runs = runs  # type: ignore[attr-defined]
+    return consumer
+
+
+@pytest.mark.parametrize("stale", [None, 0, 2, 5])
+def test_the_settler_emits_a_batch_in_the_order_its_outcomes_came(
+    db: qq.Database, stale: int | None,
+) -> None:
+    """Completions settled in one batch, one of them stale or none (a batch of completions
+    only is an ``EventBatch``): a subscriber of the queue sees one event each, in the order
+    they were submitted, a stale one as ``stale``, and the consumer counts them."""
+    queue = qq.JobQueue(db, "many", jobs=[NoOp])
+    seen: list[JobEvent] = []
+    queue.events.subscribe(seen.append)
+    consumer = _settle_in_one_batch(queue, 6, stale)
+    runs = consumer.runs  # type: ignore[attr-defined]
+    assert [(e.kind, e.job_id, e.tenant, e.topic, e.attempt, e.outcome, e.counters)
+            for e in seen] == [
+        (EventKind.STALE, r.job.record.job_id, "t", "many.noop", 1, OutcomeKind.DONE,
+         ("stale",)) if n == stale else
+        (EventKind.COMPLETED, r.job.record.job_id, "t", "many.noop", 1, OutcomeKind.DONE,
+         ("completed",)) for n, r in enumerate(runs)]
+    assert all(e.duration is not None and e.duration >= 0 for e in seen)
+    assert (consumer.summary().completed, consumer.summary().stale) == (
+        6 - (stale is not None), stale is not None)
     assert not consumer.inflight.entries
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_a_batch_of_completions_is_built_only_for_a_reader(
+    db: qq.Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    level: int,
+) -> None:
+    """With only the consumer's own subscribers, a batch of completions is counted without
+    its events being built when the worker log is below INFO; at INFO each is logged, in
+    order."""
+    builds: list[int] = []
+    build = settler_module._completed_events
+
+    def counted(done: list[Any], now: float) -> list[JobEvent]:
+        builds.append(len(done))
+        return build(done, now)
+
+    monkeypatch.setattr(settler_module, "_completed_events", counted)
+    queue = qq.JobQueue(db, "many", jobs=[NoOp])
+    with caplog.at_level(level, logger="quick_queue.worker"):
+        consumer = _settle_in_one_batch(queue, 5, None)
+    assert consumer.summary().completed == 5
+    if level == logging.WARNING:
+        assert (builds, caplog.records) == ([], [])
+    else:
+        assert builds == [5]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"done many.noop t/{r.job.record.job_id}"
+            for r in consumer.runs]  # type: ignore[attr-defined]
+
+
+def test_an_event_batch_is_its_events_built_once() -> None:
+    builds: list[int] = []
+
+    def build() -> list[JobEvent]:
+        builds.append(1)
+        return _batch()
+
+    batch = EventBatch(build, frozenset({EventKind.COMPLETED}), {"completed": 2})
+    counter = EventCounter()
+    counter.on_many(batch)
+    WorkerLog.on_many(batch)  # (no log at INFO or WARNING here: nothing read)
+    assert builds == []
+    assert counter.counters.snapshot() == {"completed": 2}
+    assert list(batch) == _batch() and len(batch) == len(_batch())
+    assert batch[0] == _batch()[0] and batch[-2:] == _batch()[-2:]
+    assert builds == [1]
