@@ -61,6 +61,9 @@ def to_outcome(
     job, spec = running.job, running.spec
     assert spec is not None
     record = job.record
+    if result is None:  # what most handlers return: interpret's Ok(), without building it
+        return done_outcome(job.tenant, record.job_id, job.token, record.topic, record.at,
+                            kept_of(running, settings, None))
     try:
         verdict = interpret(result, spec)
     except Exception as error:  # noqa: BLE001 - e.g. a returned object whose repr() raises

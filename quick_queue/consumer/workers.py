@@ -198,7 +198,9 @@ class WorkerPool:
                 if store_now is not None:
                     running.store_deadline = store_now + spec.timeout
                 self.keeper_wake.set()  # the keeper now watches at its fast tick
-        running.meta.bind_progress(self._progress, running.job.token)
+        # (JobMeta.bind_progress's two assignments, without the call: once a job)
+        meta = running.meta
+        meta._progress_sink, meta._token = self._progress, running.job.token
         if self.events.wants(EventKind.STARTED):  # (built only for someone who reads it)
             record = running.job.record
             self.events.emit(JobEvent(EventKind.STARTED, running.job.tenant, record.topic,
@@ -221,14 +223,17 @@ class WorkerPool:
         """The handler call of ``running`` is over; ``outcome``: what it came to, claimed and
         handed to the settler here, under the same lock (one lock a job instead of two)."""
         ended = time.monotonic()
-        with self.inflight.lock:
-            claimed = outcome is not None and self.inflight.claim_outcome(running, outcome.kind)
-            self.inflight.running -= 1
-            self.inflight.note_handler(ended - running.started_mono)
-            overran = self.inflight.overrunning.pop(running.key, None) is not None
-            retry = self._waiting_for.pop(running.key, None)
-            if overran or (self.inflight.handler_waiters
-                           and self.inflight.running <= len(self.inflight.overrunning)):
+        inflight = self.inflight
+        with inflight.lock:
+            claimed = outcome is not None and inflight.claim_outcome(running, outcome.kind)
+            inflight.running -= 1
+            inflight.note_handler(ended - running.started_mono)
+            # (both maps are empty but while a handler overruns its timeout: no lookups then)
+            overran = bool(inflight.overrunning) and (
+                inflight.overrunning.pop(running.key, None) is not None)
+            retry = self._waiting_for.pop(running.key, None) if self._waiting_for else None
+            if overran or (inflight.handler_waiters
+                           and inflight.running <= len(inflight.overrunning)):
                 # a worker held past its timeout is back (the scanner may lease again), or
                 # no handler runs any more (a shutdown or a drain waits for that)
                 self.inflight.cond.notify_all()
