@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter as TallyCounter
 from collections.abc import Callable
+from operator import attrgetter
 
 from quick_queue.core import dependencies, history
 from quick_queue.core.leases import extend_leases as extend_leases
@@ -34,22 +35,23 @@ from quick_queue.core.records import (
     flush_stats,
     load_record,
 )
+from quick_queue.core.settle_reads import READ_WINDOW as READ_WINDOW
+from quick_queue.core.settle_reads import BatchReads, Intact, Markers
 from quick_queue.errors import InvalidArgument, UnreadableRecord
-from quick_queue.keys import Layout, Zone, pack_int, pack_str
+from quick_queue.keys import Layout, Zone
 from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import VALUE_LIMIT, JobRecord
-from quick_queue.outcomes import FinalState, LeaseLoss, Outcome, OutcomeKind
+from quick_queue.outcomes import FinalState, Kept, LeaseLoss, Outcome, OutcomeKind
 
 #: The byte budget the runtime gives a settle or extension batch: a transaction stops taking
 #: more work once its approximate size reaches it. FoundationDB advises staying under 1 MB
 #: (its limit is 10 MB); the outcome that crosses the budget adds at most about two records
 #: (100 kB each at most), so a batch stays about at or below 1 MB.
 BATCH_BYTES = 800_000
-READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little it won't use)
 _ENTRY_BYTES = 512  # what an outcome adds besides its record: keys, conflict ranges, stats
-# Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
-_RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
-Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
+_KEPT: Callable[[Outcome], Kept | None] = attrgetter("kept")
+_REASON: Callable[[Outcome], str] = attrgetter("reason")
+_TOPIC: Callable[[Outcome], str] = attrgetter("topic")
 
 
 def _leased(tr: Transaction, layout: Layout, tenant: str, job_id: str,
@@ -75,8 +77,9 @@ def settle(
         value = tr.get(leased_key)
         if entry_holds(value, outcome.token):
             assert value is not None
-            _complete_fast(tr, layout, outcome, leased_key, zone.item(outcome.job_id),
-                           value.endswith(EXTENDED))
+            _complete_fast(tr, leased_key, zone.item(outcome.job_id),
+                           extension_key(zone, outcome.job_id)
+                           if value.endswith(EXTENDED) else None)
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
@@ -84,14 +87,15 @@ def settle(
     return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats, prune=prune)
 
 
-def _complete_fast(tr: Transaction, layout: Layout, outcome: Outcome, leased_key: bytes,
-                   item_key: bytes, extended: bool) -> None:
+def _complete_fast(tr: Transaction, leased_key: bytes, item_key: bytes,
+                   extension: bytes | None) -> None:
     """A completion whose intact lease entry (at ``leased_key``) was read: delete the job
-    (its record at ``item_key``)."""
+    (its record at ``item_key``, and its extension record at ``extension`` if an extension
+    moved the lease: the entry's value says so, no need to read the extension record)."""
     tr.clear(leased_key)
     tr.clear(item_key)
-    if extended:  # (the entry's value says so: no need to read the extension record)
-        tr.clear(extension_key(layout.zone(outcome.tenant), outcome.job_id))
+    if extension is not None:
+        tr.clear(extension)
 
 
 def _settle_record(
@@ -210,82 +214,6 @@ def _reschedule(
         touch_pointer(tr, layout, outcome.tenant, when, now, slack)
 
 
-class _BatchReads:
-    """The reads of a settle batch, made together: one round for the leased entries of every
-    completion (the fast path), then the records (and zone markers) of the outcomes that need
-    them, ``READ_WINDOW`` outcomes per round, in the order the batch meets them.
-
-    An outcome whose job appeared earlier in the batch (a repeat) reads for itself instead:
-    the earlier outcome may have settled it, which the batched reads predate."""
-
-    def __init__(self, tr: Transaction, layout: Layout, outcomes: list[Outcome]) -> None:
-        self.tr, self.layout, self.outcomes = tr, layout, outcomes
-        count = len(outcomes)
-        self.repeat = _repeats(outcomes)
-        repeat = self.repeat
-        fast: list[int] = []
-        keys: list[bytes] = []
-        items: list[bytes] = []
-        zone_of = layout.zone
-        for i, o in enumerate(outcomes):
-            if o.kind == "done" and o.lease_at and not repeat[i]:
-                zone = zone_of(o.tenant)
-                packed = pack_str(o.job_id)  # (packed once for its two keys)
-                fast.append(i)
-                keys.append(zone.leased + pack_int(o.lease_at) + packed)
-                items.append(zone.items + packed)
-        # by index: (its leased entry, its item key, whether an extension moved the entry) of
-        # a completion whose lease entry holds its token, else None (a list: cheaper than a
-        # dict's get, once an outcome). ``entry_holds`` inlined.
-        self.intact: list[tuple[bytes, bytes, bool] | None] = [None] * count
-        intact = self.intact
-        for i, key, item, value in zip(fast, keys, items, tr.get_many(keys), strict=True):
-            if value is not None:
-                mine = outcomes[i].token.encode()
-                if value == mine:
-                    intact[i] = (key, item, False)
-                elif value == mine + EXTENDED:
-                    intact[i] = (key, item, True)
-        self._slow = [i for i in range(count) if intact[i] is None and not repeat[i]]
-        self._fetched = 0  # how many of ``_slow`` were read
-        self._raw: dict[int, tuple[bytes | None, bytes | None]] = {}
-        self.markers: Markers = {}
-
-    def record(self, index: int) -> tuple[bytes | None, bytes | None]:
-        """The stored record of ``outcomes[index]`` (a slow-path outcome, met in order) and
-        its extension record."""
-        if index not in self._raw:
-            window = self._slow[self._fetched : self._fetched + READ_WINDOW]
-            assert window and window[0] == index, "slow outcomes are met in batch order"
-            self._fetched += len(window)
-            keys = []
-            for i in window:
-                zone = self.layout.zone(self.outcomes[i].tenant)
-                keys += [zone.item(self.outcomes[i].job_id),
-                         extension_key(zone, self.outcomes[i].job_id)]
-            tenants = sorted({self.outcomes[i].tenant for i in window
-                              if self.outcomes[i].kind in _RESCHEDULING} - set(self.markers))
-            values = self.tr.get_many(keys + [self.layout.marker(t) for t in tenants])
-            for n, i in enumerate(window):
-                self._raw[i] = (values[2 * n], values[2 * n + 1])
-            self.markers.update(zip(tenants, values[len(keys):], strict=True))
-        return self._raw.pop(index)
-
-
-def _repeats(outcomes: list[Outcome]) -> list[bool]:
-    """Whether each outcome's job appeared earlier in the batch (rare: a set of the batch's
-    jobs tells whether to look one by one)."""
-    idents = [(o.tenant, o.job_id) for o in outcomes]
-    if len(set(idents)) == len(idents):
-        return [False] * len(idents)
-    seen: set[tuple[str, str]] = set()
-    repeat = []
-    for ident in idents:
-        repeat.append(ident in seen)
-        seen.add(ident)
-    return repeat
-
-
 def settle_many(
     tr: Transaction, layout: Layout, outcomes: list[Outcome], now: int, slack: int,
     max_snoozes: int, on_kept: Callable[[Transaction], None] | None = None, *,
@@ -299,24 +227,71 @@ def settle_many(
     has reached it (the first always is): the list returned is then shorter than
     ``outcomes``, and the outcomes past its end were not looked at."""
     stats: Stats = {}
+    reads = BatchReads(tr, layout, outcomes)
+    completed: list[str] = []  # the topic of each applied completion, counted at the end
+    kept = 0  # history entries written: they pay for pruning as many expired ones
+    applied = _all_completed(tr, outcomes, reads.intact, budget, completed)
+    if applied is None:
+        applied, kept = _settle_each(tr, layout, outcomes, reads, now, slack, max_snoozes,
+                                     stats, budget, completed)
+    for topic, count in TallyCounter(completed).items():
+        key = (topic or "?", "completed")
+        stats[key] = stats.get(key, 0) + count
+    dependencies.settled(tr, layout, outcomes, applied, now, slack)  # jobs waiting on these
+    stale = len(applied) - sum(applied)
+    if stale:
+        stats[("*", "stale")] = stale
+    flush_stats(tr, layout, stats)
+    if kept:  # nothing at all unless a job kept its result
+        history.prune_for(tr, layout, now, kept)
+        if on_kept is not None:
+            on_kept(tr)
+    return applied
+
+
+def _all_completed(tr: Transaction, outcomes: list[Outcome], intact: list[Intact | None],
+                   budget: int | None, completed: list[str]) -> list[bool] | None:
+    """The usual batch: completions only, every lease intact, no result kept, and all of it
+    estimated under half the byte ``budget`` (``ByteBudget`` would not even ask the size):
+    applied in one loop with nothing to decide per outcome; None, and nothing done, for any
+    other batch (``_settle_each`` applies it). The checks run in C over the whole batch."""
+    if None in intact or any(map(_KEPT, outcomes)):
+        return None
+    if budget is not None and 2 * (_ENTRY_BYTES * len(outcomes) + 2 * sum(
+            map(len, map(_REASON, outcomes)))) >= budget:
+        return None
+    clear = tr.clear
+    for leased_key, item_key, extension in intact:  # type: ignore[misc]  # (no None: above)
+        clear(leased_key)
+        clear(item_key)
+        if extension is not None:
+            clear(extension)
+    completed += map(_TOPIC, outcomes)
+    return [True] * len(outcomes)
+
+
+def _settle_each(
+    tr: Transaction, layout: Layout, outcomes: list[Outcome], reads: BatchReads, now: int,
+    slack: int, max_snoozes: int, stats: Stats, budget: int | None, completed: list[str],
+) -> tuple[list[bool], int]:
+    """``settle_many``'s outcomes one by one, until the byte ``budget`` is spent: whether each
+    was applied, and how many kept their result."""
     applied: list[bool] = []
-    reads = _BatchReads(tr, layout, outcomes)
     intact = reads.intact
     bytes_left = ByteBudget(tr, budget)
     clear = tr.clear
-    completed: list[str] = []  # the topic of each applied completion, counted at the end
-    kept = 0  # history entries written: they pay for pruning as many expired ones
+    kept = 0
     for index, outcome in enumerate(outcomes):
         if applied and bytes_left.spent():
             break
         fast = intact[index]
         if fast is not None and outcome.kept is None:
-            # the usual completion (intact lease, no kept result): ``_complete_fast`` inlined
-            leased_key, item_key, extended = fast
+            # a completion (intact lease, no kept result): ``_complete_fast`` inlined
+            leased_key, item_key, extension = fast
             clear(leased_key)
             clear(item_key)
-            if extended:
-                clear(extension_key(layout.zone(outcome.tenant), outcome.job_id))
+            if extension is not None:
+                clear(extension)
             bytes_left.add(_ENTRY_BYTES + 2 * len(outcome.reason))
             applied.append(True)
             completed.append(outcome.topic)
@@ -326,7 +301,7 @@ def settle_many(
         estimate = _ENTRY_BYTES + 2 * len(outcome.reason) + (
             VALUE_LIMIT if outcome.kept is not None else 0)
         if fast is not None:
-            _complete_fast(tr, layout, outcome, *fast)
+            _complete_fast(tr, *fast)
             _keep_completed(tr, layout, outcome, now, prune=False)
             ok = True
         else:
@@ -343,19 +318,7 @@ def settle_many(
         kept += ok and outcome.kept is not None
         if ok and outcome.kind == "done":
             completed.append(outcome.topic)
-    for topic, count in TallyCounter(completed).items():
-        key = (topic or "?", "completed")
-        stats[key] = stats.get(key, 0) + count
-    dependencies.settled(tr, layout, outcomes, applied, now, slack)  # jobs waiting on these
-    stale = len(applied) - sum(applied)
-    if stale:
-        stats[("*", "stale")] = stale
-    flush_stats(tr, layout, stats)
-    if kept:  # nothing at all unless a job kept its result
-        history.prune_for(tr, layout, now, kept)
-        if on_kept is not None:
-            on_kept(tr)
-    return applied
+    return applied, kept
 
 
 def _settle_isolated(

@@ -1,0 +1,93 @@
+"""The reads of a settle batch (``core.settle.settle_many``), made together: see
+``BatchReads``. Apart from core/settle.py to keep each module short."""
+
+from __future__ import annotations
+
+from quick_queue.core.records import EXTENDED, extension_key
+from quick_queue.keys import Layout, pack_int, pack_str
+from quick_queue.kv.api import Transaction
+from quick_queue.outcomes import Outcome, OutcomeKind
+
+READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little it won't use)
+# Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
+_RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
+Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
+Intact = tuple[bytes, bytes, bytes | None]  # see BatchReads.intact
+
+
+class BatchReads:
+    """The reads of a settle batch, made together: one round for the leased entries of every
+    completion (the fast path), then the records (and zone markers) of the outcomes that need
+    them, ``READ_WINDOW`` outcomes per round, in the order the batch meets them.
+
+    An outcome whose job appeared earlier in the batch (a repeat) reads for itself instead:
+    the earlier outcome may have settled it, which the batched reads predate."""
+
+    def __init__(self, tr: Transaction, layout: Layout, outcomes: list[Outcome]) -> None:
+        self.tr, self.layout, self.outcomes = tr, layout, outcomes
+        count = len(outcomes)
+        self.repeat = _repeats(outcomes)
+        repeat = self.repeat
+        fast: list[int] = []
+        keys: list[bytes] = []
+        items: list[bytes] = []
+        zone_of = layout.zone
+        for i, o in enumerate(outcomes):
+            if o.kind == "done" and o.lease_at and not repeat[i]:
+                zone = zone_of(o.tenant)
+                packed = pack_str(o.job_id)  # (packed once for its two keys)
+                fast.append(i)
+                keys.append(zone.leased + pack_int(o.lease_at) + packed)
+                items.append(zone.items + packed)
+        # by index: (its leased entry, its item key, its extension record's key if an
+        # extension moved the entry, else None) of a completion whose lease entry holds its
+        # token, else None (a list: cheaper than a dict's get, once an outcome).
+        # ``entry_holds`` inlined.
+        self.intact: list[Intact | None] = [None] * count
+        intact = self.intact
+        for i, key, item, value in zip(fast, keys, items, tr.get_many(keys), strict=True):
+            if value is not None:
+                mine = outcomes[i].token.encode()
+                if value == mine:
+                    intact[i] = (key, item, None)
+                elif value == mine + EXTENDED:
+                    intact[i] = (key, item, extension_key(zone_of(outcomes[i].tenant),
+                                                          outcomes[i].job_id))
+        self._slow = [i for i in range(count) if intact[i] is None and not repeat[i]]
+        self._fetched = 0  # how many of ``_slow`` were read
+        self._raw: dict[int, tuple[bytes | None, bytes | None]] = {}
+        self.markers: Markers = {}
+
+    def record(self, index: int) -> tuple[bytes | None, bytes | None]:
+        """The stored record of ``outcomes[index]`` (a slow-path outcome, met in order) and
+        its extension record."""
+        if index not in self._raw:
+            window = self._slow[self._fetched : self._fetched + READ_WINDOW]
+            assert window and window[0] == index, "slow outcomes are met in batch order"
+            self._fetched += len(window)
+            keys = []
+            for i in window:
+                zone = self.layout.zone(self.outcomes[i].tenant)
+                keys += [zone.item(self.outcomes[i].job_id),
+                         extension_key(zone, self.outcomes[i].job_id)]
+            tenants = sorted({self.outcomes[i].tenant for i in window
+                              if self.outcomes[i].kind in _RESCHEDULING} - set(self.markers))
+            values = self.tr.get_many(keys + [self.layout.marker(t) for t in tenants])
+            for n, i in enumerate(window):
+                self._raw[i] = (values[2 * n], values[2 * n + 1])
+            self.markers.update(zip(tenants, values[len(keys):], strict=True))
+        return self._raw.pop(index)
+
+
+def _repeats(outcomes: list[Outcome]) -> list[bool]:
+    """Whether each outcome's job appeared earlier in the batch (rare: a set of the batch's
+    jobs tells whether to look one by one)."""
+    idents = [(o.tenant, o.job_id) for o in outcomes]
+    if len(set(idents)) == len(idents):
+        return [False] * len(idents)
+    seen: set[tuple[str, str]] = set()
+    repeat = []
+    for ident in idents:
+        repeat.append(ident in seen)
+        seen.add(ident)
+    return repeat
