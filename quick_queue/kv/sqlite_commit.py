@@ -24,8 +24,9 @@ class Request:
         "done",
         "error",
         "extra_writes",
+        "read_keys",
+        "read_spans",
         "read_version",
-        "reads",
         "relaxed",
         "stamp",
         "stamped",
@@ -36,14 +37,17 @@ class Request:
     def __init__(
         self,
         read_version: int | None,
-        reads: list[Range],
+        read_keys: set[bytes],
+        read_spans: list[Range],
         writes: dict[bytes, Entry],
         cleared: list[Range],
         stamped: list[tuple[bytes, bytes]],
         extra_writes: list[Range],
     ) -> None:
         self.read_version = read_version
-        self.reads = reads
+        # The read conflicts, split as ``conflicts.split_reads`` splits them.
+        self.read_keys = read_keys
+        self.read_spans = read_spans
         self.writes = writes
         self.cleared = cleared
         self.stamped = stamped

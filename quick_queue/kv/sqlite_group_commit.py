@@ -43,7 +43,6 @@ from quick_queue.kv.conflicts import (
     WriteSet,
     decode_writes,
     encode_writes,
-    split_reads,
 )
 from quick_queue.kv.errors import (
     DATABASE_LOCKED,
@@ -125,7 +124,8 @@ class GroupCommit:
     def _commit(
         self,
         read_version: int | None,
-        reads: list[Range],
+        read_keys: set[bytes],
+        read_spans: list[Range],
         writes: dict[bytes, Entry],
         cleared: list[Range],
         stamped: list[tuple[bytes, bytes]],
@@ -139,7 +139,9 @@ class GroupCommit:
                 "committed (open it without read_only to write)",
                 path=self.path,
             )
-        request = Request(read_version, reads, writes, cleared, stamped, extra_writes)
+        request = Request(
+            read_version, read_keys, read_spans, writes, cleared, stamped, extra_writes
+        )
         request.relaxed = relaxed
         wake: threading.Lock | None = None
         with self._commit_lock:
@@ -280,9 +282,9 @@ class GroupCommit:
             read_version = request.read_version if request.read_version is not None else current
             if read_version < history.floor:
                 request.error = KVError(TRANSACTION_TOO_OLD)
-            elif request.reads and (
-                batch_writes.intersects_split(*(split := split_reads(request.reads)))
-                or history.conflicts(*split, read_version)
+            elif (request.read_keys or request.read_spans) and (
+                batch_writes.intersects_split(request.read_keys, request.read_spans)
+                or history.conflicts(request.read_keys, request.read_spans, read_version)
             ):
                 request.error = KVError(NOT_COMMITTED)
             else:

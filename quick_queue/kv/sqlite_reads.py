@@ -67,6 +67,7 @@ class SQLiteReads(Transaction):
     _index: list[bytes]  # the keys of _writes, sorted (see _written_in)
     _cleared: list[Range]
     _reads: list[Range]
+    _read_keys: set[bytes]
     _conn: sqlite3.Connection | None
     options: TransactionOptions
 
@@ -139,7 +140,7 @@ class SQLiteReads(Transaction):
                     ).fetchall()
                 )
             if conflict:
-                self._reads.extend([(key, key + b"\x00") for key in wanted])
+                self._read_keys.update(wanted)
         if not writes:
             return [stored.get(key) for key in keys]
         out: list[bytes | None] = []
@@ -198,7 +199,7 @@ class SQLiteReads(Transaction):
             ).fetchone()
             value = row[0] if row is not None else None
         if conflict:
-            self._reads.append((key, key + b"\x00"))
+            self._read_keys.add(key)
         if entry is not None:  # pending atomic operations over the stored value
             return apply_ops(value, entry[1])  # type: ignore[arg-type]
         return value

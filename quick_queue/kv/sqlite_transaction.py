@@ -17,7 +17,7 @@ from quick_queue.kv.api import (
     TransactionOptions,
     VersionstampFuture,
 )
-from quick_queue.kv.conflicts import Range
+from quick_queue.kv.conflicts import Range, split_reads
 from quick_queue.kv.errors import (
     CLIENT_INVALID_OPERATION,
     INVERTED_RANGE,
@@ -76,6 +76,12 @@ class SQLiteTransaction(SQLiteWrites):
         self._index: list[bytes] = []
         self._cleared: list[Range] = []
         self._stamped_keys: list[tuple[bytes, bytes]] = []
+        # Read conflicts: the keys of point reads (a set: the resolver checks them against a
+        # batch's written keys in one ``isdisjoint``), and every other range. Kept apart as
+        # they are read, instead of a (key, key + 0x00) pair a point that the commit then
+        # told apart again (``conflicts.split_reads``): a dequeue and a settle read 1-3
+        # records a job.
+        self._read_keys: set[bytes] = set()
         self._reads: list[Range] = []
         self._extra_writes: list[Range] = []
         self._size = 0
@@ -214,7 +220,10 @@ class SQLiteTransaction(SQLiteWrites):
     def get_approximate_size(self) -> int:
         """Writes and explicit conflict ranges (``_size``) plus the read conflict ranges."""
         self._check_state()
-        return self._size + sum(len(begin) + len(end) for begin, end in self._reads)
+        return (
+            self._size + sum(len(begin) + len(end) for begin, end in self._reads)
+            + sum(2 * len(key) + 1 for key in self._read_keys)
+        )
 
     def get_read_version(self) -> int:
         self._check()
@@ -252,10 +261,16 @@ class SQLiteTransaction(SQLiteWrites):
                 )
             return
         self._release()
+        if self._reads:  # explicit read conflicts and range reads (a point among them too)
+            read_keys, read_spans = split_reads(self._reads)
+            read_keys |= self._read_keys
+        else:
+            read_keys, read_spans = self._read_keys, []
         try:
             stamp = self._db._commit(
                 read_version,
-                self._reads,
+                read_keys,
+                read_spans,
                 self._writes,
                 self._cleared,
                 self._stamped_keys,

@@ -156,7 +156,7 @@ def test_a_batch_of_transactions_reads_its_counters_in_one_query(db: SQLiteDatab
 
 
 def request_of(tr: SQLiteTransaction) -> Request:
-    return Request(None, [], tr._writes, tr._cleared, tr._stamped_keys, tr._extra_writes)
+    return Request(None, set(), [], tr._writes, tr._cleared, tr._stamped_keys, tr._extra_writes)
 
 
 def final_state(db: SQLiteDatabase) -> dict[bytes, bytes]:
