@@ -6,6 +6,8 @@ batch near its budget cut as before."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from quick_queue.core.settle import settle_many
 from quick_queue.keys import Layout
 from quick_queue.kv.api import Database, Transaction
@@ -77,3 +79,46 @@ def test_completions_near_the_byte_budget_are_cut_as_one_by_one(db: Database) ->
     s = core.store()
     assert s.items == {} and s.leased == []
     assert s.stats[("mail", "completed")] + s.stats[("sms", "completed")] == 10
+
+
+class _CountedReads:
+    """The engine's real transaction, its ``get_many`` calls counted (a completion whose
+    leased entry is found needs no other read; one that is not found reads its record)."""
+
+    def __init__(self, tr: Transaction) -> None:
+        self.tr = tr
+        self.get_many_calls = 0
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        self.get_many_calls += 1
+        return self.tr.get_many(keys)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tr, name)
+
+
+def test_completions_of_tenants_and_lease_expiries_interleaved_find_their_entries(
+    db: Database,
+) -> None:
+    """Jobs of two tenants leased at one time, then more of the first leased later (another
+    expiry), their completions interleaved: each finds its leased entry in the batch's one
+    read round (none reads its record, the fallback for an entry not found)."""
+    core = Core(db, Layout("completions-runs"))
+    for tenant in ("a", "b", "a", "b"):
+        core.enqueue(tenant, T0)
+    first = core.visit("a", T0, count=2) + core.visit("b", T0, count=2)
+    core.enqueue("a", T0)
+    later = core.visit("a", T0 + US, count=1)
+    assert len(first) == 4 and len(later) == 1 and later[0].record.at != first[0].record.at
+    a1, a2, b1, b2 = first
+    batch = [_done(j) for j in (a1, b1, later[0], a2, b2)]
+
+    def run(tr: Transaction) -> tuple[list[bool], int]:
+        counted = _CountedReads(tr)
+        applied = settle_many(counted, core.layout, batch, T0 + US, 0, 3)  # type: ignore[arg-type]
+        return applied, counted.get_many_calls
+
+    assert db.transact(run) == ([True] * 5, 1)
+    s = core.store()
+    assert (s.items, s.leased) == ({}, [])
+    check_invariants(s, T0 + US)
