@@ -163,15 +163,24 @@ def _lease_ready(
     limit asked once a topic per visit, no list of (id, key) pairs zipped back): measured
     with callgrind over a single-threaded scan of 2,000 jobs (issue 10)."""
     offset = len(zone.ready)
-    items_prefix, tenant, clear, decode = zone.items, zone.tenant, tr.clear, JobRecord.decode
+    items_prefix, tenant, decode = zone.items, zone.tenant, JobRecord.decode
     packed = [_packed_id(key, offset) for key, _ in entries]
     raws = tr.get_many([items_prefix + tail for tail, _ in packed])
     leased = zone.leased + pack_int(expiry)
     taken: list[LeasedJob] = []
     writes: list[tuple[bytes, bytes]] = []  # (set together: other keys than any cleared here)
     limits: dict[str, int | None] = {}  # topic -> max_retries_of(topic), asked once a visit
-    for (key, _), (tail, job_id), raw in zip(entries, packed, raws, strict=True):
-        clear(key)
+    if entries:
+        # Every entry read is cleared, leased or not (a dangling or unreadable one too): they
+        # are the first keys of the ready range, read by a regular read in this transaction,
+        # so the range from the first to just past the last holds exactly them (a key another
+        # transaction adds between them conflicts with that read, one this transaction wrote
+        # before the read was read with them), and one range clear does what a clear a key
+        # did. Callgrind over the scanner path (issue 10): 153.7k -> 141.0k instructions a job
+        # with 1 tenant, 172.9k -> 162.7k with 100 tenants x 20 jobs (the embedded engine's
+        # point clears cost more in Python and SQL than one range delete).
+        tr.clear_range(entries[0][0], entries[-1][0] + b"\x00")
+    for (tail, job_id), raw in zip(packed, raws, strict=True):
         if raw is None:
             continue
         try:
