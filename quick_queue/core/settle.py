@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections import Counter as TallyCounter
 from collections.abc import Callable
+from itertools import chain
 from operator import attrgetter
+from typing import cast
 
 from quick_queue.core import dependencies, history
 from quick_queue.core.leases import extend_leases as extend_leases
@@ -77,9 +79,9 @@ def settle(
         value = tr.get(leased_key)
         if entry_holds(value, outcome.token):
             assert value is not None
-            _complete_fast(tr, leased_key, zone.item(outcome.job_id),
-                           extension_key(zone, outcome.job_id)
-                           if value.endswith(EXTENDED) else None)
+            item_key = zone.item(outcome.job_id)
+            _complete_fast(tr, (leased_key, item_key, extension_key(zone, outcome.job_id))
+                           if value.endswith(EXTENDED) else (leased_key, item_key))
             if outcome.kept is not None:
                 _keep_completed(tr, layout, outcome, now, prune=prune)
             return True
@@ -87,15 +89,11 @@ def settle(
     return _settle_record(tr, layout, outcome, raw, now, slack, max_snoozes, stats, prune=prune)
 
 
-def _complete_fast(tr: Transaction, leased_key: bytes, item_key: bytes,
-                   extension: bytes | None) -> None:
-    """A completion whose intact lease entry (at ``leased_key``) was read: delete the job
-    (its record at ``item_key``, and its extension record at ``extension`` if an extension
-    moved the lease: the entry's value says so, no need to read the extension record)."""
-    tr.clear(leased_key)
-    tr.clear(item_key)
-    if extension is not None:
-        tr.clear(extension)
+def _complete_fast(tr: Transaction, keys: Intact) -> None:
+    """A completion whose intact lease entry was read: delete the job, its ``keys`` (its
+    leased entry, its record, and its extension record if an extension moved the lease: the
+    entry's value says so, no need to read the extension record)."""
+    tr.clear_many(list(keys))
 
 
 def _settle_record(
@@ -260,12 +258,8 @@ def _all_completed(tr: Transaction, outcomes: list[Outcome], intact: list[Intact
     if budget is not None and 2 * (_ENTRY_BYTES * len(outcomes) + 2 * sum(
             map(len, map(_REASON, outcomes)))) >= budget:
         return None
-    clear = tr.clear
-    for leased_key, item_key, extension in intact:  # type: ignore[misc]  # (no None: above)
-        clear(leased_key)
-        clear(item_key)
-        if extension is not None:
-            clear(extension)
+    # the keys of every job in one call (issue 10: two calls of tr.clear a job before)
+    tr.clear_many(list(chain.from_iterable(cast(list[Intact], intact))))
     completed += map(_TOPIC, outcomes)
     return [True] * len(outcomes)
 
@@ -287,11 +281,8 @@ def _settle_each(
         fast = intact[index]
         if fast is not None and outcome.kept is None:
             # a completion (intact lease, no kept result): ``_complete_fast`` inlined
-            leased_key, item_key, extension = fast
-            clear(leased_key)
-            clear(item_key)
-            if extension is not None:
-                clear(extension)
+            for key in fast:
+                clear(key)
             bytes_left.add(_ENTRY_BYTES + 2 * len(outcome.reason))
             applied.append(True)
             completed.append(outcome.topic)
@@ -301,7 +292,7 @@ def _settle_each(
         estimate = _ENTRY_BYTES + 2 * len(outcome.reason) + (
             VALUE_LIMIT if outcome.kept is not None else 0)
         if fast is not None:
-            _complete_fast(tr, *fast)
+            _complete_fast(tr, fast)
             _keep_completed(tr, layout, outcome, now, prune=False)
             ok = True
         else:

@@ -12,7 +12,7 @@ READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little
 # Outcome kinds that usually put the job back in a zone, whose marker ``touch_pointer`` reads
 _RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
 Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
-Intact = tuple[bytes, bytes, bytes | None]  # see BatchReads.intact
+Intact = tuple[bytes, ...]  # see BatchReads.intact
 
 
 class BatchReads:
@@ -46,9 +46,9 @@ class BatchReads:
                 fast.append(i)
                 keys.append(leased_at + packed)
                 items.append(items_at + packed)
-        # by index: (its leased entry, its item key, its extension record's key if an
-        # extension moved the entry, else None) of a completion whose lease entry holds its
-        # token, else None (a list: cheaper than a dict's get, once an outcome).
+        # by index: the keys a completion whose lease entry holds its token deletes (its
+        # leased entry, its record, and its extension record if an extension moved the
+        # entry), else None (a list: cheaper than a dict's get, once an outcome).
         # ``entry_holds`` inlined.
         self.intact: list[Intact | None] = [None] * count
         intact = self.intact
@@ -56,7 +56,7 @@ class BatchReads:
             if value is not None:
                 mine = outcomes[i].token.encode()
                 if value == mine:
-                    intact[i] = (key, item, None)
+                    intact[i] = (key, item)
                 elif value == mine + EXTENDED:
                     intact[i] = (key, item, extension_key(zone_of(outcomes[i].tenant),
                                                           outcomes[i].job_id))
