@@ -27,13 +27,14 @@ _FLAG_LOCK = threading.Lock()
 
 class LeaseFlag:
     """``threading.Event``'s interface (``is_set``, ``wait``, ``set``), with the event made
-    only when someone waits: a consumer makes one per job, and almost none is ever waited on."""
+    only when someone waits: a consumer makes one per job, and almost none is ever waited on.
 
-    __slots__ = ("_event", "_flag")
+    No ``__init__``: both fields start as the class's values and are set on the instance
+    only when the flag is set or waited on, so making one (once a job) is the bare object
+    (issue 10: 0.25 -> 0.07 µs, timeit)."""
 
-    def __init__(self) -> None:
-        self._flag = False
-        self._event: threading.Event | None = None
+    _flag = False
+    _event: threading.Event | None = None
 
     def is_set(self) -> bool:
         return self._flag
