@@ -17,6 +17,8 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
+from operator import attrgetter, itemgetter
 
 from quick_queue.consumer.backoff import Outage, is_transient
 from quick_queue.consumer.inflight import InFlight, Running
@@ -157,7 +159,7 @@ class Settler:
             self.inflight.remove_many([running for running, _ in done])
         # one clock reading for the batch: its events are emitted together
         now = time.monotonic()
-        if all(applied) and all(o.kind is OutcomeKind.DONE for _, o in done):
+        if all(applied) and set(map(_KIND, map(_OUTCOME, done))) == _ONLY_DONE:  # (in C)
             # a batch of completions (the usual one): its events are built only if a
             # subscriber reads them (``EventBatch``)
             self.events.emit_many(EventBatch(
@@ -210,6 +212,9 @@ def _event_of(effect: Effect) -> tuple[EventKind, tuple[str, ...]]:
 
 _DONE_EVENT = _event_of(EFFECTS[OutcomeKind.DONE])
 _COMPLETED_KINDS = frozenset((_DONE_EVENT[0],))
+_ONLY_DONE = {OutcomeKind.DONE}
+_OUTCOME: Callable[[tuple[Running, Outcome]], Outcome] = itemgetter(1)
+_KIND: Callable[[Outcome], OutcomeKind] = attrgetter("kind")
 
 
 def why_lost(context: QueueContext, running: Running) -> LeaseLoss:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
+
 from quick_queue.core.records import EXTENDED, extension_key
 from quick_queue.keys import Layout, pack_int, pack_str
 from quick_queue.kv.api import Transaction
@@ -13,6 +16,7 @@ READ_WINDOW = 64  # records a batch reads in one round (a cut batch reads little
 _RESCHEDULING = frozenset((OutcomeKind.RETRY, OutcomeKind.SNOOZE, OutcomeKind.RELEASE))
 Markers = dict[str, bytes | None]  # tenant -> its pointer marker as this transaction sees it
 Intact = tuple[bytes, ...]  # see BatchReads.intact
+_JOB_ID: Callable[[Outcome], str] = attrgetter("job_id")
 
 
 class BatchReads:
@@ -88,10 +92,10 @@ class BatchReads:
 
 def _repeats(outcomes: list[Outcome]) -> list[bool]:
     """Whether each outcome's job appeared earlier in the batch (rare: a set of the batch's
-    jobs tells whether to look one by one)."""
+    job ids, built in C, tells whether to look one by one; ids distinct, jobs distinct)."""
+    if len(set(map(_JOB_ID, outcomes))) == len(outcomes):
+        return [False] * len(outcomes)
     idents = [(o.tenant, o.job_id) for o in outcomes]
-    if len(set(idents)) == len(idents):
-        return [False] * len(idents)
     seen: set[tuple[str, str]] = set()
     repeat = []
     for ident in idents:
