@@ -41,8 +41,14 @@ class ZoneNotDue(ZoneLeaseLost):
 def _index_entries(
     tr: Transaction, prefix: bytes, end: bytes, limit: int
 ) -> list[tuple[int, str, bytes]]:
-    """(time, job id, entry value) of the index entries from ``prefix`` to ``end``."""
+    """(time, job id, entry value) of the index entries from ``prefix`` to ``end``, which
+    are cleared here: every entry read is moved on or dropped by the caller. One range clear,
+    from the first entry to just past the last, clears exactly them (the reasoning of
+    ``_lease_ready``'s: the first keys of the range, read by a regular read)."""
     rows = tr.get_range(prefix, end, limit=limit)
+    if not rows:
+        return []
+    tr.clear_range(rows[0][0], rows[-1][0] + b"\x00")
     offset = len(prefix)
     out = []
     for key, value in rows:
@@ -81,7 +87,6 @@ def promote_due(
     entries = _index_entries(tr, begin, end, promote_max)
     raws = tr.get_many([zone.item(job_id) for _, job_id, _ in entries]) if entries else []
     for (at, job_id, value), raw in zip(entries, raws, strict=True):
-        tr.clear(zone.scheduled_key(at, job_id))
         record = _readable(tr, zone, job_id, now, stats, raw, read=False)
         if record is None or record.state != "s" or record.at != at:
             continue  # a dangling index entry: the record moved on; drop the entry
@@ -98,7 +103,6 @@ def promote_due(
                                                          extension_key(zone, job_id))]
     raws = tr.get_many(keys) if keys else []
     for n, (at, job_id, _) in enumerate(entries):
-        tr.clear(zone.leased_key(at, job_id))
         record = _readable(tr, zone, job_id, now, stats, raws[2 * n], read=False)
         if record is None or record.state != "l":
             continue
