@@ -122,3 +122,26 @@ def test_completions_of_tenants_and_lease_expiries_interleaved_find_their_entrie
     s = core.store()
     assert (s.items, s.leased) == ({}, [])
     check_invariants(s, T0 + US)
+
+
+def test_completions_of_ids_with_a_nul_or_beyond_ascii_find_their_entries(
+    db: Database,
+) -> None:
+    """A job id is packed as the tuple layer packs a string (UTF-8, a NUL escaped): the
+    batch's keys for ids with a NUL or non-ASCII characters are the ones their leases wrote."""
+    core = Core(db, Layout("completions-ids"))
+    ids = ["plain", "k:caf\u00e9 \u2713", "k:a\x00b", "k:\x00", "k:a\x00\xffb"]
+    for job_id in ids:
+        core.enqueue("t", T0, job_id=job_id)
+    jobs = core.visit("t", T0, count=len(ids))
+    assert sorted(j.record.job_id for j in jobs) == sorted(ids)
+
+    def run(tr: Transaction) -> tuple[list[bool], int]:
+        counted = _CountedReads(tr)
+        outcomes = [_done(j) for j in jobs]
+        applied = settle_many(counted, core.layout, outcomes, T0, 0, 3)  # type: ignore[arg-type]
+        return applied, counted.get_many_calls
+
+    assert db.transact(run) == ([True] * len(ids), 1)
+    s = core.store()
+    assert (s.items, s.leased) == ({}, [])
