@@ -24,6 +24,7 @@ from quick_queue.core.caps import take_slots
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import due_entry, scan_due_keys
+from quick_queue.core.pointers import next_vesting as next_vesting_of
 from quick_queue.core.rates import take_turns
 from quick_queue.errors import UnreadableRecord
 from quick_queue.flow.view import FlowView, share_of, weighted_pick
@@ -119,13 +120,20 @@ class Scanner:
                  if tenant not in flow.paused_tenants], now)
             if got:
                 return got, True, 0.0
+        # (the next vesting only when no zone is due: see the read below)
         keys, next_vesting = context.db.transact(
-            scan_due_keys, context.layout, now, settings.peek_max)
+            scan_due_keys, context.layout, now, settings.peek_max, False)
         got, due = 0, bool(keys)
         if keys:
             picked = self._pick(keys, flow.paused_tenants, flow.weights, now)
             due = bool(picked)
             got = self._visit_picked(picked, now)
+            if not got:
+                # Nothing leased (the zones were taken, paused or not due after all): the
+                # idle wait below needs the next vesting, read now rather than by every scan
+                # (a scan that leases is followed by another at once, never by the wait):
+                # one range read fewer per visit (issue 10).
+                next_vesting = context.db.transact(next_vesting_of, context.layout, now)
         # Idle: jitter the wait so consumers do not scan in lockstep, but never past the next
         # pointer's time (a scheduled job starts on time).
         wait = settings.scan_interval * (0.8 + 0.4 * self.rng.random())
