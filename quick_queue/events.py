@@ -15,7 +15,11 @@ consumer has a stream of its own that forwards to its queue's: the consumer's ``
 one subscriber, the worker log another (``quick_queue.worker`` logger, see ``log_event``), and
 metrics, tracing or a dashboard can be more. Nothing else counts outcomes. A subscriber with
 a ``skips(kind)`` method that returns True is not counted as a reader of that kind: when no
-subscriber reads ``started``, a worker does not build it (``EventStream.wants``).
+subscriber reads ``started``, a worker does not build it (``EventStream.wants``). The outcomes
+a consumer settles in one transaction are emitted together (``EventStream.emit_many``): every
+subscriber still gets every event, in order, one call each, unless it has an
+``on_many(events)`` method, which takes the whole batch in one call (an ``EventBatch`` for a
+batch of completions, whose events are built only if someone reads them).
 
 ``JobEvent.counters`` names the process counters the event adds to (from
 ``quick_queue.outcomes.EFFECTS``: a failed last attempt counts ``failed`` and ``dead``).
