@@ -65,8 +65,11 @@ Ref = tuple[str, str]  # (tenant, job id)
 Wait = tuple[list[Ref], str]  # the parents a job waits for, and its on_parent_failure rule
 
 
+_DEPS_ON = pack(("deps", "on"))
+
+
 def flag_key(layout: Layout) -> bytes:
-    return layout.flow_prefix + pack(("deps", "on"))
+    return layout.flow_prefix + _DEPS_ON
 
 
 def waiting_prefix(layout: Layout) -> bytes:
@@ -218,13 +221,20 @@ def _parked(job: NewJob) -> NewJob:
                   job.max_retries, PARKED, job.key, job.trace, job.fresh)
 
 
+_UNREAD: Any = object()
+
+
 def settled(
     tr: Transaction, layout: Layout, outcomes: list[Outcome], applied: list[bool], now: int,
-    slack: int,
+    slack: int, flag: bytes | None = _UNREAD,
 ) -> None:
     """The hook of ``core.settle.settle_many``, after its outcomes are applied: release or
-    bury the children of the jobs that ended. See the module docstring for what it costs."""
-    if tr.get(flag_key(layout)) is None:  # regular: see the module docstring
+    bury the children of the jobs that ended. See the module docstring for what it costs.
+    ``flag``: the value of ``flag_key`` when the caller read it (a regular read) in this
+    transaction already, with its other reads (a settle batch: one statement less)."""
+    if flag is _UNREAD:
+        flag = tr.get(flag_key(layout))  # regular: see the module docstring
+    if flag is None:
         return
     # ``applied`` may be shorter than ``outcomes`` (a batch cut by its byte budget)
     refs = list(dict.fromkeys(

@@ -235,7 +235,8 @@ def settle_many(
     for topic, count in TallyCounter(completed).items():
         key = (topic or "?", "completed")
         stats[key] = stats.get(key, 0) + count
-    dependencies.settled(tr, layout, outcomes, applied, now, slack)  # jobs waiting on these
+    # jobs waiting on these (the flag it needs was read with the batch's reads)
+    dependencies.settled(tr, layout, outcomes, applied, now, slack, reads.dependencies_flag)
     stale = len(applied) - sum(applied)
     if stale:
         stats[("*", "stale")] = stale

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import attrgetter
 
+from quick_queue.core.dependencies import flag_key
 from quick_queue.core.records import EXTENDED, extension_key
 from quick_queue.keys import Layout, pack_int, pack_str
 from quick_queue.kv.api import Transaction
@@ -65,7 +66,11 @@ class BatchReads:
         # ``entry_holds`` inlined.
         self.intact: list[Intact | None] = [None] * count
         intact = self.intact
-        for i, key, item, value in zip(fast, keys, items, tr.get_many(keys), strict=True):
+        # With them, the dependencies' flag that ``dependencies.settled`` reads at the end of
+        # every batch (a regular read either way; one statement a settle commit less).
+        values = tr.get_many([*keys, flag_key(layout)])
+        self.dependencies_flag = values.pop()
+        for i, key, item, value in zip(fast, keys, items, values, strict=True):
             if value is not None:
                 mine = outcomes[i].token.encode()
                 if value == mine:

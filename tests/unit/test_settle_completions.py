@@ -88,6 +88,11 @@ class _CountedReads:
     def __init__(self, tr: Transaction) -> None:
         self.tr = tr
         self.get_many_calls = 0
+        self.get_calls = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.get_calls += 1
+        return self.tr.get(key)
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         self.get_many_calls += 1
@@ -145,3 +150,25 @@ def test_completions_of_ids_with_a_nul_or_beyond_ascii_find_their_entries(
     assert db.transact(run) == ([True] * len(ids), 1)
     s = core.store()
     assert (s.items, s.leased) == ({}, [])
+
+
+def test_a_batch_of_completions_reads_in_one_round_the_dependency_flag_included(
+    db: Database,
+) -> None:
+    # dependencies.settled's flag is read with the batch's leased entries (one statement a
+    # settle commit on the embedded engine), not by a read of its own after them.
+    core = Core(db, Layout("completions-reads"))
+    jobs = _leased(core, 5)
+    counted: list[_CountedReads] = []
+
+    def settle(tr: Transaction) -> list[bool]:
+        reads = _CountedReads(tr)
+        counted.append(reads)
+        return settle_many(reads, core.layout, [_done(j) for j in jobs],  # type: ignore[arg-type]
+                           T0, 0, 3)
+
+    assert db.transact(settle) == [True] * 5
+    assert (counted[-1].get_many_calls, counted[-1].get_calls) == (1, 0)
+    s = core.store()
+    assert s.items == {} and s.leased == []
+    check_invariants(s, T0)
