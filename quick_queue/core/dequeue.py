@@ -194,10 +194,9 @@ def _lease_ready(
             continue
         if record.state != "r":
             continue
-        record.state, record.at = "l", expiry
-        record.attempt += 1
-        record.token = token = new_token()
-        writes += ((leased + tail, token.encode()), (items_prefix + tail, record.encode()))
+        token = new_token()
+        value = record.lease(expiry, token)  # (state "l", one more attempt, the token)
+        writes += ((leased + tail, token.encode()), (items_prefix + tail, value))
         if max_retries_of is not None and not record.retries_set:
             # in memory only: the stored record keeps "none fixed" for the next worker
             topic = record.topic
