@@ -47,6 +47,8 @@ class Header(msgspec.Struct, omit_defaults=True):
 
 
 _decode = msgspec.json.Decoder(Header).decode
+#: The compiled decoder alone: ``decode_header`` without its fallback for what it refuses.
+decode_compiled = _decode
 encode_header = msgspec.json.Encoder().encode
 #: What a header that is not one raises (invalid JSON, a missing field, a wrong type).
 HeaderError = msgspec.MsgspecError

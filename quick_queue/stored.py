@@ -15,6 +15,7 @@ from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.header import (
     Header,
     HeaderError,
+    decode_compiled,
     decode_header,
     encode_header,
     new_record_template,
@@ -256,22 +257,25 @@ class JobRecord:
 
     @classmethod
     def decode(cls, job_id: str, raw: bytes) -> JobRecord:
-        """The record stored as ``raw``; ``UnreadableRecord`` when it is not one."""
+        """The record stored as ``raw``; ``UnreadableRecord`` when it is not one.
+
+        The header is read by the compiled decoder, which checks the field types
+        (``quick_queue.header``; ``decode_header`` only for what it refuses), and the slots
+        are filled here rather than through ``__init__`` or a helper: this runs for every job
+        leased and settled (issue 10: callgrind over the scanner path 136.2k -> 134.9k
+        instructions a job without the two calls)."""
         head, newline, body = raw.partition(b"\n")
         try:
             if not newline:
                 return _decode_old_dead(job_id, load(head))
-            # the field types are checked by the decoder (quick_queue.header)
-            return cls._of_header(job_id, decode_header(head), body)
+            try:
+                h = decode_compiled(head)
+            except HeaderError:
+                h = decode_header(head)  # (json's reading of what msgspec refuses, or raises)
         except (ValueError, KeyError, TypeError, AttributeError, HeaderError) as error:
             raise UnreadableRecord(
                 f"the record of job {job_id!r}", raw, f"{type(error).__name__}: {error}"
             ) from None
-
-    @classmethod
-    def _of_header(cls, job_id: str, h: Header, body: bytes) -> JobRecord:
-        # Slots filled directly rather than through __init__: this runs for every job leased
-        # and every job settled.
         record = cls.__new__(cls)
         record.job_id, record.topic, record.priority = job_id, h.t, h.pr
         record._payload, record._payload_raw = _UNSET, body
