@@ -149,7 +149,7 @@ def _packed_id(key: bytes, offset: int) -> tuple[bytes, str]:
         code = key[pos] if pos > 0 else 0
         pos = pos + 1 + abs(code - _INT_ZERO) if 0x0C <= code <= 0x1C else -1
         raw = key[pos + 1 : -1]
-        if pos > 0 and key[pos] == 0x02 and key[-1] == 0 and b"\x00" not in raw:
+        if pos > 0 and key[pos] == 0x02 and key[-1] == 0 and 0 not in raw:  # (int: keys._escape)
             return key[pos:], raw.decode("utf-8")
     except (IndexError, UnicodeDecodeError):
         pass  # unpack says what is wrong with it

@@ -8,6 +8,8 @@ these methods write (declared here) and the life cycle.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from quick_queue.kv.atomic import OPS, check_versionstamp_template
 from quick_queue.kv.conflicts import Range
 from quick_queue.kv.errors import (
@@ -139,9 +141,21 @@ class SQLiteWrites(SQLiteReads):
             return
         if begin >= end:
             return
-        for key in [k for k in self._writes if begin <= k < end]:
-            del self._writes[key]
-            self._index = []  # (rebuilt at the next range read: see SQLiteReads._written_in)
+        if self._writes:
+            # The written keys in the range, found by bisecting the sorted index of the write
+            # buffer (brought up to date first) and dropped from both, so the index stays
+            # current. Before, a scan of the whole buffer per call and an emptied index: a
+            # visit clears its ready entries with one range clear (core.dequeue), and a worker
+            # visiting several zones in one transaction then sorted its whole buffer again at
+            # the next zone's range read, and scanned it again at the next clear.
+            doomed = self._written_in(begin, end, False)
+            if doomed:
+                writes = self._writes
+                for key in doomed:
+                    del writes[key]
+                index = self._index
+                lo = bisect_left(index, begin)
+                del index[lo : lo + len(doomed)]
         self._stamped_keys = [(t, v) for t, v in self._stamped_keys if not (begin <= t < end)]
         self._cleared.append((begin, end))
         self._size += (len(begin) + len(end)) * 2
