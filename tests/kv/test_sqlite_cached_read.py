@@ -6,6 +6,7 @@ commits seen at once)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -289,85 +290,77 @@ def test_get_before_write_is_served_without_a_statement(db: SQLiteDatabase) -> N
         db._writer.set_trace_callback(None)
 
 
-def test_get_before_write_of_a_key_another_handle_wrote_fails_the_commit_then_retries(
-    path: str,
-) -> None:
+@pytest.fixture
+def handles(path: str) -> Iterator[tuple[SQLiteDatabase, SQLiteDatabase]]:
+    """Two handles of one file: ``a`` (the one under test) and ``b`` (another process)."""
     a, b = SQLiteDatabase(path), SQLiteDatabase(path)
     try:
-        put(a, b"marker", b"old")
-        warm(a, b"marker")
-        put(b, b"marker", b"new")  # a has not mirrored this commit yet
-        tr = a.create_transaction()
-        assert tr.get_before_write(b"marker") == b"old"  # what a last knew
-        tr.set(b"job", b"j")
-        with pytest.raises(KVError) as info:
-            tr.commit()  # the commit mirrors b's write to the key read: a conflict
-        assert info.value.code == NOT_COMMITTED
-        assert a.transact(lambda t: t.get(b"job")) is None  # nothing of it was written
-
-        seen: list[bytes | None] = []
-
-        def enqueue_like(t: Transaction) -> None:
-            seen.append(t.get_before_write(b"marker"))
-            t.set(b"job", b"j")
-
-        a.transact(enqueue_like)
-        assert seen == [b"new"]  # the retry loop's attempt reads the new value
+        yield a, b
     finally:
         a.close()
         b.close()
+
+
+def cached_then_written_by_b(a: SQLiteDatabase, b: SQLiteDatabase) -> None:
+    """``a`` caches marker = old; ``b`` then commits marker = new, which ``a`` has not seen."""
+    put(a, b"marker", b"old")
+    warm(a, b"marker")
+    put(b, b"marker", b"new")
+
+
+def test_get_before_write_of_a_key_another_handle_wrote_fails_the_commit_then_retries(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase],
+) -> None:
+    a, b = handles
+    cached_then_written_by_b(a, b)
+    tr = a.create_transaction()
+    assert tr.get_before_write(b"marker") == b"old"  # what a last knew
+    tr.set(b"job", b"j")
+    with pytest.raises(KVError) as info:
+        tr.commit()  # the commit mirrors b's write to the key read: a conflict
+    assert info.value.code == NOT_COMMITTED
+    assert a.transact(lambda t: t.get(b"job")) is None  # nothing of it was written
+
+    seen: list[bytes | None] = []
+
+    def enqueue_like(t: Transaction) -> None:
+        seen.append(t.get_before_write(b"marker"))
+        t.set(b"job", b"j")
+
+    a.transact(enqueue_like)
+    assert seen == [b"new"]  # the retry loop's attempt reads the new value
 
 
 def test_get_before_write_of_a_key_nobody_wrote_commits_after_another_handles_commit(
-    path: str,
+    handles: tuple[SQLiteDatabase, SQLiteDatabase],
 ) -> None:
-    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
-    try:
-        put(a, b"marker", b"1")
-        warm(a, b"marker")
-        put(b, b"elsewhere", b"x")  # another handle committed, but not to the key read
-        tr = a.create_transaction()
-        assert tr.get_before_write(b"marker") == b"1"
-        tr.set(b"job", b"j")
-        tr.commit()
-        assert a.transact(lambda t: t.get(b"job")) == b"j"
-    finally:
-        a.close()
-        b.close()
+    a, b = handles
+    put(a, b"marker", b"1")
+    warm(a, b"marker")
+    put(b, b"elsewhere", b"x")  # another handle committed, but not to the key read
+    tr = a.create_transaction()
+    assert tr.get_before_write(b"marker") == b"1"
+    tr.set(b"job", b"j")
+    tr.commit()
+    assert a.transact(lambda t: t.get(b"job")) == b"j"
 
 
-def test_get_before_write_in_a_transaction_that_writes_nothing_is_checked_at_commit(
-    path: str,
+@pytest.mark.parametrize("then", ["commit without writes", "read another key"])
+def test_a_stale_get_before_write_fails_where_it_would_meet_a_newer_snapshot(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase], then: str
 ) -> None:
-    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
-    try:
-        put(a, b"marker", b"old")
-        warm(a, b"marker")
-        put(b, b"marker", b"new")
-        tr = a.create_transaction()
-        assert tr.get_before_write(b"marker") == b"old"
-        with pytest.raises(KVError) as info:
-            tr.commit()  # read-only: no resolution, so the commit reads the key again
-        assert info.value.code == NOT_COMMITTED
-        tr = a.create_transaction()
-        tr.get_before_write(b"elsewhere")  # not cached: a snapshot, fresh as any read
-        tr.commit()
-    finally:
-        a.close()
-        b.close()
-
-
-def test_a_read_after_get_before_write_sees_one_version(path: str) -> None:
-    a, b = SQLiteDatabase(path), SQLiteDatabase(path)
-    try:
-        put(a, b"marker", b"old")
-        warm(a, b"marker")
-        put(b, b"marker", b"new")
-        tr = a.create_transaction()
-        assert tr.get_before_write(b"marker") == b"old"
-        with pytest.raises(KVError) as info:
-            tr.get(b"other")  # its snapshot contradicts the value already given
-        assert info.value.code == NOT_COMMITTED
-    finally:
-        a.close()
-        b.close()
+    # No commit checks a transaction that writes nothing: its commit reads the key again; and
+    # a later read's snapshot must not contradict the value already given.
+    a, b = handles
+    cached_then_written_by_b(a, b)
+    tr = a.create_transaction()
+    assert tr.get_before_write(b"marker") == b"old"
+    with pytest.raises(KVError) as info:
+        if then == "commit without writes":
+            tr.commit()
+        else:
+            tr.get(b"other")
+    assert info.value.code == NOT_COMMITTED
+    tr = a.create_transaction()
+    assert tr.get_before_write(b"elsewhere") is None  # not cached: a snapshot, fresh as any
+    tr.commit()
