@@ -71,69 +71,55 @@ def by(db: SQLiteDatabase, change: Callable[[Transaction], None]) -> Callable[[]
 
 
 # -- each kind of write, seen by the other handle through the log ---------------------------------
-@pytest.mark.parametrize(
-    ("read", "conflicts"),
-    [(read_key(b"p/2"), True), (read_range(b"p/", b"p0"), True),
-     (read_key(b"p/3"), False), (read_range(b"p/3", b"p0"), False)],
-    ids=["key", "range", "other-key", "range-after"],
-)
-def test_a_point_write(
-    handles: tuple[SQLiteDatabase, SQLiteDatabase],
-    read: Callable[[Transaction], object], conflicts: bool,
-) -> None:
-    a, b = handles
-    error = commit_after(b, read, by(a, lambda tr: tr.set(b"p/2", b"v")))
-    check(error, conflicts)
+def _declare(tr: Transaction) -> None:
+    tr.add_write_conflict_range(b"w/a", b"w/l")
+    tr.set(b"elsewhere", b"1")
+
+
+def _stamp(tr: Transaction) -> None:
+    tr.set_versionstamped_key(b"vs/" + PLACEHOLDER + struct.pack("<I", 3), b"v")
+
+
+WRITES: dict[str, Callable[[Transaction], None]] = {
+    "point-write": lambda tr: tr.set(b"p/2", b"v"),
+    "range-clear": lambda tr: tr.clear_range(b"r/a", b"r/z"),
+    "write-conflict-range": _declare,
+    "versionstamped-key": _stamp,
+}
 
 
 @pytest.mark.parametrize(
-    ("read", "conflicts"),
-    [(read_key(b"r/m"), True), (read_range(b"r/", b"r/b"), True), (read_range(b"r/y", b"s"), True),
-     (read_key(b"r/z"), False), (read_range(b"a", b"r/a"), False)],
-    ids=["key-inside", "range-at-start", "range-at-end", "key-at-end", "range-before"],
+    ("write", "read", "conflicts"),
+    [
+        ("point-write", read_key(b"p/2"), True),
+        ("point-write", read_range(b"p/", b"p0"), True),
+        ("point-write", read_key(b"p/3"), False),
+        ("point-write", read_range(b"p/3", b"p0"), False),
+        ("range-clear", read_key(b"r/m"), True),
+        ("range-clear", read_range(b"r/", b"r/b"), True),
+        ("range-clear", read_range(b"r/y", b"s"), True),
+        ("range-clear", read_key(b"r/z"), False),
+        ("range-clear", read_range(b"a", b"r/a"), False),
+        ("write-conflict-range", read_key(b"w/k"), True),
+        ("write-conflict-range", read_key(b"w/l"), False),
+        ("versionstamped-key", read_range(b"vs/", b"vs0"), True),
+        ("versionstamped-key", read_range(b"vt/", b"vt0"), False),
+    ],
+    ids=[
+        "point-write-key", "point-write-range", "point-write-other-key",
+        "point-write-range-after",
+        "range-clear-key-inside", "range-clear-range-at-start", "range-clear-range-at-end",
+        "range-clear-key-at-end", "range-clear-range-before",
+        "write-conflict-range-key-inside", "write-conflict-range-key-at-end",
+        "versionstamped-key-its-range", "versionstamped-key-another-range",
+    ],
 )
-def test_a_range_clear(
+def test_each_kind_of_write_reaches_the_other_handles_conflict_check(
     handles: tuple[SQLiteDatabase, SQLiteDatabase],
-    read: Callable[[Transaction], object], conflicts: bool,
+    write: str, read: Callable[[Transaction], object], conflicts: bool,
 ) -> None:
     a, b = handles
-    error = commit_after(b, read, by(a, lambda tr: tr.clear_range(b"r/a", b"r/z")))
-    check(error, conflicts)
-
-
-@pytest.mark.parametrize(
-    ("read", "conflicts"), [(read_key(b"w/k"), True), (read_key(b"w/l"), False)],
-    ids=["key-inside", "key-at-end"],
-)
-def test_a_write_conflict_range(
-    handles: tuple[SQLiteDatabase, SQLiteDatabase],
-    read: Callable[[Transaction], object], conflicts: bool,
-) -> None:
-    a, b = handles
-
-    def declare(tr: Transaction) -> None:
-        tr.add_write_conflict_range(b"w/a", b"w/l")
-        tr.set(b"elsewhere", b"1")
-
-    error = commit_after(b, read, by(a, declare))
-    check(error, conflicts)
-
-
-@pytest.mark.parametrize(
-    ("read", "conflicts"),
-    [(read_range(b"vs/", b"vs0"), True), (read_range(b"vt/", b"vt0"), False)],
-    ids=["its-range", "another-range"],
-)
-def test_a_versionstamped_key(
-    handles: tuple[SQLiteDatabase, SQLiteDatabase],
-    read: Callable[[Transaction], object], conflicts: bool,
-) -> None:
-    a, b = handles
-
-    def stamp(tr: Transaction) -> None:
-        tr.set_versionstamped_key(b"vs/" + PLACEHOLDER + struct.pack("<I", 3), b"v")
-
-    error = commit_after(b, read, by(a, stamp))
+    error = commit_after(b, read, by(a, WRITES[write]))
     check(error, conflicts)
 
 
