@@ -3,8 +3,9 @@
 runs in a process that sends itself SIGINT at the first call (or return) of a named function or
 at an audit event (``sys.addaudithook``), so no test depends on when a signal happens to land.
 
-Not covered: a Ctrl-C while the interpreter starts or the package is imported (about 0.6 s),
-which ends with Python's KeyboardInterrupt traceback; nothing of the CLI runs yet then."""
+A Ctrl-C while the CLI's modules are imported (about a quarter of a second) is covered too, through
+the console script's own entry point (``quick_queue.__main__``). Not covered: one while the
+interpreter itself starts, before that entry point runs."""
 
 from __future__ import annotations
 
@@ -51,6 +52,26 @@ main()
 """
 
 
+#: argv: MODULE then the CLI's arguments: the console script's code (``quick_queue.__main__``),
+#: interrupted when MODULE starts to be imported, as a Ctrl-C typed right after the command.
+INTERRUPTED_WHILE_IMPORTING = """
+import os, signal, sys
+module = sys.argv.pop(1)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from quick_queue.__main__ import main
+assert "quick_queue.cli" not in sys.modules and module not in sys.modules
+fired = []
+def on_audit(event, args):
+    if event == "import" and args[0] == module and not fired:
+        fired.append(True)
+        print("firing", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGINT)
+sys.addaudithook(on_audit)
+main()
+"""
+
+
 def run(url: str, when: str, name: str, *args: str,
         stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, QUICK_QUEUE_URL=url)
@@ -64,6 +85,17 @@ def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[st
     return subprocess.run([sys.executable, "-m", "quick_queue.cli", *args, "--db", url],
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), input=stdin,
                           capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("module", ["typer", "quick_queue.queue"])
+def test_ctrl_c_while_the_cli_is_imported(url: str, module: str) -> None:
+    env = dict(os.environ, QUICK_QUEUE_URL=url, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, module, "inspect"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.stderr.splitlines() == ["firing", "interrupted"], result.stderr
+    assert result.returncode == 130
 
 
 @pytest.fixture

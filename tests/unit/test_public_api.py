@@ -153,3 +153,25 @@ def test_drain_and_run_default_to_the_same_concurrency() -> None:
     drain = inspect.signature(qq.JobQueue.drain).parameters["concurrency"].default
     run = inspect.signature(qq.JobQueue.run).parameters["concurrency"].default
     assert drain == run
+
+
+def test_importing_the_package_loads_nothing_else_until_a_name_is_used() -> None:
+    """The console script guards the CLI's imports against a Ctrl-C (``quick_queue.__main__``):
+    that holds only while the package import, which runs before it, imports nothing."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, quick_queue as qq\n"
+        "before = sorted(m for m in sys.modules if m.startswith('quick_queue'))\n"
+        "qq.JobQueue\n"
+        "print(before, 'quick_queue.queue' in sys.modules, 'JobQueue' in dir(qq))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["['quick_queue']", "True", "True"]
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'JobQeue'"):
+        qq.JobQeue  # noqa: B018
