@@ -79,3 +79,27 @@ def test_enqueue_many_stages_add_up_and_every_job_is_stored(tmp_path: Path) -> N
         assert queue.drain(concurrency=4).completed == 50 + 2 * 50  # the warm batch too
     finally:
         db.close()
+
+
+def load_anatomy() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "qq_enqueue_anatomy", ROOT / "scripts" / "enqueue_anatomy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_enqueue_anatomy_times_each_statement_of_this_thread_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    anatomy = load_anatomy()
+    floor = anatomy.floor_round(str(tmp_path), 20)
+    assert floor["statements"] == 3.0  # BEGIN, INSERT, COMMIT: each counted once
+    ours = anatomy.quick_queue_round(str(tmp_path), 20)
+    assert floor["statements"] < ours["statements"] < 10
+    for figures in (floor, ours):
+        assert 0 < figures["sql_cpu_us"] <= figures["cpu_us"]
+        assert figures["sql_wall_us"] <= figures["wall_us"]
+    assert sqlite3.connect is anatomy._connect  # the engine's connect is left as it was
