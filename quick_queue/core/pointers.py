@@ -153,9 +153,12 @@ def release_zone(
     now: int,
     active: bool,
     min_inactive: int,
+    marker: bytes | None = _UNREAD,
 ) -> None:
     """Hand the zone back: vest the pointer at the zone's next due time, or park it for
-    collection when the zone is empty. Writes the marker only when the promise changes."""
+    collection when the zone is empty. Writes the marker only when the promise changes.
+    ``marker``: its value when the caller already read it (a regular read) in this
+    transaction, to save a read."""
     last_active = now if active else pointer.last_active
     if next_due is None:
         promise, vesting = EMPTY, max(now, last_active) + min_inactive
@@ -164,7 +167,7 @@ def release_zone(
     else:
         promise, vesting = next_due, next_due
     marker_key = layout.marker(tenant)
-    raw = tr.get(marker_key)
+    raw = tr.get(marker_key) if marker is _UNREAD else marker
     if raw is None or decode_promise(raw) != promise:
         tr.set(marker_key, encode_promise(promise))
     write_pointer(tr, layout, tenant, pointer, PointerRecord(vesting, None, 0, last_active))
