@@ -234,11 +234,18 @@ class RetryState:
     def __init__(self) -> None:
         self.retries = 0
 
-    def backoff_or_raise(self, error: BaseException, options: TransactionOptions) -> None:
+    def backoff_or_raise(
+        self, error: BaseException, options: TransactionOptions, *, at_once: bool = False
+    ) -> None:
+        """Raise ``error`` if it is not retryable or the retries are spent; else wait before
+        the retry (not with ``at_once``: counted as a retry, without the wait)."""
         if not is_retryable(error):
             raise error
         if options.retry_limit >= 0 and self.retries >= options.retry_limit:
             raise error
+        if at_once:
+            self.retries += 1
+            return
         # FoundationDB starts at 10 ms and doubles up to max_retry_delay; the jitter keeps
         # transactions that conflicted with each other from meeting again at the same instant.
         delay = min(options.max_retry_delay_ms / 1000.0, 0.002 * (2**self.retries))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from quick_queue.kv import api
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import NOT_COMMITTED, TRANSACTION_TOO_OLD, KVError
 from quick_queue.kv.sqlite_engine import SQLiteDatabase
@@ -329,6 +330,50 @@ def test_get_before_write_of_a_key_another_handle_wrote_fails_the_commit_then_re
 
     a.transact(enqueue_like)
     assert seen == [b"new"]  # the retry loop's attempt reads the new value
+
+
+def test_the_first_retry_after_a_stale_get_before_write_does_not_wait(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The conflict was the cache's stale value, not contention: no backoff before the first
+    retry; a second 1020 of the same transaction backs off as any other."""
+    waits: list[float] = []
+    monkeypatch.setattr(api.time, "sleep", waits.append)
+    monkeypatch.setattr(api.random, "random", lambda: 1.0)
+    a, b = handles
+    cached_then_written_by_b(a, b)
+    tr = a.create_transaction()
+    tr.get_before_write(b"marker")
+    tr.set(b"job", b"j")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    tr.on_error(info.value)
+    assert waits == []
+    tr.get_before_write(b"marker")  # read fresh now; b writes it again before the commit
+    put(b, b"marker", b"newer")
+    tr.set(b"job", b"j")
+    with pytest.raises(KVError) as again:
+        tr.commit()
+    tr.on_error(again.value)
+    assert len(waits) == 1 and waits[0] > 0
+
+
+def test_a_1020_without_a_served_read_backs_off(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(api.time, "sleep", waits.append)
+    monkeypatch.setattr(api.random, "random", lambda: 1.0)
+    a, b = handles
+    put(a, b"marker", b"old")
+    tr = a.create_transaction()
+    tr.get(b"marker")
+    put(b, b"marker", b"new")
+    tr.set(b"job", b"j")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    tr.on_error(info.value)
+    assert len(waits) == 1 and waits[0] > 0
 
 
 def test_get_before_write_of_a_key_nobody_wrote_commits_after_another_handles_commit(
