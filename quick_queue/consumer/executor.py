@@ -34,11 +34,7 @@ def backoff_seconds(
 
 
 def make_meta(job: LeasedJob) -> JobMeta:
-    record = job.record
-    return JobMeta(
-        job.tenant, record.topic, record.job_id, record.attempt, record.max_retries,
-        record.enqueued, record.at, record.priority, record.snoozes,
-    )
+    return JobMeta.of_record(job.tenant, job.record)
 
 
 def unknown_topic_outcome(job: LeasedJob, registry: Registry) -> Outcome:
@@ -101,13 +97,14 @@ def done_outcome(
     compares the result with the generated ``__init__``'s, field for field."""
     outcome = _new_object(Outcome)
     outcome.__dict__.update(
-        tenant=tenant, job_id=job_id, token=token, kind=OutcomeKind.DONE, at=0, reason="",
+        tenant=tenant, job_id=job_id, token=token, kind=_DONE, at=0, reason="",
         dead_kind="", topic=topic, lease_at=lease_at, max_retries=None, kept=kept,
     )
     return outcome
 
 
 _new_object = object.__new__
+_DONE = OutcomeKind.DONE  # (a global: an enum member read through its class costs more)
 
 
 def call_handler(

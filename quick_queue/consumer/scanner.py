@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from quick_queue.consumer.backoff import StorageBackoff, is_transient
-from quick_queue.consumer.executor import make_meta, unknown_topic_outcome
+from quick_queue.consumer.executor import unknown_topic_outcome
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.context import QueueContext
 from quick_queue.core.caps import take_slots
@@ -28,8 +28,10 @@ from quick_queue.core.pointers import next_vesting as next_vesting_of
 from quick_queue.core.rates import take_turns
 from quick_queue.errors import UnreadableRecord
 from quick_queue.flow.view import FlowView, share_of, weighted_pick
+from quick_queue.jobs import JobSpec
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
+from quick_queue.meta import JobMeta
 from quick_queue.models import JobRecord, LeasedJob, to_us
 from quick_queue.outcomes import Outcome
 from quick_queue.telemetry import Counters
@@ -322,7 +324,13 @@ class Scanner:
         the workers, or settle it at once if it cannot run here (no handler for its topic)."""
         registry = self.context.registry
         spec_of = registry.get
-        runs = [Running(job, make_meta(job), spec_of(job.record.topic)) for job in jobs]
+        specs: dict[str, JobSpec | None] = {}  # topic -> its handler, asked once a visit
+        runs = []
+        for job in jobs:
+            record = job.record
+            topic = record.topic
+            spec = specs[topic] if topic in specs else specs.setdefault(topic, spec_of(topic))
+            runs.append(Running(job, JobMeta.of_record(job.tenant, record), spec))
         with self.inflight.lock:
             self.inflight.add_many(runs)
         unknown = [running for running in runs if running.spec is None]
