@@ -15,7 +15,7 @@ from quick_queue.kv.errors import (
     KVError,
     StorageError,
 )
-from quick_queue.kv.sqlite_reads import Entry
+from quick_queue.kv.sqlite_reads import Entry, points_query
 
 
 class Request:
@@ -177,11 +177,8 @@ def stored_values(
             found[key] = None
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            marks = ",".join("?" * len(chunk))
             found.update(
-                conn.execute(
-                    f"SELECT k, v FROM kv WHERE k IN ({marks})", [bytearray(k) for k in chunk]
-                ).fetchall()
+                conn.execute(points_query(len(chunk)), [bytearray(k) for k in chunk]).fetchall()
             )
     return found
 

@@ -34,6 +34,18 @@ _PAGE = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
 _PAGE_DESC = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT ?"
 
 
+
+
+def points_query(count: int) -> str:
+    """The statement reading ``count`` keys' rows: the keys as a table of constants joined to
+    the store's, each one index search in the order given. Measured (issue 10, callgrind, 16
+    and 32 keys of 20,000 rows): 12.2k and 11.0k instructions a key with ``k IN (...)``, which
+    first builds and sorts a temporary index of the list, against 8.9k and 8.5k this way."""
+    return (
+        "WITH wanted(k) AS (VALUES " + ",".join(["(?)"] * count)
+        + ") SELECT kv.k, kv.v FROM wanted CROSS JOIN kv ON kv.k = wanted.k"
+    )
+
 class SnapshotView(ReadView):
     """``tr.snapshot``: the same reads, adding no read conflicts.
 
@@ -133,10 +145,9 @@ class SQLiteReads(Transaction):
             wanted.sort()
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
                 stored.update(
                     conn.execute(  # bytearray: see sqlite_commit.BLOB_COPY
-                        f"SELECT k, v FROM kv WHERE k IN ({marks})", [bytearray(k) for k in chunk]
+                        points_query(len(chunk)), [bytearray(k) for k in chunk]
                     ).fetchall()
                 )
             if conflict:
