@@ -81,6 +81,10 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        # Beats one at a time: a beat reads the jobs held, then commits; the first one (the
+        # registration, in the heartbeat's thread) may still be under way when the consumer
+        # or a test beats, and landing after it would put back the older list of jobs.
+        self._beating = threading.Lock()
 
     def info(self, now: float) -> WorkerInfo:
         inflight = self.consumer.inflight
@@ -94,6 +98,10 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Write the record now (also the first registration)."""
+        with self._beating:
+            self._beat()
+
+    def _beat(self) -> None:
         context = self.consumer.context
         try:
             now = context.db.store_time()
