@@ -346,47 +346,50 @@ def test_get_before_write_of_a_key_another_handle_wrote_fails_the_commit_then_re
     assert seen == [b"new"]  # the retry loop's attempt reads the new value
 
 
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The backoffs ``on_error`` sleeps (not slept), each at its full length."""
+    slept: list[float] = []
+    monkeypatch.setattr(api.time, "sleep", slept.append)
+    monkeypatch.setattr(api.random, "random", lambda: 1.0)
+    return slept
+
+
+def write_conflict_retry(tr: Transaction) -> None:
+    """Write, fail the commit with 1020, and let ``on_error`` prepare the retry."""
+    tr.set(b"job", b"j")
+    with pytest.raises(KVError) as info:
+        tr.commit()
+    assert info.value.code == NOT_COMMITTED
+    tr.on_error(info.value)
+
+
 def test_the_first_retry_after_a_stale_get_before_write_does_not_wait(
-    handles: tuple[SQLiteDatabase, SQLiteDatabase], monkeypatch: pytest.MonkeyPatch,
+    handles: tuple[SQLiteDatabase, SQLiteDatabase], waits: list[float],
 ) -> None:
     """The conflict was the cache's stale value, not contention: no backoff before the first
     retry; a second 1020 of the same transaction backs off as any other."""
-    waits: list[float] = []
-    monkeypatch.setattr(api.time, "sleep", waits.append)
-    monkeypatch.setattr(api.random, "random", lambda: 1.0)
     a, b = handles
     cached_then_written_by_b(a, b)
     tr = a.create_transaction()
     tr.get_before_write(b"marker")
-    tr.set(b"job", b"j")
-    with pytest.raises(KVError) as info:
-        tr.commit()
-    tr.on_error(info.value)
+    write_conflict_retry(tr)
     assert waits == []
     tr.get_before_write(b"marker")  # read fresh now; b writes it again before the commit
     put(b, b"marker", b"newer")
-    tr.set(b"job", b"j")
-    with pytest.raises(KVError) as again:
-        tr.commit()
-    tr.on_error(again.value)
+    write_conflict_retry(tr)
     assert len(waits) == 1 and waits[0] > 0
 
 
 def test_a_1020_without_a_served_read_backs_off(
-    handles: tuple[SQLiteDatabase, SQLiteDatabase], monkeypatch: pytest.MonkeyPatch,
+    handles: tuple[SQLiteDatabase, SQLiteDatabase], waits: list[float],
 ) -> None:
-    waits: list[float] = []
-    monkeypatch.setattr(api.time, "sleep", waits.append)
-    monkeypatch.setattr(api.random, "random", lambda: 1.0)
     a, b = handles
     put(a, b"marker", b"old")
     tr = a.create_transaction()
     tr.get(b"marker")
     put(b, b"marker", b"new")
-    tr.set(b"job", b"j")
-    with pytest.raises(KVError) as info:
-        tr.commit()
-    tr.on_error(info.value)
+    write_conflict_retry(tr)
     assert len(waits) == 1 and waits[0] > 0
 
 
