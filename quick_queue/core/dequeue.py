@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quick_queue.core.pointers import _UNREAD, collect_pointer, read_pointer, release_zone
+from quick_queue.core.pointers import UNREAD, collect_pointer, read_pointer, release_zone
 from quick_queue.core.records import (
     Stats,
     bury,
@@ -17,7 +17,7 @@ from quick_queue.core.records import (
 )
 from quick_queue.errors import UnreadableRecord
 from quick_queue.keys import Layout, Zone, pack_int, pack_str, unpack
-from quick_queue.kv.api import Transaction
+from quick_queue.kv.api import ReadView, Transaction
 from quick_queue.models import JobRecord, LeasedJob
 
 # topic -> the max_retries of the handler this worker runs it with (None: no opinion)
@@ -80,13 +80,18 @@ def _readable(
 Heads = tuple[bytes | None, bytes | None]
 
 
+def _first_key(reader: ReadView, prefix: bytes) -> bytes | None:
+    """The first key of the index at ``prefix`` (None: empty), read through ``reader``."""
+    rows = reader.get_range(prefix, prefix + b"\xff", limit=1)
+    return rows[0][0] if rows else None
+
+
 def _head(tr: Transaction, prefix: bytes, now: int) -> tuple[bytes | None, bool]:
     """(the first key of the index at ``prefix``, whether its time is past ``now``): one
     snapshot read. When nothing is due, the read conflict that the regular read of the due
     entries (``zone.until``) would have added, over the range it would have found empty, is
     added explicitly, so the transaction conflicts exactly as before."""
-    rows = tr.snapshot.get_range(prefix, prefix + b"\xff", limit=1)
-    head = rows[0][0] if rows else None
+    head = _first_key(tr.snapshot, prefix)
     end = prefix + pack_int(now + 1)  # (zone.until's end)
     if head is not None and head < end:
         return head, False  # something is due: the caller reads the due entries
@@ -174,11 +179,7 @@ def next_due(tr: Transaction, zone: Zone, heads: Heads | None = None) -> int | N
     # disappear or move later behind our back (completions, extensions), which can only make
     # the vesting early, never late, and completions would otherwise conflict with every visit.
     if heads is None:
-        heads = tuple(  # type: ignore[assignment]
-            rows[0][0] if rows else None
-            for prefix, reader in ((zone.scheduled, tr), (zone.leased, tr.snapshot))
-            for rows in (reader.get_range(prefix, prefix + b"\xff", limit=1),)
-        )
+        heads = (_first_key(tr, zone.scheduled), _first_key(tr.snapshot, zone.leased))
     else:
         # the conflict of the scheduled head's regular limit-1 read: up to just past the
         # key it returned, or the whole index when empty
@@ -186,7 +187,6 @@ def next_due(tr: Transaction, zone: Zone, heads: Heads | None = None) -> int | N
         tr.add_read_conflict_range(
             zone.scheduled, head + b"\x00" if head is not None else zone.scheduled + b"\xff"
         )
-    assert heads is not None
     times = [
         int(unpack(head, len(prefix))[0])
         for prefix, head in ((zone.scheduled, heads[0]), (zone.leased, heads[1]))
@@ -326,7 +326,7 @@ def dequeue(
             tr, zone, ready[:count], now + item_lease, now, new_token, max_retries_of, stats
         )
     else:
-        taken, marker = [], _UNREAD  # (release_zone reads it)
+        taken, marker = [], UNREAD  # (release_zone reads it)
     if taken and due != now:  # (the leases of this visit are due at their expiry)
         due = now + item_lease if due is None else min(due, now + item_lease)
     if due is None:

@@ -54,18 +54,20 @@ def write_pointer(
     tr.set(layout.pointer(tenant), new.encode())
 
 
-_UNREAD: bytes = b"\x00unread"
+#: The ``marker`` argument of a caller that has not read the marker (told by identity, never
+#: stored): the function reads it itself.
+UNREAD: bytes = b"\x00unread"
 
 
 def touch_pointer(
     tr: Transaction, layout: Layout, tenant: str, due: int, now: int, slack: int,
-    marker: bytes | None = _UNREAD,
+    marker: bytes | None = UNREAD,
 ) -> bytes:
     """Make sure the zone will be looked at by ``due`` (enqueue, retry, release, undead).
     ``marker`` is the marker's value when the caller already read it (a regular read) in
     this transaction, to save a read. Returns the marker's value afterwards."""
     marker_key = layout.marker(tenant)
-    raw = tr.get(marker_key) if marker is _UNREAD else marker
+    raw = tr.get(marker_key) if marker is UNREAD else marker
     promise = max(due, now) if due > now else ASAP
     if raw is None:
         written = encode_promise(promise)
@@ -153,7 +155,7 @@ def release_zone(
     now: int,
     active: bool,
     min_inactive: int,
-    marker: bytes | None = _UNREAD,
+    marker: bytes | None = UNREAD,
 ) -> None:
     """Hand the zone back: vest the pointer at the zone's next due time, or park it for
     collection when the zone is empty. Writes the marker only when the promise changes.
@@ -167,7 +169,7 @@ def release_zone(
     else:
         promise, vesting = next_due, next_due
     marker_key = layout.marker(tenant)
-    raw = tr.get(marker_key) if marker is _UNREAD else marker
+    raw = tr.get(marker_key) if marker is UNREAD else marker
     if raw is None or decode_promise(raw) != promise:
         tr.set(marker_key, encode_promise(promise))
     write_pointer(tr, layout, tenant, pointer, PointerRecord(vesting, None, 0, last_active))
