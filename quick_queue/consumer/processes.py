@@ -9,7 +9,8 @@ fresh interpreter that gets the URL, queue name, settings, clock, the handlers' 
 and the logging set-up (``ChildSpec``), imports the handlers and opens the database itself.
 The supervisor restarts a child that dies (a
 job that kills its process loses no work: its lease expires and another consumer takes it) and
-forwards SIGINT/SIGTERM so every child shuts down gracefully. A second signal kills the
+asks every child to shut down gracefully on SIGINT/SIGTERM (with ``SUPERVISOR_STOP``, which a
+child never takes for a second signal: see ``consumer.signals``). A second signal kills the
 children and exits at once.
 
 A child exits when its supervisor dies (on Linux the kernel tells it at once, through
@@ -36,7 +37,7 @@ from typing import Any
 from quick_queue.clock import Clock, StoreClock
 from quick_queue.consumer.parent import exit_with_parent
 from quick_queue.consumer.runner import Consumer
-from quick_queue.consumer.signals import install_stop_handlers
+from quick_queue.consumer.signals import SUPERVISOR_STOP, install_stop_handlers
 from quick_queue.context import QueueContext
 from quick_queue.errors import ConfigurationError
 from quick_queue.events import Summary
@@ -187,9 +188,9 @@ def _child(source: QueueContext | ChildSpec, concurrency: int, index: int, paren
             seed = None if source.seed is None else source.seed * 1_000 + index
             context = source.with_db(db, seed=seed)
         consumer = Consumer(context, concurrency)
-        restore = install_stop_handlers(consumer.stop)
-        # Ctrl-C reaches the whole process group: the supervisor alone takes SIGINT and
-        # forwards a SIGTERM, which a child would otherwise take as a second, forcing signal.
+        restore = install_stop_handlers(consumer.stop, supervised=True)
+        # Ctrl-C reaches the whole process group: the supervisor alone takes SIGINT and asks
+        # the children to stop (SUPERVISOR_STOP).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         exit_with_parent(parent, consumer.stop)
         try:
@@ -278,7 +279,7 @@ class _Supervisor:
     def shut_down(self) -> None:
         for process in self.children:
             if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, SUPERVISOR_STOP)
         deadline = time.monotonic() + self.context.settings.shutdown_grace + SETTLE_MARGIN
         for process in self.children:
             process.join(max(0.0, deadline - time.monotonic()))

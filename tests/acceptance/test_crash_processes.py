@@ -105,3 +105,24 @@ def test_a_second_sigterm_exits_at_once(
     wait_for(lambda: "shutting down gracefully" in worker.stderr(), what="the first signal")
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(10) == 128 + signal.SIGTERM  # before: waited out the grace
+
+
+def test_sigterm_to_the_whole_group_stops_the_children_gracefully(
+    db_url: str, file_db: qq.Database, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A service manager stopping a worker signals its whole process group (systemd's default
+    KillMode): each child gets that SIGTERM and its supervisor's stop request, one request."""
+    log = tmp_path / "events.log"
+    queue = qq.JobQueue(file_db)
+    job_id = queue.enqueue("t", "proc:record", {"work": 1.0})
+    supervisor = Worker(db_url, log, processes=2, concurrency=1, own_group=True)
+    workers.append(supervisor)
+    wait_for(lambda: events(log, "start", job_id), what="the job to start")
+    supervisor.signal_group(signal.SIGTERM)
+    assert supervisor.proc.wait(30) == 0, supervisor.stderr()
+    # before: the child took its supervisor's forwarded SIGTERM for a second signal and exited
+    # at once, the job unfinished under its lease
+    assert "second SIGTERM" not in supervisor.stderr()
+    [end] = events(log, "end", job_id)
+    assert not end["lease_lost"]
+    assert qq.JobQueue(file_db).stats().leased == 0

@@ -48,7 +48,8 @@ class Worker:
 
     def __init__(
         self, url: str, log: Path, *, processes: int = 1, concurrency: int = 4,
-        queue: str = "default", script: Path = SCRIPT, **settings: Any,
+        queue: str = "default", script: Path = SCRIPT, own_group: bool = False,
+        **settings: Any,
     ) -> None:
         cmd = [
             sys.executable, str(script), url, str(log), "--queue", queue,
@@ -58,7 +59,10 @@ class Worker:
         # stderr goes to a file: a pipe nobody reads could fill up and block the worker
         self.errors = log.with_name(f"{log.stem}.{time.monotonic_ns()}.err")
         with open(self.errors, "w") as err_file:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True)
+            # own_group: a process group of its own, for signal_group (as a service manager
+            # signals a service's whole group)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                                         start_new_session=own_group)
         self.pid = self.proc.pid
         ready = self.proc.stdout.readline() if self.proc.stdout else ""
         if not ready:
@@ -70,6 +74,10 @@ class Worker:
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to every process of the worker's group (it must have ``own_group``)."""
+        os.killpg(self.pid, sig)
 
     def kill(self) -> None:
         self.proc.kill()
