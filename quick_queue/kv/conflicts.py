@@ -98,9 +98,14 @@ class ConflictHistory:
         # Read versions below ``floor`` cannot be checked any more (history dropped or never seen).
         self.floor = floor
         self._entries: deque[tuple[int, float, WriteSet]] = deque()
+        # The newest version held (or ``floor``): a read at it or later conflicts with
+        # nothing here, told without a call (an enqueue's read version is the latest).
+        self.newest = floor
 
     def append(self, version: int, at: float, writes: WriteSet) -> None:
         self._entries.append((version, at, writes))
+        if version > self.newest:
+            self.newest = version
 
     def note_gap(self, version: int) -> None:
         """Versions up to ``version`` are unknown to us (pruned before we saw them)."""

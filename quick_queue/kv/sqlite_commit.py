@@ -126,31 +126,37 @@ ValueCache = dict[bytes, bytes | None]
 CACHED_VALUES = 1024
 
 
-def write_rows(
-    conn: sqlite3.Connection, sets: list[tuple[bytes, object]], clears: list[tuple[bytes]]
-) -> None:
-    """Delete ``clears`` and write ``sets`` (distinct keys) in multi-row statements (see
-    ``MAX_INSERT``). Measured (issue 10): ``executemany`` steps the statement once per row,
-    and every step releases and retakes the interpreter lock; with 8 producer threads the
-    group-commit leader waited for the lock at each of them (batch wall time 3x its CPU). One
-    statement also costs less CPU than 3 steps of ``executemany``."""
+def bound(blob: bytes) -> object:
+    """``blob`` as a statement parameter (see ``BLOB_COPY``)."""
+    return bytearray(blob) if len(blob) <= BLOB_COPY else blob
+
+
+def write_rows(conn: sqlite3.Connection, params: list[object], clears: list[bytearray]) -> None:
+    """Delete the keys ``clears`` and write the rows ``params`` (key, value, key, value, ...
+    as bound, see ``BLOB_COPY``; distinct keys) in multi-row statements (see ``MAX_INSERT``).
+    Measured (issue 10): ``executemany`` steps the statement once per row, and every step
+    releases and retakes the interpreter lock; with 8 producer threads the group-commit leader
+    waited for the lock at each of them (batch wall time 3x its CPU). One statement also costs
+    less CPU than 3 steps of ``executemany``. The callers bind each key and value as they
+    sort the write buffer into rows, so the rows are walked once (the usual commit writes
+    them in one statement)."""
     for start in range(0, len(clears), MAX_DELETE):
-        keys = [bytearray(k) for (k,) in clears[start : start + MAX_DELETE]]
+        keys = clears[start : start + MAX_DELETE] if start or len(clears) > MAX_DELETE else clears
         size = len(keys)
         if size > EXACT:
             size = 1 << (size - 1).bit_length()  # the next power of two
-            keys += [keys[0]] * (size - len(keys))
+            keys = keys + [keys[0]] * (size - len(keys))
         conn.execute(_DELETES[size], keys)
-    start, left = 0, len(sets)
+    left = len(params) // 2
+    if left <= EXACT:
+        if left:
+            conn.execute(_INSERTS[left], params)
+        return
+    start = 0
     while left:
         # all of them if few, else the largest size that fits
         size = left if left <= EXACT else min(1 << (left.bit_length() - 1), MAX_INSERT)
-        params: list[object] = []
-        for key, value in sets[start : start + size]:
-            params.append(bytearray(key))
-            blob: bytes = value  # type: ignore[assignment]  # every set's value is bytes here
-            params.append(bytearray(blob) if len(blob) <= BLOB_COPY else blob)
-        conn.execute(_INSERTS[size], params)
+        conn.execute(_INSERTS[size], params[2 * start : 2 * (start + size)])
         start += size
         left -= size
 
@@ -183,19 +189,27 @@ def stored_values(
     return found
 
 
-def remember(cache: ValueCache, sets: list[tuple[bytes, object]], clears: list[tuple[bytes]],
-             atomic: list[bytes]) -> None:
-    """Keep ``cache`` equal to what the database holds once these rows are written: keys it
-    knows get their new value, and the results of atomic operations are added."""
-    if len(cache) + len(atomic) > CACHED_VALUES:
+def remember(
+    cache: ValueCache, entries: dict[bytes, Entry], results: dict[bytes, bytes | None]
+) -> None:
+    """Keep ``cache`` equal to what the database holds once ``entries`` (a write buffer, or a
+    batch's merged one) are written, ``results`` being the values their atomic operations
+    left: keys it knows get their new value, and the results are added. Only the keys both
+    hold are looked at (found in C): a settle clears ~3 keys a job, the cache holds a few
+    counters."""
+    if len(cache) + len(results) > CACHED_VALUES:
         cache.clear()
-    wanted = set(atomic)
-    for key, value in sets:
-        if key in wanted or key in cache:
-            cache[key] = value  # type: ignore[assignment]
-    for (key,) in clears:
-        if key in wanted or key in cache:
-            cache[key] = None
+    elif cache:
+        for key in cache.keys() & entries.keys():
+            kind, data = entries[key]
+            if kind == "s":
+                cache[key] = data  # type: ignore[assignment]
+            elif kind == "c":
+                cache[key] = None
+            elif kind == "v":  # (an atomic operation's key is among the results)
+                del cache[key]
+    if results:
+        cache.update(results)
 
 
 def forget_ranges(cache: ValueCache, cleared: list[Range]) -> None:
@@ -208,38 +222,52 @@ def apply_request(
     conn: sqlite3.Connection, request: Request, stamp: bytes, writes: WriteSet,
     cache: ValueCache,
 ) -> None:
-    """Write a batch of one request (the usual case) straight from its write buffer."""
-    for begin, end in request.cleared:
-        conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
-    if request.cleared and cache:
-        forget_ranges(cache, request.cleared)
-    sets: list[tuple[bytes, object]] = []
-    clears: list[tuple[bytes]] = []
+    """Write a batch of one request (the usual case) straight from its write buffer, bound as
+    it is walked (see ``write_rows``)."""
+    if request.cleared:
+        for begin, end in request.cleared:
+            conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
+        if cache:
+            forget_ranges(cache, request.cleared)
+    params: list[object] = []
+    clears: list[bytearray] = []
     atomic: list[bytes] = []
+    add = params.append
     for key, (kind, data) in request.writes.items():
         if kind == "s":
-            sets.append((key, data))
+            add(bytearray(key))
+            blob: bytes = data  # type: ignore[assignment]
+            add(bytearray(blob) if len(blob) <= BLOB_COPY else blob)
         elif kind == "c":
-            clears.append((key,))
+            clears.append(bytearray(key))
         elif kind == "a":
             atomic.append(key)
         else:  # "v": versionstamped value
-            sets.append((key, place_versionstamp(data, stamp)))  # type: ignore[arg-type]
+            add(bytearray(key))
+            add(bound(place_versionstamp(data, stamp)))  # type: ignore[arg-type]
+    results: dict[bytes, bytes | None] = {}
     if atomic:
         stored = stored_values(conn, atomic, cache)
         for key in atomic:
             value = apply_ops(stored[key], request.writes[key][1])  # type: ignore[arg-type]
+            results[key] = value
             if value is None:
-                clears.append((key,))
+                clears.append(bytearray(key))
             else:
-                sets.append((key, value))
+                add(bytearray(key))
+                add(bound(value))
+    placed: list[bytes] = []
     for template, value in request.stamped:
         key = place_versionstamp(template, stamp)
-        sets.append((key, value))
+        placed.append(key)
+        add(bytearray(key))
+        add(bound(value))
         writes.add(key, key + b"\x00")
-    write_rows(conn, sets, clears)
-    if cache or atomic:
-        remember(cache, sets, clears, atomic)
+    write_rows(conn, params, clears)
+    if cache or results:
+        remember(cache, request.writes, results)
+        for key in placed:  # (written last: what a key set and stamped alike holds)
+            cache.pop(key, None)
 
 
 def apply_batch(
@@ -309,18 +337,21 @@ class BatchWriter:
     def flush(self) -> None:
         """Write what is pending."""
         pending, self._pending = self._pending, {}
+        cache = self._cache
         atomic = [key for key, (kind, _data) in pending.items() if kind == "a"]
-        stored = stored_values(self._conn, atomic, self._cache) if atomic else {}
-        sets: list[tuple[bytes, object]] = []
-        clears: list[tuple[bytes]] = []
+        stored = stored_values(self._conn, atomic, cache) if atomic else {}
+        params: list[object] = []
+        clears: list[bytearray] = []
+        results: dict[bytes, bytes | None] = {}
         for key, (kind, data) in pending.items():
             if kind == "a":
-                value = apply_ops(stored[key], data)  # type: ignore[arg-type]
-                kind, data = ("s", value) if value is not None else ("c", None)
+                data = results[key] = apply_ops(stored[key], data)  # type: ignore[arg-type]
+                kind = "s" if data is not None else "c"
             if kind == "s":
-                sets.append((key, data))
+                params.append(bytearray(key))
+                params.append(bound(data))  # type: ignore[arg-type]
             else:
-                clears.append((key,))
-        write_rows(self._conn, sets, clears)
-        if self._cache or atomic:
-            remember(self._cache, sets, clears, atomic)
+                clears.append(bytearray(key))
+        write_rows(self._conn, params, clears)
+        if cache or results:
+            remember(cache, pending, results)

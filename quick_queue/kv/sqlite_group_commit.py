@@ -235,7 +235,8 @@ class GroupCommit:
                 raise KVError(2000, f"database {self.url} is closed")
             # A batch of relaxed commits only is not synced; the next durable batch syncs it.
             # (SQLite refuses to change the level inside a transaction: it is set first.)
-            level = "NORMAL" if all(r.relaxed for r in batch) else self.synchronous
+            relaxed = batch[0].relaxed if len(batch) == 1 else all(r.relaxed for r in batch)
+            level = "NORMAL" if relaxed else self.synchronous
             if self.synchronous == "FULL" and level != self._writer_level:
                 conn.execute(f"PRAGMA synchronous={level}")
                 self._writer_level = level
@@ -288,8 +289,9 @@ class GroupCommit:
             if read_version < history.floor:
                 request.error = KVError(TRANSACTION_TOO_OLD)
             elif (request.read_keys or request.read_spans) and (
-                batch_writes.intersects_split(request.read_keys, request.read_spans)
-                or history.conflicts(request.read_keys, request.read_spans, read_version)
+                (accepted and batch_writes.intersects_split(request.read_keys, request.read_spans))
+                or (read_version < history.newest
+                    and history.conflicts(request.read_keys, request.read_spans, read_version))
             ):
                 request.error = KVError(NOT_COMMITTED)
             else:

@@ -35,6 +35,18 @@ import os
 import threading
 import time
 
+# This process's id, kept by a fork hook: ``_file`` compares it at every commit, where
+# ``os.getpid()`` is a system call (glibc does not cache it).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
 FIRST_PAUSE = 50e-6  # seconds between tries: doubled up to LAST_PAUSE
 LAST_PAUSE = 200e-6
 
@@ -96,13 +108,16 @@ class WriterTurn:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _file(self) -> int | None:
+        fd = self._fd
+        if fd is not None and self._usable and self._pid == _pid:  # without the lock
+            return fd
         if not self._usable:
             return None
         with self._lock:
-            if self._fd is not None and self._pid == os.getpid():
+            if self._fd is not None and self._pid == _pid:
                 return self._fd
             # A forked child must not share its parent's open file (nor its lock): its own.
-            self._pid = os.getpid()
+            self._pid = _pid
             try:
                 os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
                 self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -115,6 +130,6 @@ class WriterTurn:
         with self._lock:
             fd, self._fd = self._fd, None
             self._held = False
-            if fd is not None and self._pid == os.getpid():
+            if fd is not None and self._pid == _pid:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -66,18 +66,14 @@ class SQLiteWrites(SQLiteReads):
             return False
         return True
 
-    def _plain(self, key: object) -> bool:
-        """The common case in one expression: a plain bytes key in the legal range, and a
-        transaction that is neither committed nor under a timeout (``_valid`` decides the rest,
-        with its errors; most transactions write several keys, so this is worth a shortcut)."""
-        return (
-            type(key) is bytes and len(key) <= MAX_KEY and key[:1] != b"\xff"
-            and not self._committed and not self.options.timeout_ms
-        )
-
     def set(self, key: bytes, value: bytes) -> None:
+        # The common case in one expression: plain bytes in the legal range, a transaction
+        # neither committed nor under a timeout (``_valid`` decides the rest, with its
+        # errors). Inlined in each write method: the calls cost about a third of one.
         if not (
-            type(value) is bytes and len(value) <= MAX_VALUE and self._plain(key)
+            type(value) is bytes and type(key) is bytes and len(value) <= MAX_VALUE
+            and len(key) <= MAX_KEY and key[:1] != b"\xff"
+            and not self._committed and not self.options.timeout_ms
         ) and not self._valid(key, value):
             return
         self._writes[key] = ("s", value)
@@ -104,8 +100,7 @@ class SQLiteWrites(SQLiteReads):
         self._size += size
 
     def clear(self, key: bytes) -> None:
-        # ``_plain`` inlined: a worker clears 3 keys a job (its ready entry, then its record
-        # and lease), and the call cost about a third of this method.
+        # (checks inlined as in ``set``: a worker clears 3 keys a job)
         if not (
             type(key) is bytes and len(key) <= MAX_KEY and key[:1] != b"\xff"
             and not self._committed and not self.options.timeout_ms
@@ -161,16 +156,24 @@ class SQLiteWrites(SQLiteReads):
         self._size += (len(begin) + len(end)) * 2
 
     def _atomic(self, op: str, key: bytes, param: bytes) -> None:
-        if not self._valid(key, param):
+        # The common case's checks inlined (as in ``set``): every enqueue and settle adds to
+        # counters; ``_valid`` makes four calls.
+        if not (
+            type(param) is bytes and type(key) is bytes and len(param) <= MAX_VALUE
+            and len(key) <= MAX_KEY and key[:1] != b"\xff"
+            and not self._committed and not self.options.timeout_ms
+        ) and not self._valid(key, param):
             return
         entry = self._writes.get(key)
-        fn = OPS[op]
         if entry is None:
             if self._cleared and self._in_cleared(key):
-                self._writes[key] = ("s", fn(None, param))
+                self._writes[key] = ("s", OPS[op](None, param))
             else:
                 self._writes[key] = ("a", [(op, param)])
-        elif entry[0] == "s":
+            self._size += len(key) * 2 + len(param) + 1
+            return
+        fn = OPS[op]
+        if entry[0] == "s":
             self._writes[key] = ("s", fn(entry[1], param))  # type: ignore[arg-type]
         elif entry[0] == "c":
             self._writes[key] = ("s", fn(None, param))
