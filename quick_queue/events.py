@@ -125,6 +125,10 @@ OTHER_COUNTERS: dict[EventKind, tuple[str, ...]] = {
     EventKind.STALE: ("stale",),
 }
 
+# (a tuple: ``in`` finds a member by identity, where a dict or set lookup calls the enum's
+# Python-level ``__hash__``, once a job for ``EventStream.wants``)
+_COUNTERLESS = tuple(kind for kind, counters in OTHER_COUNTERS.items() if counters == ())
+_STARTED = EventKind.STARTED
 Subscriber = Callable[[JobEvent], None]
 _COUNTERS_OF: Callable[[JobEvent], tuple[str, ...]] = attrgetter("counters")
 
@@ -177,6 +181,9 @@ class EventStream:
         self._parent = parent
         self._lock = threading.Lock()
         self._subscribers: tuple[Subscriber, ...] = ()
+        # each subscriber's ``skips`` method (None: it has none), looked up once when it
+        # subscribes rather than by ``wants`` once a job (issue 10)
+        self._skips: tuple[Callable[[EventKind], bool] | None, ...] = ()
         self._failed: set[int] = set()
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
@@ -184,12 +191,16 @@ class EventStream:
         friendly)."""
         with self._lock:
             self._subscribers = (*self._subscribers, subscriber)
+            self._skips = (*self._skips, getattr(subscriber, "skips", None))
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop calling ``subscriber`` (no error if it was not subscribed)."""
         with self._lock:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            kept = [(s, k) for s, k in zip(self._subscribers, self._skips, strict=True)
+                    if s is not subscriber]
+            self._subscribers = tuple(s for s, _ in kept)
+            self._skips = tuple(k for _, k in kept)
 
     def emit(self, event: JobEvent) -> None:
         stream: EventStream | None = self
@@ -234,8 +245,7 @@ class EventStream:
         nobody unless the worker log is at INFO or someone subscribed)."""
         stream: EventStream | None = self
         while stream is not None:
-            for subscriber in stream._subscribers:
-                skips = getattr(subscriber, "skips", None)
+            for skips in stream._skips:
                 if skips is None or not skips(kind):
                     return True
             stream = stream._parent
@@ -294,7 +304,7 @@ class EventCounter:
     @staticmethod
     def skips(kind: EventKind) -> bool:
         """Events of a kind that carries no counters (``started``) add nothing here."""
-        return OTHER_COUNTERS.get(kind) == ()
+        return kind in _COUNTERLESS
 
 
 # -- the worker log: one subscriber -----------------------------------------------------------
@@ -378,4 +388,4 @@ class WorkerLog:
 
     @staticmethod
     def skips(kind: EventKind) -> bool:
-        return kind is EventKind.STARTED and not log.isEnabledFor(logging.INFO)
+        return kind is _STARTED and not log.isEnabledFor(logging.INFO)

@@ -21,12 +21,18 @@ import time
 from queue import Empty, SimpleQueue
 
 from quick_queue.consumer.aio import AsyncRunner
-from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_outcome
+from quick_queue.consumer.executor import (
+    bad_payload_outcome,
+    call_handler,
+    done_outcome,
+    to_outcome,
+)
 from quick_queue.consumer.inflight import InFlight, JobKey, Running
 from quick_queue.consumer.settler import Settler
 from quick_queue.consumer.transactional import run_transactional
 from quick_queue.context import QueueContext
 from quick_queue.events import EventKind, EventStream, JobEvent
+from quick_queue.kept import kept_of
 from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.progress import ProgressWriter
 
@@ -262,6 +268,11 @@ class WorkerPool:
             run_transactional(context, running, self.settler)
             return None
         result = call_handler(running)
+        if result is None:  # what most handlers return (``to_outcome``'s first case, inlined)
+            job = running.job
+            record = job.record
+            return done_outcome(job.tenant, record.job_id, job.token, record.topic, record.at,
+                                kept_of(running, context.settings, None))
         # the store's time is read only by an outcome that needs it (a retry, a snooze)
         return bad_payload_outcome(running, result) or to_outcome(
             running, result, context.db.store_time, context.settings, context.rng

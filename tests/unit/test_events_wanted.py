@@ -88,3 +88,22 @@ def test_without_readers_the_summary_still_counts(queue: qq.JobQueue,
     summary = queue.drain(concurrency=2, timeout=30)
     assert (summary.completed, summary.failed, summary.extra) == (4, 0, {})
     assert not [r for r in caplog.records if r.getMessage().startswith("start ")]
+
+
+def test_unsubscribing_keeps_each_subscribers_skips_with_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # ``wants`` reads the ``skips`` looked up when each subscriber subscribed: removing one
+    # subscriber removes its own, whichever its place (a reader between two that skip)
+    caplog.set_level(logging.WARNING, logger="quick_queue.worker")
+    stream = EventStream()
+    log_first = stream.subscribe(WorkerLog())
+    seen: list[JobEvent] = []
+    reader = stream.subscribe(seen.append)
+    stream.subscribe(EventCounter(Counters()))
+    assert stream.wants(EventKind.STARTED)
+    stream.unsubscribe(reader)
+    assert not stream.wants(EventKind.STARTED)
+    stream.subscribe(reader)
+    stream.unsubscribe(log_first)
+    assert stream.wants(EventKind.STARTED)  # the reader is still there
+    assert stream.wants(EventKind.COMPLETED)
