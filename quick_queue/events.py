@@ -125,8 +125,8 @@ OTHER_COUNTERS: dict[EventKind, tuple[str, ...]] = {
     EventKind.STALE: ("stale",),
 }
 
-# (a tuple: ``in`` finds a member by identity, where a dict or set lookup calls the enum's
-# Python-level ``__hash__``, once a job for ``EventStream.wants``)
+# (a tuple: ``in`` finds a member by identity; ``OTHER_COUNTERS.get(kind) == ()`` cost
+# about 700 instructions against 400-500, callgrind, once a job for ``EventStream.wants``)
 _COUNTERLESS = tuple(kind for kind, counters in OTHER_COUNTERS.items() if counters == ())
 _STARTED = EventKind.STARTED
 Subscriber = Callable[[JobEvent], None]
