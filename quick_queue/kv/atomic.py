@@ -19,11 +19,15 @@ def _fit(existing: bytes, length: int) -> bytes:
 
 
 def atomic_add(existing: bytes | None, param: bytes) -> bytes:
-    if not param:
+    size = len(param)
+    if not size:
         return b""
-    base = _fit(existing or b"", len(param))
+    # (a counter's stored value has the operand's length: no _fit call for it)
+    base = existing if existing is not None and len(existing) == size else _fit(
+        existing or b"", size
+    )
     total = int.from_bytes(base, "little") + int.from_bytes(param, "little")
-    return (total % (1 << (8 * len(param)))).to_bytes(len(param), "little")
+    return (total & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
 def atomic_max(existing: bytes | None, param: bytes) -> bytes:

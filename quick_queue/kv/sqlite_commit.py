@@ -43,6 +43,7 @@ class Request:
         cleared: list[Range],
         stamped: list[tuple[bytes, bytes]],
         extra_writes: list[Range],
+        relaxed: bool = False,
     ) -> None:
         self.read_version = read_version
         # The read conflicts, split as ``conflicts.split_reads`` splits them.
@@ -55,7 +56,7 @@ class Request:
         self.stamp: bytes | None = None
         self.error: KVError | None = None
         self.done = False
-        self.relaxed = False
+        self.relaxed = relaxed
         # A follower's lock, held until a leader releases it (sqlite_group_commit._lead).
         self.wake: threading.Lock | None = None
 
@@ -271,16 +272,18 @@ def apply_request(
 
 
 def apply_batch(
-    conn: sqlite3.Connection, requests: list[tuple[Request, bytes]], writes: WriteSet,
-    cache: ValueCache,
+    conn: sqlite3.Connection, requests: list[Request], writes: WriteSet, cache: ValueCache
 ) -> None:
-    """Write the requests of a batch in commit order (each with its versionstamp)."""
+    """Write the requests of a batch in commit order (each with its versionstamp set)."""
     if len(requests) == 1:
-        apply_request(conn, *requests[0], writes, cache)
+        request = requests[0]
+        assert request.stamp is not None
+        apply_request(conn, request, request.stamp, writes, cache)
         return
     merged = BatchWriter(conn, cache)
-    for request, stamp in requests:
-        merged.add(request, stamp, writes)
+    for request in requests:
+        assert request.stamp is not None
+        merged.add(request, request.stamp, writes)
     merged.flush()
 
 

@@ -115,13 +115,13 @@ class ReadCache:
         for key in values.keys() & writes.points:
             del values[key]
 
-    def apply_commit(self, accepted: Iterable[Request], stamps: list[bytes]) -> None:
-        """This process committed ``accepted`` (in order, with their versionstamps): keys the
+    def apply_commit(self, accepted: Iterable[Request]) -> None:
+        """This process committed ``accepted`` (in order, their versionstamps set): keys the
         cache holds take their new value."""
         values = self.values
         if not values:
             return
-        for request, stamp in zip(accepted, stamps, strict=True):
+        for request in accepted:
             if request.cleared:
                 values.clear()
                 return
@@ -136,5 +136,8 @@ class ReadCache:
                     values[key] = None
                 else:  # an atomic result or a versionstamped value: not worked out here
                     del values[key]
-            for template, _value in request.stamped:
-                values.pop(place_versionstamp(template, stamp), None)
+            if request.stamped:
+                stamp = request.stamp
+                assert stamp is not None
+                for template, _value in request.stamped:
+                    values.pop(place_versionstamp(template, stamp), None)
