@@ -55,6 +55,14 @@ class ReadView(ABC):
         issues every read before waiting for any; SQLite answers them with one query)."""
         return [self.get(key) for key in keys]
 
+    def get_ranges(self, ranges: list[tuple[bytes, bytes, int]]) -> list[list[KeyValue]]:
+        """``[get_range(begin, end, limit=limit) for begin, end, limit in ranges]`` (forward
+        reads; ``limit`` 0: unlimited), with exactly their read conflicts, but the engine may
+        fetch them together (FoundationDB issues every read before waiting for any; SQLite
+        answers the ranges the write buffer does not touch with one query): a zone visit
+        reads its pointer and three index heads so (issue 10)."""
+        return [self.get_range(begin, end, limit=limit) for begin, end, limit in ranges]
+
     def get_range_startswith(
         self, prefix: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:

@@ -143,6 +143,21 @@ class _FDBReadView(ReadView):
         self._errors.answered = True
         return [(bytes(kv.key), bytes(kv.value)) for kv in items]
 
+    def get_ranges(self, ranges: list[tuple[bytes, bytes, int]]) -> list[list[KeyValue]]:
+        with self._errors:
+            # the binding sends a range's first request when the range is made: every read
+            # is in flight before the first wait
+            pending = [
+                self._reader.get_range(begin, end, limit=limit if limit > 0 else 0)
+                for begin, end, limit in ranges
+            ]
+            results = [
+                result.to_list() if hasattr(result, "to_list") else list(result)
+                for result in pending
+            ]
+        self._errors.answered = True
+        return [[(bytes(kv.key), bytes(kv.value)) for kv in items] for items in results]
+
 
 class _FDBVersionstamp(VersionstampFuture):
     """The binding's versionstamp future, which resolves only once its transaction commits:
@@ -240,6 +255,9 @@ class FDBTransaction(Transaction):
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:
         return self._reads.get_range(begin, end, limit=limit, reverse=reverse)
+
+    def get_ranges(self, ranges: list[tuple[bytes, bytes, int]]) -> list[list[KeyValue]]:
+        return self._reads.get_ranges(ranges)
 
     # -- writes -----------------------------------------------------------------------------
     def _write(self, name: str, *args: bytes) -> None:

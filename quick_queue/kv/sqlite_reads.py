@@ -71,6 +71,9 @@ class SnapshotView(ReadView):
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         return self._tr._get_many(keys, conflict=False)
 
+    def get_ranges(self, ranges: list[tuple[bytes, bytes, int]]) -> list[list[KeyValue]]:
+        return self._tr._get_ranges(ranges, conflict=False)
+
 
 class SQLiteReads(Transaction):
     """The read half of ``SQLiteTransaction`` (see the module docstring)."""
@@ -118,6 +121,47 @@ class SQLiteReads(Transaction):
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         return self._get_many(keys, conflict=True)
+
+    def get_ranges(self, ranges: list[tuple[bytes, bytes, int]]) -> list[list[KeyValue]]:
+        return self._get_ranges(ranges, conflict=True)
+
+    def _get_ranges(
+        self, ranges: list[tuple[bytes, bytes, int]], *, conflict: bool
+    ) -> list[list[KeyValue]]:
+        try:
+            return self._get_ranges_inner(ranges, conflict)
+        except sqlite3.Error as error:
+            raise self._db._reading_failed(error) from error
+
+    def _get_ranges_inner(
+        self, ranges: list[tuple[bytes, bytes, int]], conflict: bool
+    ) -> list[list[KeyValue]]:
+        """``get_range`` of each range, in one pass: a limited range this transaction wrote
+        nothing in is one statement straight into its list (``_get_range_inner``'s fast
+        path), without a call and its checks a range; the others as ``get_range`` reads them.
+        The read conflicts are ``get_range``'s. Measured (issue 10): one statement of the
+        four ranges (a ``UNION ALL`` of their limited pages, tagged) cost more than the four
+        statements, in SQLite (25.9 against 24.8 µs in a loop of 3,000) and in Python (the
+        rows sorted back to their ranges one by one)."""
+        self._check()
+        limit_key = b"\xff\xff" if self.options.read_system_keys else b"\xff"
+        conn = self._ensure_snapshot()
+        writes, cleared, reads = self._writes, self._cleared, self._reads
+        execute = conn.execute
+        out: list[list[KeyValue]] = []
+        for begin, end, limit in ranges:
+            if limit <= 0 or begin > limit_key or end > limit_key or begin >= end or (
+                (writes and self._written_in(begin, end, False))
+                or (cleared and any(b < end and begin < e for b, e in cleared))
+            ):  # (unlimited, refused, empty, or with writes of this transaction to merge)
+                out.append(self._get_range_inner(begin, end, limit, False, conflict))
+                continue
+            # bytearray: see sqlite_commit.BLOB_COPY
+            rows = execute(_PAGE, (bytearray(begin), bytearray(end), limit)).fetchall()
+            out.append(rows)
+            if conflict:
+                reads.append((begin, rows[-1][0] + b"\x00") if len(rows) >= limit else (begin, end))
+        return out
 
     def _get_many(self, keys: list[bytes], *, conflict: bool) -> list[bytes | None]:
         if len(keys) < 3:
