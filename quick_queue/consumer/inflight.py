@@ -162,10 +162,13 @@ class InFlight:
         self.remove_many((running,))
 
     def remove_many(self, runs: tuple[Running, ...] | list[Running]) -> None:
+        entries = self.entries
         for running in runs:
-            key = running.key
-            if self.entries.get(key) is running:
-                del self.entries[key]
+            # one dict operation a job; the rare other run of the same job (a retry leased
+            # here meanwhile) goes back in
+            held = entries.pop(running.key, None)
+            if held is not running and held is not None:
+                entries[running.key] = held
             running.settled = True
         # Wake the scanner only once it would lease (``wants_more``), or the table is empty
         # (a drain may be done): a wake-up per settled job cost the scanner thread a switch

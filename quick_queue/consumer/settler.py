@@ -166,7 +166,7 @@ class Settler:
         """``finish`` for each of ``done``, their slots freed under one lock and one wake-up
         of the scanner, their events emitted in one ``emit_many`` (in ``done``'s order)."""
         with self.inflight.lock:
-            self.inflight.remove_many([running for running, _ in done])
+            self.inflight.remove_many(list(map(_RUNNING, done)))
         # one clock reading for the batch: its events are emitted together
         now = time.monotonic()
         if all(applied) and set(map(_KIND, map(_OUTCOME, done))) == _ONLY_DONE:  # (in C)
@@ -224,6 +224,7 @@ _DONE_EVENT = _event_of(EFFECTS[OutcomeKind.DONE])
 _COMPLETED_KINDS = frozenset((_DONE_EVENT[0],))
 _ONLY_DONE = {OutcomeKind.DONE}
 _OUTCOME: Callable[[tuple[Running, Outcome]], Outcome] = itemgetter(1)
+_RUNNING: Callable[[tuple[Running, Outcome]], Running] = itemgetter(0)
 _KIND: Callable[[Outcome], OutcomeKind] = attrgetter("kind")
 
 
