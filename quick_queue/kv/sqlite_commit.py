@@ -99,11 +99,16 @@ def add_write_ranges(writes: WriteSet, request: Request) -> None:
 #: ... ``MAX_INSERT`` rows; a ``DELETE ... IN`` of any count of keys up to ``EXACT``, then 32,
 #: 64, ... ``MAX_DELETE`` keys; each one cached prepared statement. Rows are written in the
 #: fewest such statements (the 64 rows of a 32-job dequeue: one); a longer delete's key list is
-#: padded to the next size with its first key again (SQLite deduplicates an IN list), so a
-#: settle's clears are one statement. Measured (issue 10): a settle of 32 completions made 14
-#: statements, 4 of them 16-key DELETEs; enqueue_many of 1,000 with 64-row INSERTs instead of
-#: 16-row ones, -1.5 % instructions a job.
+#: padded to the next size with its first key again (SQLite deduplicates an IN list) when that
+#: adds at most ``MAX_PADDING`` keys, else the largest size that fits is deleted first.
+#: Measured (issue 10): a settle of 32 completions made 14 statements, 4 of them 16-key
+#: DELETEs; enqueue_many of 1,000 with 64-row INSERTs instead of 16-row ones, -1.5 %
+#: instructions a job. A padded key costs ~1.7k instructions, a statement more ~20k
+#: (callgrind, 20,000 rows; per delete): 96 keys padded to 128 1.118M, as 64 + 32 1.071M;
+#: 40 keys 516k -> 496k as 32 + 8; 17 keys 255k -> 230k as 16 + 1; but 24 keys 311k padded
+#: to 32, 332k as 16 + 8.
 EXACT = 16
+MAX_PADDING = 12
 MAX_INSERT = 128
 MAX_DELETE = 512
 _SIZES = [*range(1, EXACT + 1), *(1 << i for i in range(5, MAX_DELETE.bit_length()))]
@@ -141,13 +146,20 @@ def write_rows(conn: sqlite3.Connection, params: list[object], clears: list[byte
     less CPU than 3 steps of ``executemany``. The callers bind each key and value as they
     sort the write buffer into rows, so the rows are walked once (the usual commit writes
     them in one statement)."""
-    for start in range(0, len(clears), MAX_DELETE):
-        keys = clears[start : start + MAX_DELETE] if start or len(clears) > MAX_DELETE else clears
-        size = len(keys)
-        if size > EXACT:
-            size = 1 << (size - 1).bit_length()  # the next power of two
+    start, left = 0, len(clears)
+    while left:
+        if left <= EXACT:
+            size = left
+        else:
+            size = min(1 << (left - 1).bit_length(), MAX_DELETE)  # the next power of two
+            if size - left > MAX_PADDING:
+                size >>= 1  # (the largest that fits: no padding)
+        keys = clears[start : start + size] if start or size < left else clears
+        if len(keys) < size:
             keys = keys + [keys[0]] * (size - len(keys))
         conn.execute(_DELETES[size], keys)
+        start += size
+        left -= min(size, left)
     left = len(params) // 2
     if left <= EXACT:
         if left:

@@ -204,25 +204,29 @@ def test_a_batch_leaves_what_its_requests_leave_one_by_one(tmp_path: Path) -> No
         batched.close()
 
 
-@pytest.mark.parametrize("count", [1, 16, 17, 50, 64, 200, 700])
+@pytest.mark.parametrize("count", [1, 16, 17, 28, 50, 64, 96, 200, 700])
 def test_rows_are_written_and_cleared_in_the_fewest_statements_and_exactly(
     db: SQLiteDatabase, count: int
 ) -> None:
     # A dequeue of 32 jobs sets 64 rows, a settle of 32 clears 64 keys: one statement each.
-    # Longer deletes are padded with a repeated key: nothing else may go, nothing may stay.
+    # A delete's keys are padded with a repeated key up to 12 more (nothing else may go,
+    # nothing may stay), else split (sqlite_commit.MAX_PADDING).
     keep = [b"keep/%04d" % i for i in range(5)]
     keys = [b"row/%04d" % i for i in range(count)]
     db.transact(lambda tr: [tr.set(k, b"k") for k in keep])
     seen = statements_of(db, lambda tr: [tr.set(k, b"v" + k) for k in keys])
     inserts = [s for s in seen if s.startswith("INSERT OR REPLACE")]
     # 17 = 16 + 1, 50 = 32 + 16 + 2, 200 = 128 + 64 + 8, 700 = 5 x 128 + 32 + 16 + 12
-    expected_inserts = {1: 1, 16: 1, 17: 2, 50: 3, 64: 1, 200: 3, 700: 8}[count]
+    expected_inserts = {1: 1, 16: 1, 17: 2, 28: 2, 50: 3, 64: 1, 96: 2, 200: 3, 700: 8}[count]
     assert len(inserts) == expected_inserts
     stored = db.transact(lambda tr: tr.get_range(b"row/", b"row0"))
     assert stored == [(k, b"v" + k) for k in keys]
 
     seen = statements_of(db, lambda tr: [tr.clear(k) for k in keys])
     deletes = [s for s in seen if s.startswith("DELETE FROM kv")]
-    assert len(deletes) == (1 if count <= 512 else 2)
+    # 17 = 16 + 1, 28 padded to 32, 50 = 32 + 16 + 2, 96 = 64 + 32, 200 = 128 + 64 + 8,
+    # 700 = 512 + 128 + 60 padded to 64
+    expected_deletes = {1: 1, 16: 1, 17: 2, 28: 1, 50: 3, 64: 1, 96: 2, 200: 3, 700: 3}[count]
+    assert len(deletes) == expected_deletes
     assert db.transact(lambda tr: tr.get_range(b"row/", b"row0")) == []
     assert db.transact(lambda tr: tr.get_range(b"keep/", b"keep0")) == [(k, b"k") for k in keep]
