@@ -253,7 +253,8 @@ class SQLiteTransaction(SQLiteWrites):
 
     # -- life cycle -------------------------------------------------------------------------
     def commit(self) -> None:
-        self._check()
+        if self._committed or self._deferred is not None or self.options.timeout_ms:
+            self._check()  # (raises, or checks the timeout)
         if (self._conn is not None or self._served) and (
             time.monotonic() - self._read_at > LIFETIME
         ):
@@ -280,7 +281,8 @@ class SQLiteTransaction(SQLiteWrites):
                     NO_COMMIT_VERSION, "no versionstamp: the transaction wrote nothing"
                 )
             return
-        self._release()
+        if self._conn is not None:
+            self._release()
         if self._reads:  # explicit read conflicts and range reads (a point among them too)
             read_keys, read_spans = split_reads(self._reads)
             read_keys |= self._read_keys
