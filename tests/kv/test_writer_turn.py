@@ -159,3 +159,34 @@ def test_an_ephemeral_store_leaves_nothing_in_the_temporary_folder() -> None:
     assert not os.path.exists(db._turn.path)  # one handle, no other process: no turns
     db.close()
     assert not os.path.exists(folder)
+
+
+def test_a_forked_child_takes_turns_with_its_parent(tmp_path: Path) -> None:
+    # The turn's file is opened once per process (the process id is kept by a fork hook, not
+    # asked at each commit): a forked child must not use the parent's open file, on which the
+    # parent's flock would count as its own and let both commit at once.
+    turn = WriterTurn(str(tmp_path / "writer.turn"), timeout=0.05)
+    turn.acquire()  # the parent holds its turn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own file, so the parent's turn blocks it
+        try:
+            fd = turn._file()
+            assert fd is not None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                answer = b"took the parent's turn"
+            except BlockingIOError:
+                answer = b"waits"
+            os.write(write, answer)
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 100)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+        turn.release()
+        turn.close()
+    assert answer == b"waits"
