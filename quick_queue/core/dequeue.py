@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quick_queue.core.pointers import UNREAD, collect_pointer, release_zone
+from quick_queue.core.pointers import UNREAD, collect_pointer, pointer_key, release_zone
 from quick_queue.core.records import (
     Stats,
     bury,
@@ -294,14 +294,14 @@ def _visit_reads(
     on FoundationDB). The pointer's read conflict, a regular read's, is added here; the heads'
     by ``promote_due`` and ``next_due``, the ready entries' by the caller once the zone is
     known to be due (a zone passed over adds no conflict on its index)."""
-    pointer_key = layout.pointer(tenant)
+    key = pointer_key(layout, tenant)
     rows, scheduled, leased, ready = tr.snapshot.get_ranges([
-        (pointer_key, pointer_key + b"\x00", 1),
+        (key, key + b"\x00", 1),
         (zone.scheduled, zone.scheduled + b"\xff", 1),
         (zone.leased, zone.leased + b"\xff", 1),
         (zone.ready, zone.ready + b"\xff", limit),
     ])
-    tr.add_read_conflict_key(pointer_key)
+    tr.add_read_conflict_key(key)
     pointer = PointerRecord.decode(rows[0][1]) if rows else None
     heads = (scheduled[0][0] if scheduled else None, leased[0][0] if leased else None)
     return pointer, heads, ready
