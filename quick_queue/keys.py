@@ -257,11 +257,14 @@ class Layout:
     def marker(self, tenant: str) -> bytes:
         return self.zone(tenant).marker
 
+    # The pointer and due keys with the one-element packers (the same bytes as the tuple
+    # pack, a third of the time: timeit 1.66 -> 0.50 µs and 5.65 -> 1.85 µs; a zone visit
+    # packs the pointer key twice and two due keys, issue 10).
     def pointer(self, tenant: str) -> bytes:
-        return self.record_prefix + pack((tenant,))
+        return self.record_prefix + pack_str(tenant)
 
     def due(self, vesting: int, tenant: str) -> bytes:
-        return self.due_prefix + pack((vesting, tenant))
+        return self.due_prefix + pack_int(vesting) + pack_str(tenant)
 
     def due_until(self, at: int) -> tuple[bytes, bytes]:
         return self.due_prefix, self.due_prefix + pack((at + 1,))

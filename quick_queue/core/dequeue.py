@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quick_queue.core.pointers import UNREAD, collect_pointer, pointer_key, release_zone
+from quick_queue.core.pointers import UNREAD, collect_pointer, release_zone
 from quick_queue.core.records import (
     Stats,
     bury,
@@ -294,7 +294,7 @@ def _visit_reads(
     on FoundationDB). The pointer's read conflict, a regular read's, is added here; the heads'
     by ``promote_due`` and ``next_due``, the ready entries' by the caller once the zone is
     known to be due (a zone passed over adds no conflict on its index)."""
-    key = pointer_key(layout, tenant)
+    key = layout.pointer(tenant)
     rows, scheduled, leased, ready = tr.snapshot.get_ranges([
         (key, key + b"\x00", 1),
         (zone.scheduled, zone.scheduled + b"\xff", 1),
