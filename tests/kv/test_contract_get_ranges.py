@@ -7,27 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from quick_queue.kv.api import Database, Transaction
-from quick_queue.kv.errors import NOT_COMMITTED, KVError
+from quick_queue.kv.api import Database
+from quick_queue.kv.errors import KVError
+from tests.kv.commit_outcomes import commits, write_in_new
 
 if TYPE_CHECKING:
     from conftest import Space
-
-
-def commits(tr: Transaction) -> bool:
-    """Commit ``tr``: True if it committed, False on 1020; any other error fails the test."""
-    try:
-        tr.commit()
-    except KVError as error:
-        assert error.code == NOT_COMMITTED, error
-        return False
-    return True
-
-
-def write_in_new(db: Database, key: bytes, value: bytes = b"w") -> None:
-    tr = db.create_transaction()
-    tr.set(key, value)
-    tr.commit()
 
 
 def ranges_of(space: Space) -> list[tuple[bytes, bytes, int]]:
