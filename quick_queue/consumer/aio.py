@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from quick_queue.consumer.executor import await_handler, bad_payload_outcome, to_outcome
+from quick_queue.consumer.executor import await_handler, to_outcome
 from quick_queue.consumer.inflight import Running
 from quick_queue.consumer.settler import Settler
 from quick_queue.context import QueueContext
@@ -95,7 +95,7 @@ class AsyncRunner:
         if self._decided(running):
             return
         context = self.context
-        outcome = bad_payload_outcome(running, result) or to_outcome(
+        outcome = to_outcome(
             running, result, context.db.store_time(), context.settings, context.rng
         )
         self.settler.submit(running, outcome)

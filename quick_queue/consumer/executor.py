@@ -52,14 +52,18 @@ def to_outcome(
     running: Running, result: object, now: float | Callable[[], float], settings: Settings,
     rng: random.Random,
 ) -> Outcome:
-    """Turn what ``perform`` returned (or raised: pass the exception) into an outcome.
-    ``now``: the store's time, or how to read it (read only for a snooze or a retry)."""
+    """Turn what ``perform`` returned (or raised: pass the exception; or ``call_handler``'s
+    word that the payload failed its model) into an outcome. ``now``: the store's time, or
+    how to read it (read only for a snooze or a retry)."""
     job, spec = running.job, running.spec
     assert spec is not None
     record = job.record
     if result is None:  # what most handlers return: interpret's Ok(), without building it
         return done_outcome(job.tenant, record.job_id, job.token, record.topic, record.at,
                             kept_of(running, settings, None))
+    if isinstance(result, _BadPayload):
+        return Outcome(job.tenant, record.job_id, job.token, OutcomeKind.DEAD,
+                       reason=str(result), dead_kind="bad_payload")
     try:
         verdict = interpret(result, spec)
     except Exception as error:  # noqa: BLE001 - e.g. a returned object whose repr() raises
@@ -168,14 +172,6 @@ def _text(value: object) -> str:
 
 class _BadPayload(Exception):
     """The stored payload no longer validates against the handler's model."""
-
-
-def bad_payload_outcome(running: Running, result: object) -> Outcome | None:
-    if isinstance(result, _BadPayload):
-        job = running.job
-        return Outcome(job.tenant, job.record.job_id, job.token, OutcomeKind.DEAD,
-                       reason=str(result), dead_kind="bad_payload")
-    return None
 
 
 def timeout_outcome(running: Running, now: float, settings: Settings,

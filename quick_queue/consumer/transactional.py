@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 
-from quick_queue.consumer.executor import bad_payload_outcome, call_handler, to_outcome
+from quick_queue.consumer.executor import call_handler, to_outcome
 from quick_queue.consumer.inflight import InFlight, Running
 from quick_queue.consumer.settler import Settler
 from quick_queue.context import QueueContext
@@ -155,9 +155,7 @@ class _Body:
         if _past_limit(started):
             raise _TooLong(time.monotonic() - started)
         now = context.db.store_time()
-        outcome = bad_payload_outcome(running, result) or to_outcome(
-            running, result, now, settings, context.rng
-        )
+        outcome = to_outcome(running, result, now, settings, context.rng)
         if outcome.kind is not OutcomeKind.DONE:
             raise _NotDone(outcome)
         stats: dict[tuple[str, str], int] = {}

@@ -21,18 +21,13 @@ import time
 from queue import Empty, SimpleQueue
 
 from quick_queue.consumer.aio import AsyncRunner
-from quick_queue.consumer.executor import (
-    bad_payload_outcome,
-    call_handler,
-    done_outcome,
-    to_outcome,
-)
+from quick_queue.consumer.executor import call_handler, to_outcome
 from quick_queue.consumer.inflight import InFlight, JobKey, Running
+from quick_queue.consumer.keeper import store_time_or_none
 from quick_queue.consumer.settler import Settler
 from quick_queue.consumer.transactional import run_transactional
 from quick_queue.context import QueueContext
 from quick_queue.events import EventKind, EventStream, JobEvent
-from quick_queue.kept import kept_of
 from quick_queue.outcomes import Outcome, OutcomeKind
 from quick_queue.progress import ProgressWriter
 
@@ -184,12 +179,7 @@ class WorkerPool:
             self._slots.release()
 
     def _begin(self, running: Running) -> bool:
-        # The store's time, read outside the lock (it may do I/O); None when it cannot be
-        # read now (keeper.store_time_or_none, inlined: once a job)
-        try:
-            store_now: float | None = self.context.db.store_time()
-        except Exception:  # noqa: BLE001 - the monotonic clock alone then
-            store_now = None
+        store_now = store_time_or_none(self.context)  # (read outside the lock: it may do I/O)
         if store_now is not None and store_now * 1e6 >= running.job.record.at:
             # The lease ran out before the job started (this process was stopped or starved
             # between dequeue and start): another consumer may already run it. Starting it now
@@ -268,12 +258,5 @@ class WorkerPool:
             run_transactional(context, running, self.settler)
             return None
         result = call_handler(running)
-        if result is None:  # what most handlers return (``to_outcome``'s first case, inlined)
-            job = running.job
-            record = job.record
-            return done_outcome(job.tenant, record.job_id, job.token, record.topic, record.at,
-                                kept_of(running, context.settings, None))
         # the store's time is read only by an outcome that needs it (a retry, a snooze)
-        return bad_payload_outcome(running, result) or to_outcome(
-            running, result, context.db.store_time, context.settings, context.rng
-        )
+        return to_outcome(running, result, context.db.store_time, context.settings, context.rng)

@@ -102,6 +102,41 @@ def test_payload_failing_validation_at_run_is_dead_bad_payload(
     assert consumer.get_job("t", good) is None
 
 
+@qq.job(topic="email:async")
+class SendEmailAsync:
+    Payload = Email
+    seen: list[Email] = []
+
+    async def perform(self, payload: Email, meta: qq.JobMeta) -> None:
+        SendEmailAsync.seen.append(payload)
+
+
+@qq.job(topic="email:tx", transactional=True)
+class SendEmailInTransaction:
+    Payload = Email
+    seen: list[Email] = []
+
+    def perform(self, payload: Email, meta: qq.JobMeta) -> None:
+        SendEmailInTransaction.seen.append(payload)
+
+
+@pytest.mark.parametrize(("handler", "topic"), [
+    (SendEmailAsync, "email:async"), (SendEmailInTransaction, "email:tx"),
+], ids=["async", "transactional"])
+def test_async_and_transactional_handlers_dead_letter_a_bad_payload_too(
+    make_queue: QueueFactory, handler: Any, topic: str,
+) -> None:
+    handler.seen.clear()
+    producer = make_queue()  # knows no handlers: stores the payload unchecked
+    bad = producer.enqueue("t", topic, {"to": "a@b.c", "count": "many"})
+    consumer = make_queue(handler)
+    assert consumer.drain().dead == 1
+    info = _info(consumer, "t", bad)
+    assert info.state == "dead" and info.dead_kind == "bad_payload"
+    assert info.reason is not None and "count" in info.reason
+    assert handler.seen == []  # the handler never ran
+
+
 def test_unknown_topic_is_dead_and_the_worker_keeps_running(make_queue: QueueFactory) -> None:
     queue = make_queue(Noop)
     with pytest.warns(qq.UnknownTopicWarning):  # a misspelt topic is warned of, not refused
