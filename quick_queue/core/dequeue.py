@@ -17,7 +17,7 @@ from quick_queue.core.records import (
 )
 from quick_queue.errors import UnreadableRecord
 from quick_queue.keys import Layout, Zone, pack_int, pack_str, unpack
-from quick_queue.kv.api import ReadView, Transaction
+from quick_queue.kv.api import ReadView, Transaction, range_read_conflict
 from quick_queue.models import JobRecord, LeasedJob, PointerRecord
 
 # topic -> the max_retries of the handler this worker runs it with (None: no opinion)
@@ -346,9 +346,9 @@ def dequeue(
     heads = promote_due(tr, zone, now, promote_max, stats, max_retries_of, read)
     if heads is None:  # something was due: the ready index may have changed since its read
         ready = tr.get_range(zone.ready, zone.ready + b"\xff", limit=limit)
-    else:  # the conflict of a regular limited read of it (kv.api.ReadView.get_range)
+    else:  # the conflict of a regular read of it
         tr.add_read_conflict_range(
-            zone.ready, ready[-1][0] + b"\x00" if len(ready) >= limit else zone.ready + b"\xff"
+            *range_read_conflict(zone.ready, zone.ready + b"\xff", ready, limit)
         )
     # When the zone is next due is read before the lease is written: leasing writes no
     # scheduled entry and clears no leased one, so the heads are the same, with this visit's

@@ -320,6 +320,18 @@ class Database(ABC):
         self.close()
 
 
+def range_read_conflict(
+    begin: bytes, end: bytes, rows: list[KeyValue], limit: int
+) -> tuple[bytes, bytes]:
+    """The read-conflict range of a forward ``get_range(begin, end, limit=limit)`` that
+    returned ``rows`` (FoundationDB's rule): up to just past the last row when the limit cut
+    the read short, else the whole range. For an engine's reads, and for a caller that read
+    through ``tr.snapshot`` and adds the regular read's conflict itself."""
+    if limit and len(rows) >= limit:
+        return begin, rows[-1][0] + b"\x00"
+    return begin, end
+
+
 def strinc(key: bytes) -> bytes:
     """The first key after every key that starts with ``key`` (FoundationDB's ``strinc``)."""
     stripped = key.rstrip(b"\xff")

@@ -109,6 +109,16 @@ def _values(values: list[Any]) -> list[bytes | None]:
     return [None if value is None else bytes(value) for value in values]
 
 
+def _listed(result: Any) -> list[Any]:
+    """A range read's key-value pairs, waited for: the binding's ``to_list`` where it has one
+    (one call for the whole range), else by iterating."""
+    to_list = getattr(result, "to_list", None)
+    if to_list is None:
+        return list(result)
+    items: list[Any] = to_list()
+    return items
+
+
 class _FDBReadView(ReadView):
     """Reads of a transaction; ``tr.snapshot`` is one over the binding's snapshot reader."""
 
@@ -135,11 +145,9 @@ class _FDBReadView(ReadView):
         self, begin: bytes, end: bytes, *, limit: int = 0, reverse: bool = False
     ) -> list[KeyValue]:
         with self._errors:
-            result = self._reader.get_range(
+            items = _listed(self._reader.get_range(
                 begin, end, limit=limit if limit > 0 else 0, reverse=reverse
-            )
-            to_list = getattr(result, "to_list", None)
-            items = to_list() if to_list is not None else list(result)
+            ))
         self._errors.answered = True
         return [(bytes(kv.key), bytes(kv.value)) for kv in items]
 
@@ -151,10 +159,7 @@ class _FDBReadView(ReadView):
                 self._reader.get_range(begin, end, limit=limit if limit > 0 else 0)
                 for begin, end, limit in ranges
             ]
-            results = [
-                result.to_list() if hasattr(result, "to_list") else list(result)
-                for result in pending
-            ]
+            results = [_listed(result) for result in pending]
         self._errors.answered = True
         return [[(bytes(kv.key), bytes(kv.value)) for kv in items] for items in results]
 

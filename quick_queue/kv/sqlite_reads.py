@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from quick_queue.kv.api import KeyValue, ReadView, Transaction, TransactionOptions
+from quick_queue.kv.api import (
+    KeyValue,
+    ReadView,
+    Transaction,
+    TransactionOptions,
+    range_read_conflict,
+)
 from quick_queue.kv.atomic import apply_ops
 from quick_queue.kv.conflicts import Range
 from quick_queue.kv.errors import CLIENT_INVALID_OPERATION, KEY_OUTSIDE_LEGAL_RANGE, KVError
@@ -160,7 +166,7 @@ class SQLiteReads(Transaction):
             rows = execute(_PAGE, (bytearray(begin), bytearray(end), limit)).fetchall()
             out.append(rows)
             if conflict:
-                reads.append((begin, rows[-1][0] + b"\x00") if len(rows) >= limit else (begin, end))
+                reads.append(range_read_conflict(begin, end, rows, limit))
         return out
 
     def _get_many(self, keys: list[bytes], *, conflict: bool) -> list[bytes | None]:
@@ -312,13 +318,10 @@ class SQLiteReads(Transaction):
         else:
             out = list(self._db_rows(conn, begin, end, reverse, 256))
         if conflict:
-            if limit and len(out) >= limit:
-                if reverse:
-                    self._reads.append((out[-1][0], end))
-                else:
-                    self._reads.append((begin, out[-1][0] + b"\x00"))
+            if reverse and limit and len(out) >= limit:
+                self._reads.append((out[-1][0], end))
             else:
-                self._reads.append((begin, end))
+                self._reads.append(range_read_conflict(begin, end, out, limit))
         return out
 
     def _merged(

@@ -206,10 +206,7 @@ class SQLiteTransaction(SQLiteWrites):
         ):
             hit = self._db._unproven_read(key)
             if hit is not None:
-                self._read_version = hit[0]
-                self._read_at = time.monotonic()
-                self._served.append((key, hit[1]))
-                self._unproven = True
+                self._serve(key, hit[0], hit[1], proven=False)  # (the first read: it takes it)
                 self._read_keys.add(key)
                 return hit[1]
         return super().get_before_write(key)
