@@ -12,11 +12,18 @@ from typing import Any
 
 from quick_queue.core.pointers import ASAP, encode_promise, touch_pointer
 from quick_queue.core.records import Stats, flush_stats, stat_add
-from quick_queue.keys import Layout
+from quick_queue.header import new_record_template
+from quick_queue.keys import Layout, pack_int, pack_str
 from quick_queue.kv.api import Transaction
 from quick_queue.models import JobRecord, dump
 
 ASAP_MARKER = encode_promise(ASAP)  # a zone with ready work: every new job is covered
+
+
+def _template_of(topic: str, priority: int, max_retries: int | None) -> bytes | None:
+    """The record template of a ready job of this kind (``JobRecord.new_value``'s fast case),
+    None when its topic is not ASCII (new_value's other path then writes it)."""
+    return new_record_template(topic, priority, max_retries, "r") if topic.isascii() else None
 
 
 @dataclass(slots=True)
@@ -98,6 +105,14 @@ def enqueue_many(
     # than two tr.set calls on the embedded engine, measured in batches of 1,000)
     pairs: list[tuple[bytes, bytes]] = []
     written: set[tuple[str, str]] = set()
+    # The common job of a batch (ready now, no key or trace, in a zone whose pointer already
+    # says "ready work": every job after a tenant's first) is written by the loop itself, with
+    # what write_job would compute for it made once a batch: the zone's items prefix and the
+    # ready entries' prefix by (tenant, priority, due), the record template by (topic,
+    # priority, max_retries). Same keys and bytes as write_job's (a test compares them);
+    # enqueue_many of 1,000 jobs: see the commit message for the figures.
+    heads: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+    templates: dict[tuple[str, int, int | None], bytes | None] = {}
     for i, job in enumerate(jobs):
         if i in there:
             continue
@@ -105,9 +120,28 @@ def enqueue_many(
             if (job.tenant, job.job_id) in written:
                 continue  # the same keyed job twice in one batch: once
             written.add((job.tenant, job.job_id))
-        markers[job.tenant] = write_job(
-            tr, layout, job, now, slack, markers[job.tenant], stats, pairs
-        )
+        tenant, due = job.tenant, job.due
+        if markers[tenant] == ASAP_MARKER and due <= now and job.key is None \
+                and job.trace is None and type(job.payload) is bytes:
+            topic, priority = job.topic, job.priority
+            kind = (topic, priority, job.max_retries)
+            if kind not in templates:
+                templates[kind] = _template_of(*kind)
+            template = templates[kind]
+            head = heads.get((tenant, priority, due))
+            if template is not None and head is not None:
+                packed = pack_str(job.job_id)
+                pairs += ((head[0] + packed, template % (due, due, now, job.payload)),
+                          (head[1] + packed, b""))
+                count = (topic, "enqueued")
+                stats[count] = stats.get(count, 0) + 1
+                continue
+            if head is None:  # (the first such job of its kind: written the long way)
+                zone = layout.zone(tenant)
+                heads[(tenant, priority, due)] = (
+                    zone.items, zone.ready + pack_int(priority) + pack_int(due)
+                )
+        markers[tenant] = write_job(tr, layout, job, now, slack, markers[tenant], stats, pairs)
     tr.set_many(pairs)
     flush_stats(tr, layout, stats)
     return [job.job_id for job in jobs]

@@ -313,3 +313,39 @@ def test_enqueue_many_matches_enqueue_one_by_one(db: Database) -> None:
 
     assert strip(many) == strip(one)
     check_invariants(many.store(), T0)
+
+
+def test_enqueue_many_batch_loop_writes_what_enqueue_writes(db: Database) -> None:
+    """enqueue_many writes most jobs of a batch in its own loop (ready now, no key or trace,
+    their zone already promised "ready work"), with prefixes and record templates made once
+    a batch: the keyspace is the one that enqueueing the jobs one at a time leaves, over
+    tenants, priorities, retry limits, due times in the past, a non-ASCII topic, a traced job
+    and a scheduled one between them."""
+    from quick_queue.core.enqueue import NewJob, enqueue_many
+
+    def jobs() -> list[NewJob]:
+        out = []
+        for n in range(24):
+            tenant = "ab"[n % 2]
+            topic = ("mail", "sms", "pöst")[n % 3]
+            due = T0 - (n % 4) * US  # now or in the past: ready, at its own due time
+            out.append(NewJob(tenant, f"j{n:02d}", topic, b'{"n":%d}' % n, (5, 100)[n // 2 % 2],
+                              (None, 3)[n // 12], due, fresh=True))
+        out.append(NewJob("a", "later", "mail", b"{}", 100, 3, T0 + 7 * US, fresh=True))
+        out.append(NewJob("b", "traced", "mail", b"{}", 100, 3, T0,
+                          trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                          fresh=True))
+        out += [NewJob("a", f"k{n}", "mail", b"{}", 100 + n, 3, T0, fresh=True) for n in range(3)]
+        return out
+
+    one = Core(db, Layout("one"))
+    many = Core(db, Layout("many"))
+    one.enqueue_jobs(jobs(), T0)
+    db.transact(enqueue_many, many.layout, jobs(), T0, many.slack)
+
+    def strip(core: Core) -> dict[bytes, bytes]:
+        root = core.layout.root
+        return {k[len(root):]: v for k, v in core.dump().items()}
+
+    assert strip(many) == strip(one)
+    check_invariants(many.store(), T0)
