@@ -122,20 +122,20 @@ class Scanner:
                  if tenant not in flow.paused_tenants], now)
             if got:
                 return got, True, 0.0
-        # (the next vesting only when no zone is due: see the read below)
-        keys, next_vesting = context.db.transact(
-            scan_due_keys, context.layout, now, settings.peek_max, False)
+        tr, keys, next_vesting = self._scan(now)
         got, due = 0, bool(keys)
         if keys:
             picked = self._pick(keys, flow.paused_tenants, flow.weights, now)
             due = bool(picked)
-            got = self._visit_picked(picked, now)
+            got = self._visit_picked(picked, now, tr)
             if not got:
                 # Nothing leased (the zones were taken, paused or not due after all): the
                 # idle wait below needs the next vesting, read now rather than by every scan
                 # (a scan that leases is followed by another at once, never by the wait):
                 # one range read fewer per visit (issue 10).
                 next_vesting = context.db.transact(next_vesting_of, context.layout, now)
+        elif tr is not None:
+            tr.reset()  # (read only: its snapshot let go now, not when collected)
         # Idle: jitter the wait so consumers do not scan in lockstep, but never past the next
         # pointer's time (a scheduled job starts on time).
         wait = settings.scan_interval * (0.8 + 0.4 * self.rng.random())
@@ -144,6 +144,30 @@ class Scanner:
         if due:  # due zones we could not take (leased by others): look again soon
             wait = min(wait, 0.005)
         return got, due, wait
+
+    def _scan(self, now: int) -> tuple[Transaction | None, list[bytes], int | None]:
+        """(the transaction that read them, the due entries' keys, the next vesting when
+        none is due): the scan's snapshot read of the due index, made in the transaction the
+        first zone's visit then uses (issue 10): one read snapshot a visit instead of two,
+        which on the embedded engine saves its ``BEGIN``, version query and ``ROLLBACK``, and
+        on FoundationDB a read version's round trip. The visit conflicts as before: a
+        snapshot read adds no read conflict, and the visit's own reads add theirs. A
+        retryable error of the read (a read version too old, a storage server behind) is
+        answered by the retry loop in a transaction of its own, as before (None)."""
+        context = self.context
+        tr = context.db.create_transaction()
+        try:
+            # (the next vesting only when no zone is due: see scan_once's read below)
+            keys, next_vesting = scan_due_keys(
+                tr, context.layout, now, context.settings.peek_max, False)
+        except KVError as error:
+            if not is_retryable(error):
+                raise
+            tr.reset()
+            keys, next_vesting = context.db.transact(
+                scan_due_keys, context.layout, now, context.settings.peek_max, False)
+            return None, keys, next_vesting
+        return tr, keys, next_vesting
 
     def _pick(
         self, keys: list[bytes], paused: frozenset[str], weights: dict[str, float], now: int
@@ -170,9 +194,12 @@ class Scanner:
         return min(settings.selection_max, max(1, math.ceil(due * settings.selection_frac)),
                    due)
 
-    def _visit_picked(self, picked: list[tuple[str, float]], now: int) -> int:
+    def _visit_picked(
+        self, picked: list[tuple[str, float]], now: int, tr: Transaction | None = None
+    ) -> int:
         """Visit the ``picked`` zones in order while slots are free; the ones left over are
-        kept for the next scan (``scan_once``)."""
+        kept for the next scan (``scan_once``). ``tr``: the scan's transaction, for the first
+        visit (``_scan``)."""
         got = n = 0
         while n < len(picked):
             with self.inflight.lock:
@@ -180,8 +207,10 @@ class Scanner:
             if free <= 0 or self.stopping.is_set():
                 self._leftover, self._leftover_at = picked[n:], time.monotonic()
                 break
-            taken, used = self._visit(picked[n:], free, now)
-            got, n = got + taken, n + used
+            taken, used = self._visit(picked[n:], free, now, tr)
+            got, n, tr = got + taken, n + used, None
+        if tr is not None:
+            tr.reset()  # (no visit made: its snapshot let go now)
         return got
 
     def _without_paused(
@@ -192,7 +221,9 @@ class Scanner:
         self.flow.park([tenant for _, tenant in due if tenant in paused], now)
         return [(vesting, tenant) for vesting, tenant in due if tenant not in paused]
 
-    def _visit(self, zones: list[tuple[str, float]], free: int, now: int) -> tuple[int, int]:
+    def _visit(
+        self, zones: list[tuple[str, float]], free: int, now: int, tr: Transaction | None = None
+    ) -> tuple[int, int]:
         """Visit the first of ``zones`` and, while ``free`` slots are left, the next ones,
         in one transaction: (jobs leased, zones used). A zone of 1,000 tenants x 20 jobs
         gives a visit 13 jobs on average (slots free up 16 at a time), and each transaction
@@ -201,7 +232,7 @@ class Scanner:
         claims = self.context.claims
         held: list[str] = []
         try:
-            visit = self._visit_zones(zones, free, now, held)
+            visit = self._visit_zones(zones, free, now, held, tr)
             self._failed_visits = 0
             return visit
         except Exception as error:
@@ -227,14 +258,17 @@ class Scanner:
                 claims.release(tenant)
 
     def _visit_zones(
-        self, zones: list[tuple[str, float]], free: int, now: int, held: list[str]
+        self, zones: list[tuple[str, float]], free: int, now: int, held: list[str],
+        tr: Transaction | None = None,
     ) -> tuple[int, int]:
         """Take zones and lease up to ``free`` of their jobs in one transaction, tried once:
         a conflict means another consumer took one of them first (see ``core.dequeue``), and
         the visits of all of them are lost (rare with many zones; with one hot zone there is
-        only one). The zones taken are appended to ``held`` (claimed in this process)."""
+        only one). The zones taken are appended to ``held`` (claimed in this process).
+        ``tr``: a transaction that has made only snapshot reads (the scan's), else a new one."""
         context, settings = self.context, self.context.settings
-        tr = context.db.create_transaction()
+        if tr is None:
+            tr = context.db.create_transaction()
         tr.options.set_relaxed_durability()  # a lease undone by a power loss is taken again
         jobs: list[LeasedJob] = []
         used = visited = 0
