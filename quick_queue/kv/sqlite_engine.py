@@ -236,6 +236,7 @@ class SQLiteDatabase(Database, GroupCommit):
                 # writer's connection.
                 changes = self._writer.execute("PRAGMA data_version").fetchall()[0][0]
                 if changes != self._writer_data_version:
+                    self._quiet = 0  # the next batch reads the log (and data_version) first
                     return None
             values = cache.values  # changed only by holders of the lock
             if key not in values:

@@ -114,11 +114,16 @@ WRITES: dict[str, Callable[[Transaction], None]] = {
         "versionstamped-key-its-range", "versionstamped-key-another-range",
     ],
 )
+@pytest.mark.parametrize("quiet", [False, True], ids=["asking", "quiet"])
 def test_each_kind_of_write_reaches_the_other_handles_conflict_check(
     handles: tuple[SQLiteDatabase, SQLiteDatabase],
-    write: str, read: Callable[[Transaction], object], conflicts: bool,
+    write: str, read: Callable[[Transaction], object], conflicts: bool, quiet: bool,
 ) -> None:
+    """``quiet``: the reader's writer no longer asks whether another connection committed
+    (``sqlite_group_commit.QUIET_BATCHES``): the log's row of its commit tells it."""
     a, b = handles
+    if quiet:
+        sqlite_store.quieten(b)
     error = commit_after(b, read, by(a, WRITES[write]))
     check(error, conflicts)
 
