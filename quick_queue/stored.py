@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from quick_queue.errors import InvalidArgument, UnreadableRecord
 from quick_queue.header import (
     Header,
@@ -402,12 +404,28 @@ class PointerRecord:
         return self.token is not None and self.lease_expiry > now
 
     def encode(self) -> bytes:
-        return dump([self.vesting, self.token, self.lease_expiry, self.last_active])
+        # A pointer without a zone lease (every one the runtime writes: it takes zones in
+        # the visit's own transaction) formatted directly: the bytes ``dump`` writes for
+        # four ints and a null, at a tenth of its cost (callgrind, issue 10: 13.3k ->
+        # 4.9k instructions a call; a zone visit decodes and encodes its pointer once each).
+        v, tk, le, la = self.vesting, self.token, self.lease_expiry, self.last_active
+        if tk is None and type(v) is int and type(le) is int and type(la) is int:
+            return b"[%d,null,%d,%d]" % (v, le, la)
+        return dump([v, tk, le, la])
 
     @classmethod
     def decode(cls, raw: bytes) -> PointerRecord:
-        v, tk, le, la = load(raw)
+        # The compiled decoder for the stored shape (9.5k -> 5.4k instructions); anything
+        # it refuses (another shape, an integer past 64 bits) is read by ``load`` as before,
+        # with its values and its errors.
+        try:
+            v, tk, le, la = _pointer_decode(raw)
+        except msgspec.DecodeError:
+            v, tk, le, la = load(raw)
         return cls(v, tk, le, la)
+
+
+_pointer_decode = msgspec.json.Decoder(tuple[int, str | None, int, int]).decode
 
 
 @dataclass(frozen=True, slots=True, init=False)
