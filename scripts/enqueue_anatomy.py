@@ -40,7 +40,26 @@ class Spent:
     statements = 0
 
 
+class TimedCursor(sqlite3.Cursor):
+    """The same timing for statements run on a cursor the engine keeps (its writer's and
+    each read connection's: ``execute`` on a connection makes a cursor each time)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> TimedCursor:
+        if threading.get_ident() != MAIN:
+            return super().execute(sql, parameters)
+        c0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            Spent.cpu += time.thread_time() - c0
+            Spent.wall += time.perf_counter() - w0
+            Spent.statements += 1
+
+
 class TimedConnection(sqlite3.Connection):
+    def cursor(self, factory: Any = TimedCursor) -> Any:
+        return super().cursor(factory)
+
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         if threading.get_ident() != MAIN:
             return super().execute(sql, parameters)

@@ -137,7 +137,7 @@ def bound(blob: bytes) -> object:
     return bytearray(blob) if len(blob) <= BLOB_COPY else blob
 
 
-def write_rows(conn: sqlite3.Connection, params: list[object], clears: list[bytearray]) -> None:
+def write_rows(conn: sqlite3.Cursor, params: list[object], clears: list[bytearray]) -> None:
     """Delete the keys ``clears`` and write the rows ``params`` (key, value, key, value, ...
     as bound, see ``BLOB_COPY``; distinct keys) in multi-row statements (see ``MAX_INSERT``).
     Measured (issue 10): ``executemany`` steps the statement once per row, and every step
@@ -175,7 +175,7 @@ def write_rows(conn: sqlite3.Connection, params: list[object], clears: list[byte
 
 
 def stored_values(
-    conn: sqlite3.Connection, keys: list[bytes], cache: ValueCache
+    conn: sqlite3.Cursor, keys: list[bytes], cache: ValueCache
 ) -> dict[bytes, bytes | None]:
     """The stored values of ``keys`` (for atomic operations): from ``cache`` where it knows
     them, the rest in one query per 500 keys (then remembered in ``cache``)."""
@@ -232,7 +232,7 @@ def forget_ranges(cache: ValueCache, cleared: list[Range]) -> None:
 
 
 def apply_request(
-    conn: sqlite3.Connection, request: Request, stamp: bytes, writes: WriteSet,
+    conn: sqlite3.Cursor, request: Request, stamp: bytes, writes: WriteSet,
     cache: ValueCache,
 ) -> None:
     """Write a batch of one request (the usual case) straight from its write buffer, bound as
@@ -284,7 +284,7 @@ def apply_request(
 
 
 def apply_batch(
-    conn: sqlite3.Connection, requests: list[Request], writes: WriteSet, cache: ValueCache
+    conn: sqlite3.Cursor, requests: list[Request], writes: WriteSet, cache: ValueCache
 ) -> None:
     """Write the requests of a batch in commit order (each with its versionstamp set)."""
     if len(requests) == 1:
@@ -317,7 +317,7 @@ class BatchWriter:
 
     __slots__ = ("_cache", "_conn", "_pending")
 
-    def __init__(self, conn: sqlite3.Connection, cache: ValueCache) -> None:
+    def __init__(self, conn: sqlite3.Cursor, cache: ValueCache) -> None:
         self._conn = conn
         self._cache = cache
         self._pending: dict[bytes, Entry] = {}

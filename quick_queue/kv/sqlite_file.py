@@ -26,7 +26,7 @@ from quick_queue.kv.errors import (
 STORE_TABLES = frozenset({"kv", "qq_meta", "qq_log"})
 
 
-def current_version(conn: sqlite3.Connection) -> int:
+def current_version(conn: sqlite3.Connection | sqlite3.Cursor) -> int:
     """The database version ``conn`` sees: the newest ``qq_log`` row (pruning always keeps it)."""
     row = conn.execute("SELECT max(version) FROM qq_log").fetchone()
     return int(row[0])

@@ -113,6 +113,7 @@ class GroupCommit:
     synchronous: str
     _closed: bool
     _writer: sqlite3.Connection
+    _writer_cursor: sqlite3.Cursor
     _signal: CommitSignal
     _history: ConflictHistory
     _writer_data_version: int
@@ -222,7 +223,7 @@ class GroupCommit:
                 if request.wake is not None:
                     request.wake.release()
 
-    def _sync_history(self, conn: sqlite3.Connection) -> int:
+    def _sync_history(self, conn: sqlite3.Cursor) -> int:
         """Mirror the batches other processes committed since we last looked."""
         # data_version moves only when another connection committed: skip the query otherwise.
         data_version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -261,7 +262,9 @@ class GroupCommit:
         return current
 
     def _run_batch(self, batch: list[Request]) -> None:
-        conn = self._writer
+        # One cursor of the writer's for every statement of every batch: ``execute`` on the
+        # connection makes a cursor each time (measured ~1.1k instructions a statement).
+        conn = self._writer_cursor
         try:
             if self._closed:
                 raise KVError(2000, f"database {self.url} is closed")
@@ -315,7 +318,7 @@ class GroupCommit:
                     request.error = KVError(4000, "commit aborted by an internal error")
                     request.done = True
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: sqlite3.Cursor) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
@@ -326,7 +329,7 @@ class GroupCommit:
             raise storage_error(self.path, error, "committing") from error
 
     def _resolve_and_apply(
-        self, conn: sqlite3.Connection, batch: list[Request], optimistic: bool
+        self, conn: sqlite3.Cursor, batch: list[Request], optimistic: bool
     ) -> None:
         """Resolve ``batch`` against the history, apply what is accepted, commit.
 

@@ -90,13 +90,13 @@ class SQLiteReads(Transaction):
     _cleared: list[Range]
     _reads: list[Range]
     _read_keys: set[bytes]
-    _conn: sqlite3.Connection | None
+    _conn: sqlite3.Cursor | None
     options: TransactionOptions
 
     def _check(self) -> None:
         raise NotImplementedError
 
-    def _ensure_snapshot(self) -> sqlite3.Connection:
+    def _ensure_snapshot(self) -> sqlite3.Cursor:
         raise NotImplementedError
 
     def _first_read(self, key: bytes | None) -> bytes | None:
@@ -267,7 +267,7 @@ class SQLiteReads(Transaction):
         return value
 
     def _db_rows(
-        self, conn: sqlite3.Connection, begin: bytes, end: bytes, reverse: bool, page: int
+        self, conn: sqlite3.Cursor, begin: bytes, end: bytes, reverse: bool, page: int
     ) -> Iterator[KeyValue]:
         sql = _PAGE_DESC if reverse else _PAGE
         lo, hi = begin, end
@@ -325,7 +325,7 @@ class SQLiteReads(Transaction):
         return out
 
     def _merged(
-        self, conn: sqlite3.Connection, begin: bytes, end: bytes, limit: int, reverse: bool,
+        self, conn: sqlite3.Cursor, begin: bytes, end: bytes, limit: int, reverse: bool,
         local: list[bytes], cleared: list[Range],
     ) -> list[KeyValue]:
         """The stored rows of [begin, end) merged with this transaction's writes there."""
@@ -385,7 +385,7 @@ class SQLiteReads(Transaction):
         self,
         key: bytes,
         out: list[KeyValue],
-        conn: sqlite3.Connection,
+        conn: sqlite3.Cursor,
         stored: bytes | None = None,
     ) -> None:
         kind, data = self._writes[key]

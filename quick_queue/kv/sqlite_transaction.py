@@ -57,7 +57,7 @@ class SQLiteTransaction(SQLiteWrites):
         self.snapshot = SnapshotView(self)
         # Made by the first on_error (most transactions commit at once).
         self._retry: RetryState | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Cursor | None = None
         self._init_state()
 
     def _init_state(self) -> None:
@@ -110,7 +110,7 @@ class SQLiteTransaction(SQLiteWrites):
         if timeout and (time.monotonic() - self._created) * 1000.0 > timeout:
             raise KVError(TRANSACTION_TIMED_OUT)
 
-    def _ensure_snapshot(self) -> sqlite3.Connection:
+    def _ensure_snapshot(self) -> sqlite3.Cursor:
         conn = self._conn
         if conn is None:
             self._first_read(None)

@@ -84,7 +84,7 @@ def test_a_transaction_takes_its_snapshot_with_its_first_read(db: SQLiteDatabase
     seen: list[str] = []
     conn = db._begin_read()[0]  # the pooled connection the transaction will use
     db._end_read(conn)
-    conn.set_trace_callback(seen.append)
+    conn.connection.set_trace_callback(seen.append)
     try:
         assert tr.get(b"k") == b"v"
         assert tr.get_read_version() == db.transact(lambda t: t.get_read_version())
@@ -94,7 +94,7 @@ def test_a_transaction_takes_its_snapshot_with_its_first_read(db: SQLiteDatabase
             "SELECT (SELECT max(version) FROM qq_log), (SELECT v FROM kv WHERE k = x'6b')",
         ]
     finally:
-        conn.set_trace_callback(None)
+        conn.connection.set_trace_callback(None)
         tr.reset()
 
 
