@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from quick_queue.header import new_record_template
 from quick_queue.ids import IdMaker, new_job_id, new_token, seed_ids
 from quick_queue.jsoncodec import dump, load
 from quick_queue.stored import (
@@ -180,6 +181,7 @@ __all__ = [
     "dump",
     "load",
     "new_job_id",
+    "new_record_template",
     "new_token",
     "record_overhead",
     "seed_ids",

@@ -12,10 +12,9 @@ from typing import Any
 
 from quick_queue.core.pointers import ASAP, encode_promise, touch_pointer
 from quick_queue.core.records import Stats, flush_stats, stat_add
-from quick_queue.header import new_record_template
 from quick_queue.keys import Layout, pack_int, pack_str
 from quick_queue.kv.api import Transaction
-from quick_queue.models import JobRecord, dump
+from quick_queue.models import JobRecord, dump, new_record_template
 
 ASAP_MARKER = encode_promise(ASAP)  # a zone with ready work: every new job is covered
 
