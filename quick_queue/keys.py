@@ -169,22 +169,31 @@ def read_counter(raw: bytes | None) -> int:
     return int.from_bytes(raw[:8].ljust(8, b"\x00"), "little", signed=True)
 
 
+# Zone's constant key elements, packed: the zone, its items, ready, scheduled and leased
+# indexes, the dead letters and the pointer marker.
+_ZONE_PARTS = tuple(pack((name,)) for name in ("z", "i", "r", "s", "l", "d", "pm"))
+
+
 class Zone:
     """The keys of one tenant's queue zone."""
 
     __slots__ = ("dead", "items", "leased", "marker", "prefix", "ready", "scheduled", "tenant")
 
     def __init__(self, root: bytes, tenant: str) -> None:
+        # The tenant packed once and the constant elements taken from _ZONE_PARTS (the same
+        # bytes as packing each tuple): a zone is made at the first job or visit of each
+        # tenant, 7 tuple packings before (issue 10: many one-job tenants).
+        packed = pack_str(tenant)
         self.tenant = tenant
-        self.prefix = root + pack(("z", tenant))
-        self.items = self.prefix + pack(("i",))
-        self.ready = self.prefix + pack(("r",))
-        self.scheduled = self.prefix + pack(("s",))
-        self.leased = self.prefix + pack(("l",))
-        self.dead = root + pack(("d", tenant))  # outside the zone: see the module docstring
+        self.prefix = prefix = root + _ZONE_PARTS[0] + packed
+        self.items = prefix + _ZONE_PARTS[1]
+        self.ready = prefix + _ZONE_PARTS[2]
+        self.scheduled = prefix + _ZONE_PARTS[3]
+        self.leased = prefix + _ZONE_PARTS[4]
+        self.dead = root + _ZONE_PARTS[5] + packed  # outside the zone: see the module docstring
         # pointers/marker/{tenant}, kept with the zone's keys: read by every enqueue (packing
         # it cost ~1 µs a call; Layout.marker answers from here)
-        self.marker = root + pack(("pm", tenant))
+        self.marker = root + _ZONE_PARTS[6] + packed
 
     def item(self, job_id: str) -> bytes:
         return self.items + pack_str(job_id)

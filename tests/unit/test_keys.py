@@ -75,6 +75,20 @@ def test_fast_packers_match_pack(number: int, text: str) -> None:
     assert keys.pack_str(text) == keys.pack((text,))
 
 
+@given(texts, st.text(min_size=1))
+def test_zone_keys_are_the_tuple_layers(tenant: str, name: str) -> None:
+    """A zone's keys (made from pre-packed parts) are FoundationDB's packing of each tuple."""
+    root = fdb.tuple.pack(("qq", name))
+    zone = keys.Zone(root, tenant)
+    assert zone.prefix == root + fdb.tuple.pack(("z", tenant))
+    assert zone.items == zone.prefix + fdb.tuple.pack(("i",))
+    assert zone.ready == zone.prefix + fdb.tuple.pack(("r",))
+    assert zone.scheduled == zone.prefix + fdb.tuple.pack(("s",))
+    assert zone.leased == zone.prefix + fdb.tuple.pack(("l",))
+    assert zone.dead == root + fdb.tuple.pack(("d", tenant))
+    assert zone.marker == root + fdb.tuple.pack(("pm", tenant))
+
+
 def test_counter_round_trip() -> None:
     for value in (0, 1, -1, 1 << 40, -(1 << 40)):
         assert keys.read_counter(keys.counter(value)) == value
