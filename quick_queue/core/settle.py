@@ -6,18 +6,17 @@ transaction (``settle_many``), which is how completions are batched.
 
 Round trips and size (issue 14). On FoundationDB every read that waits is a network round
 trip, and a transaction is refused past 10 MB (mutations and conflict ranges; under 1 MB is
-advised). So a batch reads together (``get_many``: every completion's leased entry in one
-round, then the records it needs ``READ_WINDOW`` at a time), and the runtime gives each batch
-a byte ``budget``: the batch stops taking outcomes once the transaction's approximate size
-reaches it, and the caller settles the rest in the next transaction.
+advised). So a batch reads together (every completion's leased entry in one round, a range
+read a visit: ``settle_reads``; then the records it needs ``READ_WINDOW`` at a time), and the
+runtime gives each batch a byte ``budget``: the batch stops taking outcomes once the
+transaction's approximate size reaches it, and the caller settles the rest in the next
+transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import chain
 from operator import attrgetter
-from typing import cast
 
 from quick_queue.core import dependencies, history
 from quick_queue.core.leases import extend_leases as extend_leases
@@ -228,7 +227,7 @@ def settle_many(
     reads = BatchReads(tr, layout, outcomes)
     completed: Tally = {}  # applied completions a topic, counted into ``stats`` at the end
     kept = 0  # history entries written: they pay for pruning as many expired ones
-    applied = _all_completed(tr, outcomes, reads.intact, budget, completed)
+    applied = _all_completed(tr, outcomes, reads, budget, completed)
     if applied is None:
         applied, kept = _settle_each(tr, layout, outcomes, reads, now, slack, max_snoozes,
                                      stats, budget, completed)
@@ -248,19 +247,25 @@ def settle_many(
     return applied
 
 
-def _all_completed(tr: Transaction, outcomes: list[Outcome], intact: list[Intact | None],
+def _all_completed(tr: Transaction, outcomes: list[Outcome], reads: BatchReads,
                    budget: int | None, completed: Tally) -> list[bool] | None:
     """The usual batch: completions only, every lease intact, no result kept, and all of it
     estimated under half the byte ``budget`` (``ByteBudget`` would not even ask the size):
     applied in one loop with nothing to decide per outcome; None, and nothing done, for any
     other batch (``_settle_each`` applies it). The checks run in C over the whole batch."""
-    if None in intact or any(map(_KEPT, outcomes)):
+    if None in reads.intact or any(map(_KEPT, outcomes)):
         return None
     if budget is not None and 2 * (_ENTRY_BYTES * len(outcomes) + 2 * sum(
             map(len, map(_REASON, outcomes)))) >= budget:
         return None
-    # the keys of every job in one call (issue 10: two calls of tr.clear a job before)
-    tr.clear_many(list(chain.from_iterable(cast(list[Intact], intact))))
+    # A visit's leased entries by one range clear (``BatchReads.spans``: the range holds
+    # them and nothing else), before the other keys (a range clear over buffered writes
+    # searches them). Measured (issue 10, callgrind, settle harness, batches of 32 from one
+    # visit): 63.5k -> 55.4k instructions a job, against a DELETE of each entry by its key.
+    for begin, end in reads.spans:
+        tr.clear_range(begin, end)
+    # the other keys of every job in one call (issue 10: two calls of tr.clear a job before)
+    tr.clear_many(reads.clears)
     # a batch's jobs share one topic or a few: a set built in C says which (a Counter cost
     # about 6k instructions a batch and 0.6k a job, callgrind)
     topics = set(map(_TOPIC, outcomes))
