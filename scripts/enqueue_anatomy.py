@@ -40,20 +40,26 @@ class Spent:
     statements = 0
 
 
+def timed(execute: Any, sql: str, parameters: Any) -> Any:
+    """``execute(sql, parameters)``, its CPU and wall time and the statement counted in
+    ``Spent`` when the main thread runs it."""
+    if threading.get_ident() != MAIN:
+        return execute(sql, parameters)
+    c0, w0 = time.thread_time(), time.perf_counter()
+    try:
+        return execute(sql, parameters)
+    finally:
+        Spent.cpu += time.thread_time() - c0
+        Spent.wall += time.perf_counter() - w0
+        Spent.statements += 1
+
+
 class TimedCursor(sqlite3.Cursor):
     """The same timing for statements run on a cursor the engine keeps (its writer's and
     each read connection's: ``execute`` on a connection makes a cursor each time)."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> TimedCursor:
-        if threading.get_ident() != MAIN:
-            return super().execute(sql, parameters)
-        c0, w0 = time.thread_time(), time.perf_counter()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            Spent.cpu += time.thread_time() - c0
-            Spent.wall += time.perf_counter() - w0
-            Spent.statements += 1
+        return timed(super().execute, sql, parameters)  # type: ignore[no-any-return]
 
 
 class TimedConnection(sqlite3.Connection):
@@ -61,15 +67,7 @@ class TimedConnection(sqlite3.Connection):
         return super().cursor(factory)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        if threading.get_ident() != MAIN:
-            return super().execute(sql, parameters)
-        c0, w0 = time.thread_time(), time.perf_counter()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            Spent.cpu += time.thread_time() - c0
-            Spent.wall += time.perf_counter() - w0
-            Spent.statements += 1
+        return timed(super().execute, sql, parameters)  # type: ignore[no-any-return]
 
 
 def timed_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:

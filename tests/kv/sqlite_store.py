@@ -34,18 +34,23 @@ def put(db: kv.Database, key: bytes, value: bytes) -> None:
     db.transact(write)
 
 
-def traced(db: SQLiteDatabase, step: Callable[[Transaction], object]) -> list[str]:
-    """The statements the writer's connection ran to commit ``step``, each up to its values
-    (without the log's pruning, once a second)."""
+def statements_of(db: SQLiteDatabase, step: Callable[[Transaction], object]) -> list[str]:
+    """The statements the writer's connection ran to commit ``step``, as SQLite traced them."""
     seen: list[str] = []
     db._writer.set_trace_callback(seen.append)
     try:
         db.transact(step)
     finally:
         db._writer.set_trace_callback(None)
+    return seen
+
+
+def traced(db: SQLiteDatabase, step: Callable[[Transaction], object]) -> list[str]:
+    """``statements_of``, each up to its values (without the log's pruning, once a
+    second)."""
     return [
-        text.split(" (")[0].split(" VALUES")[0].split(" WHERE")[0] for text in seen
-        if not text.startswith("DELETE FROM qq_log")
+        text.split(" (")[0].split(" VALUES")[0].split(" WHERE")[0]
+        for text in statements_of(db, step) if not text.startswith("DELETE FROM qq_log")
     ]
 
 

@@ -43,6 +43,16 @@ def handles(path: str) -> Iterator[tuple[SQLiteDatabase, SQLiteDatabase]]:
         yield a, b
 
 
+def write_after_a_read(b: SQLiteDatabase, a: SQLiteDatabase, other: bytes) -> Transaction:
+    """A transaction of ``b`` that read ``seed`` and then set ``elsewhere``, with ``a``'s
+    commit of ``other`` in between (the key it read, or another)."""
+    tr = b.create_transaction()
+    assert tr.get(b"seed") == b"x"
+    put(a, other, b"y")
+    tr.set(b"elsewhere", b"1")
+    return tr
+
+
 def test_a_writer_alone_commits_in_four_statements(path: str) -> None:
     with closing(SQLiteDatabase(path)) as db:
         put(db, b"k", b"v")  # (the first commit reads the log)
@@ -62,10 +72,7 @@ def test_another_handles_commit_is_a_conflict_and_the_batch_is_made_again(
     handles: tuple[SQLiteDatabase, SQLiteDatabase],
 ) -> None:
     a, b = handles
-    tr = b.create_transaction()
-    assert tr.get(b"seed") == b"x"
-    put(a, b"seed", b"y")
-    tr.set(b"elsewhere", b"1")
+    tr = write_after_a_read(b, a, b"seed")
     seen: list[str] = []
     b._writer.set_trace_callback(seen.append)
     try:
@@ -103,10 +110,7 @@ def test_a_read_of_what_another_handle_did_not_write_commits(
     handles: tuple[SQLiteDatabase, SQLiteDatabase],
 ) -> None:
     a, b = handles
-    tr = b.create_transaction()
-    assert tr.get(b"seed") == b"x"
-    put(a, b"other", b"y")
-    tr.set(b"elsewhere", b"1")
+    tr = write_after_a_read(b, a, b"other")
     tr.commit()
     assert a.transact(lambda t: (t.get(b"elsewhere"), t.get(b"other"))) == (b"1", b"y")
 

@@ -15,6 +15,7 @@ from quick_queue.kv.errors import KVError
 from quick_queue.kv.sqlite_commit import Request
 from quick_queue.kv.sqlite_engine import SQLiteDatabase
 from quick_queue.kv.sqlite_transaction import SQLiteTransaction
+from tests.kv.sqlite_store import statements_of
 
 Step = Callable[[Transaction], object]
 
@@ -28,17 +29,6 @@ def db(tmp_path: Path) -> Iterator[SQLiteDatabase]:
 
 def one(n: int) -> bytes:
     return struct.pack("<q", n)
-
-
-def statements_of(db: SQLiteDatabase, step: Step) -> list[str]:
-    """The statements the writing connection ran to commit ``step``."""
-    seen: list[str] = []
-    db._writer.set_trace_callback(seen.append)
-    try:
-        db.transact(step)
-    finally:
-        db._writer.set_trace_callback(None)
-    return seen
 
 
 def kinds(seen: list[str]) -> list[str]:
