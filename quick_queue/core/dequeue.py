@@ -201,11 +201,6 @@ def next_due(tr: Transaction, zone: Zone, heads: Heads | None = None) -> int | N
     return min(times) if times else None
 
 
-def _packed_id(key: bytes, offset: int) -> tuple[bytes, str]:
-    """(the packed job id, the job id) of the ready entry ``key`` (see ``_packed_ids``)."""
-    return _packed_ids([(key, b"")], offset)[0]
-
-
 def _packed_ids(entries: list[tuple[bytes, bytes]], offset: int) -> list[tuple[bytes, str]]:
     """(the packed job id, the job id) of each ready entry's key
     (``{ready}{priority}{seq}{job_id}``, the ready prefix ``offset`` bytes long): the id's

@@ -127,19 +127,19 @@ def enqueue_many(
             if kind not in templates:
                 templates[kind] = _template_of(*kind)
             template = templates[kind]
-            head = heads.get((tenant, priority, due))
-            if template is not None and head is not None:
+            if template is not None:
+                head = heads.get((tenant, priority, due))
+                if head is None:
+                    zone = layout.zone(tenant)
+                    head = heads[(tenant, priority, due)] = (
+                        zone.items, zone.ready + pack_int(priority) + pack_int(due)
+                    )
                 packed = pack_str(job.job_id)
                 pairs += ((head[0] + packed, template % (due, due, now, job.payload)),
                           (head[1] + packed, b""))
                 count = (topic, "enqueued")
                 stats[count] = stats.get(count, 0) + 1
                 continue
-            if head is None:  # (the first such job of its kind: written the long way)
-                zone = layout.zone(tenant)
-                heads[(tenant, priority, due)] = (
-                    zone.items, zone.ready + pack_int(priority) + pack_int(due)
-                )
         markers[tenant] = write_job(tr, layout, job, now, slack, markers[tenant], stats, pairs)
     tr.set_many(pairs)
     flush_stats(tr, layout, stats)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quick_queue.core.dequeue import _packed_id
+from quick_queue.core.dequeue import _packed_ids
 from quick_queue.core.pointers import read_pointer
 from quick_queue.jsoncodec import load
 from quick_queue.keys import Layout, pack_str, unpack
@@ -21,11 +21,16 @@ ZONE = Layout("q").zone("tenant")
 IDS = st.text(max_size=30)  # every str a job id may be, NULs and non-ASCII included
 
 
+def packed_id(key: bytes) -> tuple[bytes, str]:
+    """``_packed_ids`` of the one ready entry ``key``."""
+    return _packed_ids([(key, b"")], len(ZONE.ready))[0]
+
+
 @given(priority=st.integers(-(2**40), 2**40), seq=st.integers(0, 2**63), job_id=IDS)
 def test_packed_id_is_what_unpack_and_pack_give(priority: int, seq: int, job_id: str) -> None:
     key = ZONE.ready_key(priority, seq, job_id)
     assert str(unpack(key, len(ZONE.ready))[2]) == job_id
-    assert _packed_id(key, len(ZONE.ready)) == (pack_str(job_id), job_id)
+    assert packed_id(key) == (pack_str(job_id), job_id)
 
 
 @pytest.mark.parametrize("tail", [b"", b"\x14", b"\x14\x14", b"\x14\x14\x02ab", b"\x30",
@@ -37,7 +42,7 @@ def test_a_malformed_ready_entry_reads_or_fails_as_unpack_does(tail: bytes) -> N
         job_id = str(unpack(raw, len(ZONE.ready))[2])
         return pack_str(job_id), job_id
 
-    assert _outcome(key, lambda k: _packed_id(k, len(ZONE.ready))) == _outcome(key, general)
+    assert _outcome(key, packed_id) == _outcome(key, general)
 
 
 def test_jobs_whose_ids_need_escaping_are_leased_and_completed(core: Core) -> None:
