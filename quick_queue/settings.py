@@ -29,7 +29,7 @@ class Settings:
     selection_frac: float = 0.1
     """Fraction of the peeked zones a scanner tries (at least one, at most selection_max)."""
     dequeue_max: int = 128
-    """Jobs taken from one zone per visit (also bounded by the consumer's free slots: 8 a worker
+    """Jobs taken from one zone per visit (also bounded by the consumer's free slots: 16 a worker
     while handlers are quick, 2 otherwise). DESIGN.md starts at 10. Each visit, and each settle
     of what it took, is one commit, whose cost the jobs it carries share: at 128 one busy zone
     drains at 42k no-op jobs/s from one process, against 22-26k at 32 (63 jobs a commit instead

@@ -3,12 +3,12 @@ is settled, and the slots that bound how many it may hold.
 
 A consumer of ``concurrency`` runs at most that many handlers at once and holds at most
 ``concurrency + prefetch`` leases (the scanner fetches the next batch while one runs; by
-default one prefetched job per worker, three while handlers are quick: ``_prefetch``). A handler
-that overruns its ``@job(timeout=...)`` keeps its worker thread and its slot until it returns:
-the job itself is settled as a failed attempt at once (so it can be retried), but the consumer
-works with one worker fewer meanwhile, and a retry of that job leased here waits for the old
-call to end. So a hung handler costs one slot, never an extra thread, and never runs beside
-its own retry in this process.
+default one prefetched job per worker, fifteen while handlers are quick: ``_prefetch``). A
+handler that overruns its ``@job(timeout=...)`` keeps its worker thread and its slot until it
+returns: the job itself is settled as a failed attempt at once (so it can be retried), but the
+consumer works with one worker fewer meanwhile, and a retry of that job leased here waits for
+the old call to end. So a hung handler costs one slot, never an extra thread, and never runs
+beside its own retry in this process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ JobKey = tuple[str, str]  # (tenant, job_id)
 #: While handlers are quick (their recent mean below ``QUICK_HANDLER`` seconds), a consumer
 #: with the default prefetch holds up to this many leases per worker beyond the one running,
 #: instead of one. See ``InFlight.note_handler`` and ``InFlight._prefetch``.
-QUICK_PREFETCH = 7
+QUICK_PREFETCH = 15
 QUICK_HANDLER = 0.002
 #: Weight of the newest handler call in the running mean of call times.
 HANDLER_MEAN_WEIGHT = 0.05
@@ -122,13 +122,17 @@ class InFlight:
         each: a job leased here waits for a free worker while another consumer could run
         it.
 
-        Seven rather than three (issue 10, on a faster machine, where a worker process had
-        become bound by its commits, not its Python): with ``dequeue_max`` 128, 20,000 no-op
-        jobs over 1,000 tenants commit 37 jobs at a time instead of 25, 26-28k jobs/s from
-        one process of concurrency 16 against 22-24k, and one tenant 63 instead of 32 (42k
-        jobs/s against 33-37k); worker CPU a job (``scripts/bench.py --only cpu``) 24.0 µs
-        at one tenant, 33.8 at 20 jobs a tenant, against 44.3 and 60.9. A quick job waits
-        behind at most seven others of its worker: well under 16 ms."""
+        Fifteen rather than three (issue 10, on a faster machine, where a worker process had
+        become bound by its commits, not its Python): each visit, and each settle of what it
+        leased, is a commit whose cost (its fsync, two write calls for each WAL frame of every
+        page it changed) the jobs it carries share, and the scanner leases once half the
+        table is free. 20,000 no-op jobs over 1,000 tenants, one process of concurrency 16:
+        84 jobs a commit instead of 25, 28.7-32.7k jobs/s against 22-24k, worker CPU 29-34
+        µs a job against 37-46 (seven: 37 a commit, 26.6-28.1k jobs/s); with ``dequeue_max``
+        128, one tenant commits 63-69 jobs at a time instead of 18 (41k jobs/s against
+        22-26k). A quick job waits behind at most 15 others of its worker: about 30 ms at the
+        2 ms bound, under 1 ms for a no-op.
+        """
         if self.prefetch is not None:
             return min(self.prefetch, workers)
         mean = self.handler_mean
