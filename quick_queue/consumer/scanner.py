@@ -42,6 +42,17 @@ CAP_RETRY_US = 200_000  # a job of a topic at its cap looks for a slot again thi
 #: are passed over like lost races; one more is an outage (``StorageBackoff``).
 VISIT_RETRIES = 5
 LEFTOVER_AGE = 0.05  # seconds the zones a scan drew but did not visit are visited without a scan
+#: Jobs a worker that one zone may take in a visit while other zones are due too. Why a bound
+#: (issue 10): with quick handlers a consumer leases up to 16 jobs a worker
+#: (``consumer.inflight``), and a zone took every free slot it had jobs for, so a tenant with a
+#: backlog took whole table-fills of a consumer with few workers: the peers' fairness workload
+#: (10,000 jobs of one tenant ahead of 100 one-job tenants, concurrency 1) started the last
+#: one-job tenant after 127, 145 and 228 jobs, against 103-119 with the shallower table; at
+#: four a worker 115-127, at two 109-115. Two split the zones of QuiCK's shape (20 jobs each)
+#: over two visits for a consumer of 8 workers (22-23k no-op jobs/s from 2 processes x 8 over
+#: 1,000 tenants, against 28-29k at four). The only due zone (one busy tenant) takes every
+#: free slot.
+ZONE_SHARE = 4
 
 
 class Scanner:
@@ -66,6 +77,7 @@ class Scanner:
         self._leftover: list[tuple[str, float]] = []
         self._leftover_at = 0.0
         self._failed_visits = 0  # visits in a row whose reads met a retryable error
+        self._due_zones = 2  # due zones the last scan found (more than one until known)
 
     def loop(self, deadline: float | None, until_idle: bool) -> bool:
         """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
@@ -124,6 +136,7 @@ class Scanner:
                 return got, True, 0.0
         tr, keys, next_vesting = self._scan(now)
         got, due = 0, bool(keys)
+        self._due_zones = len(keys)
         if keys:
             picked = self._pick(keys, flow.paused_tenants, flow.weights, now)
             due = bool(picked)
@@ -272,12 +285,14 @@ class Scanner:
         tr.options.set_relaxed_durability()  # a lease undone by a power loss is taken again
         jobs: list[LeasedJob] = []
         used = visited = 0
+        # (see ZONE_SHARE)
+        most = free if self._due_zones <= 1 else ZONE_SHARE * max(1, self.inflight.workers_left())
         for tenant, share in zones:
             left = free - len(jobs)
             if left <= 0:
                 break
             used += 1
-            count = min(left, settings.dequeue_max)
+            count = min(left, settings.dequeue_max, most)
             if share < 1.0:  # a lighter tenant than another drawn (quick_queue.flow)
                 count = share_of(count, share, self.rng)
                 if count == 0:

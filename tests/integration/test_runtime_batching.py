@@ -173,3 +173,36 @@ def test_a_zone_whose_visit_fails_does_not_keep_the_others_of_its_transaction_wa
     summary = queue.drain(concurrency=4, timeout=3)  # (the bad zone stays due: it ends a drain)
     assert summary.completed == 1 and summary.extra.get("zone_errors", 0) >= 1
     assert queue.get_job("good", good) is None
+
+
+def _quick(consumer: Consumer) -> None:
+    """Make the consumer's table as deep as quick handlers make it."""
+    with consumer.inflight.cond:
+        for _ in range(100):
+            consumer.inflight.note_handler(0.0)
+
+
+def test_a_busy_zone_due_beside_others_takes_its_share_of_a_deep_table(
+    make_queue: QueueFactory,
+) -> None:
+    # (the peers' fairness workload: one tenant's backlog ahead of one-job tenants)
+    queue = make_queue(Noop, selection_frac=1.0)
+    queue.enqueue_many([("busy", "t", {}) for _ in range(40)])
+    queue.enqueue("small", "t", {})
+    consumer = Consumer(queue.context, 2)
+    _quick(consumer)
+    assert consumer.inflight.free() == 2 * (1 + QUICK_PREFETCH)
+    got, _, _ = consumer.scanner.scan_once()
+    with consumer.inflight.cond:
+        tenants = [tenant for tenant, _ in consumer.inflight.entries]
+    assert tenants.count("busy") == scanner_module.ZONE_SHARE * 2
+    assert tenants.count("small") == 1 and got == len(tenants)
+
+
+def test_the_only_due_zone_fills_every_free_slot(make_queue: QueueFactory) -> None:
+    queue = make_queue(Noop, selection_frac=1.0)
+    queue.enqueue_many([("busy", "t", {}) for _ in range(40)])
+    consumer = Consumer(queue.context, 2)
+    _quick(consumer)
+    got, _, _ = consumer.scanner.scan_once()
+    assert got == 2 * (1 + QUICK_PREFETCH) == 32
