@@ -296,6 +296,31 @@ def test_a_versionstamped_key_conflicts_with_a_later_reader_in_the_same_batch(
     assert get(db, b"queue-was-empty") is None
 
 
+def test_a_leader_yields_once_after_a_batch_of_several_and_never_alone(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (``_lead``: the threads a batch of several woke join the next batch if they can)
+    yields: list[float] = []
+    real_sleep = time.sleep
+
+    def recording(seconds: float) -> None:
+        if threading.current_thread() is threading.main_thread():
+            yields.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(sqlite_group_commit.time, "sleep", recording)
+    for n in range(5):  # one producer: batches of one, no yield
+        put(db, b"k%d" % n, b"v")
+    assert yields == []
+    first, second = sqlite_tr(db), sqlite_tr(db)
+    first.set(b"a", b"1")
+    second.set(b"b", b"2")
+    assert commit_in_one_batch(db, first, second) == [None, None]
+    put(db, b"after", b"v")  # the batch after one of two yields once
+    put(db, b"later", b"v")  # ... and the next one, after a batch of one, does not
+    assert yields == [0]
+
+
 def test_requests_of_one_batch_see_each_others_writes(db: SQLiteDatabase) -> None:
     first, second = sqlite_tr(db), sqlite_tr(db)
     first.add(b"n", b"\x01")
