@@ -32,7 +32,7 @@ from quick_queue.jobs import JobSpec
 from quick_queue.kv.api import Transaction
 from quick_queue.kv.errors import KVError, is_retryable, maybe_committed
 from quick_queue.meta import JobMeta
-from quick_queue.models import JobRecord, LeasedJob, to_us
+from quick_queue.models import VALUE_LIMIT, JobRecord, LeasedJob, to_us
 from quick_queue.outcomes import Outcome
 from quick_queue.telemetry import Counters
 
@@ -53,6 +53,14 @@ LEFTOVER_AGE = 0.05  # seconds the zones a scan drew but did not visit are visit
 #: 1,000 tenants, against 28-29k at four). The only due zone (one busy tenant) takes every
 #: free slot.
 ZONE_SHARE = 4
+#: The most bytes of job records one visit transaction rewrites (each leased job's record).
+#: With quick handlers a visit leases up to 16 jobs a worker (``dequeue_max`` 128 from one
+#: zone, more over several), and records of up to 100 kB: without a bound a visit of large
+#: jobs would pass FoundationDB's 10 MB transaction limit and fail every time. FoundationDB
+#: advises under 1 MB, as for the settler's batches (``core.settle.BATCH_BYTES``). A zone's
+#: lease stops before the record that would pass the room left (``core.dequeue``), and a
+#: visit takes another zone only while a record of the largest size still fits.
+VISIT_BYTES = 800_000
 
 
 class Scanner:
@@ -287,10 +295,15 @@ class Scanner:
         used = visited = 0
         # (see ZONE_SHARE)
         most = free if self._due_zones <= 1 else ZONE_SHARE * max(1, self.inflight.workers_left())
+        room = VISIT_BYTES
         for tenant, share in zones:
             left = free - len(jobs)
             if left <= 0:
                 break
+            if jobs:  # (the first zone's visit starts empty)
+                room = VISIT_BYTES - tr.get_approximate_size()
+                if room < VALUE_LIMIT:  # (a zone's visit leases one job at least)
+                    break
             used += 1
             count = min(left, settings.dequeue_max, most)
             if share < 1.0:  # a lighter tenant than another drawn (quick_queue.flow)
@@ -306,7 +319,7 @@ class Scanner:
                     tr, context.layout, tenant, None, now, count=count,
                     item_lease=to_us(settings.item_lease), promote_max=settings.promote_max,
                     min_inactive=to_us(settings.min_inactive), new_token=context.new_token,
-                    max_retries_of=self._max_retries_of,
+                    max_retries_of=self._max_retries_of, max_bytes=room,
                 )
                 visited += 1
             except ZoneNotDue:  # (nothing written for it)

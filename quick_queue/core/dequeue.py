@@ -238,14 +238,19 @@ _INT_SKIP = tuple(
 def _lease_ready(
     tr: Transaction, zone: Zone, entries: list[tuple[bytes, bytes]], expiry: int, now: int,
     new_token: Callable[[], str], max_retries_of: RetriesOf | None, stats: Stats,
-) -> tuple[list[LeasedJob], bytes | None]:
+    max_bytes: int | None = None,
+) -> tuple[list[LeasedJob], bytes | None, bool]:
     """Lease the jobs of these ready ``entries`` until ``expiry``, each with a fresh token:
-    (the jobs leased, the zone's marker). The marker, which ``release_zone`` reads with a
-    regular read at the end of the visit, is read here with the records, in their one
-    statement (issue 10: one statement fewer a visit; nothing in the visit writes it
-    before). Its read conflict is the one the release adds; in the rare visit that then
-    collects the pointer (every entry read was dangling), it is a key whose writers (a
-    producer's first job, another consumer's release) write keys the collection read too.
+    (the jobs leased, the zone's marker, whether ``max_bytes`` left some of the entries
+    ready). ``max_bytes``: the most bytes of records the lease may rewrite (at least one
+    record is leased); the entries past it are left as they are, ready, and not cleared.
+
+    The marker, which ``release_zone`` reads with a regular read at the end of the visit,
+    is read here with the records, in their one statement (issue 10: one statement fewer a
+    visit; nothing in the visit writes it before). Its read conflict is the one the release
+    adds; in the rare visit that then collects the pointer (every entry read was dangling),
+    it is a key whose writers (a producer's first job, another consumer's release) write
+    keys the collection read too.
 
     One pass a job with the lookups hoisted (``_readable`` inlined, the handler's retry
     limit asked once a topic per visit, no list of (id, key) pairs zipped back): measured
@@ -257,6 +262,15 @@ def _lease_ready(
     keys.append(zone.marker)
     raws = tr.get_many(keys)
     marker = raws.pop()
+    cut = False
+    if max_bytes is not None:
+        spent = 0
+        for n, raw in enumerate(raws):
+            spent += len(raw) if raw is not None else 0
+            if spent > max_bytes and n:
+                del entries[n:], packed[n:], raws[n:]
+                cut = True
+                break
     leased = zone.leased + pack_int(expiry)
     taken: list[LeasedJob] = []
     writes: list[tuple[bytes, bytes]] = []  # (set together: other keys than any cleared here)
@@ -295,7 +309,7 @@ def _lease_ready(
                 record.max_retries = limit
         taken.append(LeasedJob(tenant, record))
     tr.set_many(writes)
-    return taken, marker
+    return taken, marker, cut
 
 
 def _visit_reads(
@@ -333,8 +347,13 @@ def dequeue(
     min_inactive: int,
     new_token: Callable[[], str],
     max_retries_of: RetriesOf | None = None,
+    max_bytes: int | None = None,
 ) -> list[LeasedJob]:
     """Lease up to ``count`` ready jobs of the zone and release the zone lease.
+
+    ``max_bytes``: the most bytes of job records this lease may rewrite (at least one job is
+    leased), so that a visit of large jobs stays within a transaction's size (FoundationDB
+    refuses one past 10 MB); the jobs left are still ready, and the zone stays due.
 
     With ``zone_token=None`` the zone is taken in this same transaction instead of by an earlier
     ``lease_zone``: the regular read of the pointer record makes two consumers that visit one
@@ -369,9 +388,12 @@ def dequeue(
     # engine looks through a transaction's writes on each range read).
     due: int | None = now if len(ready) > count else next_due(tr, zone, heads)
     if ready:
-        taken, marker = _lease_ready(
-            tr, zone, ready[:count], now + item_lease, now, new_token, max_retries_of, stats
+        taken, marker, cut = _lease_ready(
+            tr, zone, ready[:count], now + item_lease, now, new_token, max_retries_of, stats,
+            max_bytes,
         )
+        if cut:
+            due = now  # (ready jobs were left)
     else:
         taken, marker = [], UNREAD  # (release_zone reads it)
     if taken and due != now:  # (the leases of this visit are due at their expiry)

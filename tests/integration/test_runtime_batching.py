@@ -206,3 +206,48 @@ def test_the_only_due_zone_fills_every_free_slot(make_queue: QueueFactory) -> No
     _quick(consumer)
     got, _, _ = consumer.scanner.scan_once()
     assert got == 2 * (1 + QUICK_PREFETCH) == 32
+
+
+BIG = "x" * 20_000  # a payload of 20 kB: a record of a little more
+
+
+def test_a_visit_leases_large_jobs_only_up_to_its_byte_budget(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (so a visit stays under FoundationDB's transaction size; ``VISIT_BYTES``)
+    monkeypatch.setattr(scanner_module, "VISIT_BYTES", 50_000)
+    queue = make_queue(Noop)
+    queue.enqueue_many([("big", "t", {"blob": BIG}) for _ in range(10)])
+    consumer = Consumer(queue.context, 4)
+    _quick(consumer)
+    got, _, _ = consumer.scanner.scan_once()
+    assert got == 2  # 2 x ~20 kB fit in 50 kB, a third would not
+    # the zone stayed due and the jobs left stayed ready: each next visit takes 2 more
+    assert [consumer.scanner.scan_once()[0] for _ in range(5)] == [2, 2, 2, 2, 0]
+    with consumer.inflight.cond:
+        assert len(consumer.inflight.entries) == 10
+
+
+def test_a_visit_takes_no_further_zone_once_its_byte_budget_is_spent(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scanner_module, "VISIT_BYTES", 130_000)
+    monkeypatch.setattr(scanner_module, "VALUE_LIMIT", 30_000)
+    queue = make_queue(Noop, selection_frac=1.0)
+    for tenant in ("a", "b", "c"):
+        queue.enqueue_many([(tenant, "t", {"blob": BIG}) for _ in range(3)])
+    transactions: list[int] = []
+    real = dequeue
+
+    def recording(tr: Any, *args: Any, **kwargs: Any) -> Any:
+        transactions.append(id(tr))
+        return real(tr, *args, **kwargs)
+
+    monkeypatch.setattr(scanner_module, "dequeue", recording)
+    consumer = Consumer(queue.context, 4)
+    _quick(consumer)
+    got, _, _ = consumer.scanner.scan_once()
+    # the first zone's 3 jobs (~60 kB), the second's 3 (~120 kB); ~10 kB left is less than a
+    # record of the largest size: the third zone waits for a transaction of its own
+    assert got == 9
+    assert len(set(transactions[:2])) == 1 and transactions[2] != transactions[0]
