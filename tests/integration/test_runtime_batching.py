@@ -121,13 +121,8 @@ def test_zones_drawn_but_not_visited_are_visited_without_a_new_scan(
     assert leftover[0] in taken
 
 
-def test_zones_with_fewer_jobs_than_free_slots_share_one_transaction(
-    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    queue = make_queue(Noop, selection_frac=1.0)
-    for tenant in ("a", "b", "c"):
-        for _ in range(2):
-            queue.enqueue(tenant, "t", {})
+def _record_visit_transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The id of each zone visit's transaction, in order, as the scanner dequeues."""
     transactions: list[int] = []
     real = dequeue
 
@@ -136,6 +131,17 @@ def test_zones_with_fewer_jobs_than_free_slots_share_one_transaction(
         return real(tr, *args, **kwargs)
 
     monkeypatch.setattr(scanner_module, "dequeue", recording)
+    return transactions
+
+
+def test_zones_with_fewer_jobs_than_free_slots_share_one_transaction(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue(Noop, selection_frac=1.0)
+    for tenant in ("a", "b", "c"):
+        for _ in range(2):
+            queue.enqueue(tenant, "t", {})
+    transactions = _record_visit_transactions(monkeypatch)
     consumer = Consumer(queue.context, 4)  # eight slots: room for the three zones' six jobs
     got, _, _ = consumer.scanner.scan_once()
     assert got == 6
@@ -236,14 +242,7 @@ def test_a_visit_takes_no_further_zone_once_its_byte_budget_is_spent(
     queue = make_queue(Noop, selection_frac=1.0)
     for tenant in ("a", "b", "c"):
         queue.enqueue_many([(tenant, "t", {"blob": BIG}) for _ in range(3)])
-    transactions: list[int] = []
-    real = dequeue
-
-    def recording(tr: Any, *args: Any, **kwargs: Any) -> Any:
-        transactions.append(id(tr))
-        return real(tr, *args, **kwargs)
-
-    monkeypatch.setattr(scanner_module, "dequeue", recording)
+    transactions = _record_visit_transactions(monkeypatch)
     consumer = Consumer(queue.context, 4)
     _quick(consumer)
     got, _, _ = consumer.scanner.scan_once()
