@@ -293,8 +293,10 @@ class Scanner:
         tr.options.set_relaxed_durability()  # a lease undone by a power loss is taken again
         jobs: list[LeasedJob] = []
         used = visited = 0
-        # (see ZONE_SHARE)
-        most = free if self._due_zones <= 1 else ZONE_SHARE * max(1, self.inflight.workers_left())
+        most = free  # (the only due zone: see ZONE_SHARE)
+        if self._due_zones > 1:
+            with self.inflight.lock:
+                most = ZONE_SHARE * max(1, self.inflight.workers_left())
         room = VISIT_BYTES
         for tenant, share in zones:
             left = free - len(jobs)
