@@ -205,6 +205,27 @@ def test_a_busy_zone_due_beside_others_takes_its_share_of_a_deep_table(
     assert tenants.count("small") == 1 and got == len(tenants)
 
 
+def test_a_one_job_tenant_beside_a_backlog_is_visited_by_the_second_scan_at_the_latest(
+    make_queue: QueueFactory,
+) -> None:
+    # (the tutorial's step 7: a stadium's backlog and the village's one latte.) A scan draws
+    # one of two due zones; the draw after a visit passes over the zone just visited, so the
+    # village waits behind one visit's share of the stadium at most, whatever the draws.
+    for seed in range(20):
+        queue = make_queue(Noop, seed=seed, name=f"seed{seed}")
+        queue.enqueue_many([("stadium", "t", {}) for _ in range(200)])
+        queue.enqueue("village", "t", {})
+        consumer = Consumer(queue.context, 4)
+        _quick(consumer)
+        for _ in range(2):
+            consumer.scanner.scan_once()
+        with consumer.inflight.cond:
+            tenants = [tenant for tenant, _ in consumer.inflight.entries]
+        stadium = tenants.count("stadium")
+        assert "village" in tenants, f"seed {seed}: two scans leased {stadium} stadium jobs only"
+        assert tenants.index("village") <= scanner_module.ZONE_SHARE * 4, f"seed {seed}"
+
+
 def test_the_only_due_zone_fills_every_free_slot(make_queue: QueueFactory) -> None:
     queue = make_queue(Noop, selection_frac=1.0)
     queue.enqueue_many([("busy", "t", {}) for _ in range(40)])
