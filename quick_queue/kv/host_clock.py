@@ -160,12 +160,17 @@ class HostClock:
             if stored is not None and stored.same_boot(ours.boot, ours.wall, ours.mono):
                 return stored
             if not self._read_only:
+                wall_us, mono_us = round(ours.wall * 1e6), round(ours.mono * 1e6)
                 conn.executemany(
                     "INSERT OR REPLACE INTO qq_meta (name, value) VALUES (?, ?)",
-                    [(BOOT_ROW, ours.boot or 0), (WALL_ROW, round(ours.wall * 1e6)),
-                     (MONO_ROW, round(ours.mono * 1e6))],
+                    [(BOOT_ROW, ours.boot or 0), (WALL_ROW, wall_us), (MONO_ROW, mono_us)],
                 )
                 conn.execute("COMMIT")
+                # The anchor as stored (whole microseconds), as every other process reads it:
+                # with its own unrounded readings this process's offset differed from theirs
+                # by up to a microsecond, and a time read here could follow, by less than
+                # one, a later time read through another connection (a failed CI run).
+                return Anchor(ours.boot, wall_us / 1e6, mono_us / 1e6)
             return ours
         finally:
             if conn.in_transaction:  # it failed (a full disk...): nothing half-written

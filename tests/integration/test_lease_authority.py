@@ -54,6 +54,23 @@ def test_processes_with_skewed_wall_clocks_share_the_first_ones_anchor(tmp_path:
     assert ahead.now() == right.now() == 1_800_000_002.5  # the skew does not count
 
 
+def test_the_process_that_writes_the_anchor_tells_the_time_its_readers_do(
+    tmp_path: Path,
+) -> None:
+    # readings that are not whole microseconds: the anchor is stored in microseconds
+    path = _store(tmp_path)
+    boot = Dial(1000.0000001)
+    writer = HostClock(_connector(path), wall=lambda: 1_800_000_000.0000004, clock=boot,
+                       boot=lambda: 7)
+    first = writer.now()
+    reader = HostClock(_connector(path), wall=lambda: 1_800_000_000.0, clock=boot,
+                       boot=lambda: 7)
+    assert reader.now() == writer.now() == first
+    for step in (0.0000003, 0.25, 1.0000006):
+        boot.value += step
+        assert reader.now() == writer.now()
+
+
 def test_a_wall_clock_step_does_not_move_the_store_time(tmp_path: Path) -> None:
     path = _store(tmp_path)
     wall, boot = Dial(1_800_000_000.0), Dial(50.0)
