@@ -44,13 +44,20 @@ SCHEMA = (
     "INSERT OR IGNORE INTO qq_log (version, at, ranges) VALUES (0, 0, X'')",
 )
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
-# The page size of a new store (an existing file keeps its own). A commit writes every page it
-# changed to the WAL, and the checkpoint copies each back: an enqueue changes ~5 pages (the job,
-# its index entry, a counter, the conflict log), each mostly untouched. Measured (issue 10,
-# interleaved, best CPU per enqueue-shaped commit): 1024 bytes 180-195 µs against 195-310 at
-# 4096 and 187-219 at 2048; point and 100-row range reads 10-25 % faster; a 100 kB value reads
-# and writes 20-40 % slower (an overflow chain of 1 kB pages), a rare size for a job.
-PAGE_SIZE = 1024
+# The page size of a new store (an existing file keeps its own). SQLite keeps a record in its
+# B-tree leaf only up to about a quarter of a page (230 bytes of key and value at 1 kB pages,
+# 1,002 at 4 kB); past that the rest goes to an overflow page, which every rewrite of the
+# record allocates anew and frees again (and Debian's SQLite zeroes each freed page, one more
+# page written). With 1 kB pages a leased no-op job's record (~230 bytes with its token) sat
+# on that edge, and any payload past ~20 bytes crossed it. Measured (issue 10, ninth pass,
+# the peer harness, quick_queue alone, two interleaved rounds): 4 kB against 1 kB pages, a
+# drain of 20k no-op jobs 48.4-57.6k against 44.3-45.9k a second (one tenant) and 43.9-45.3k
+# against 36.7-38.3k (1,000 tenants); enqueue one per transaction 5,141-5,451 against
+# 5,057-5,522, the same. In-process drains with 300-byte payloads 31-39k against 21-28k.
+# 8 kB pages drained no faster and enqueued 5-15 % slower. Records over ~1 kB overflow at
+# 4 kB too (a drain of 1,000-byte payloads was 10-15 % slower than at 1 kB pages).
+# (The seventh pass chose 1 kB pages by the CPU of an enqueue-shaped commit alone.)
+PAGE_SIZE = 4096
 _ABSENT = object()  # (a cached value may be None: the key is known to be absent)
 # The snapshot's version (``sqlite_file.current_version``) and one key's value in one statement.
 VERSION_AND_VALUE = "SELECT (SELECT max(version) FROM qq_log), (SELECT v FROM kv WHERE k = ?)"

@@ -26,7 +26,7 @@ How a commit works, and why:
   checkpoint's end and the next writer. Measured (issue 10): the WAL then never restarted; it
   grew by ~9 kB per enqueue (71 MB after 8,000), and each fsync of a growing file also wrote its
   new size and blocks (2.0-2.3k enqueues/s, against 2.8-3.0k with a WAL that restarts). So when
-  the background checkpoint finds the WAL long (``CATCH_UP_FRAMES``), it asks the writer to
+  the background checkpoint finds the WAL long (``CATCH_UP_BYTES``), it asks the writer to
   catch up: right after its next COMMIT, still holding the write turn, the writer copies the
   few frames committed since (a fraction of a millisecond, once per a thousand commits or so),
   and the commit after it restarts the WAL at its beginning, in the blocks the file already has.
@@ -89,15 +89,23 @@ CHECKPOINT_KEYS = 4096
 # commit of any process restart the WAL, which writes and fsyncs its header first: two fsyncs on
 # that commit. Measured (issue 10, pick-up latency, a job every 20 ms, 2 processes): at 1 s,
 # 9+2 of 400 enqueue and lease commits paid it; at 3 s 3+1; at 5 s none (but then 200-800
-# commits/s would checkpoint by count, past CATCH_UP_FRAMES).
+# commits/s would checkpoint by count, past CATCH_UP_BYTES).
 CHECKPOINT_SECONDS = 3.0
-#: WAL frames (pages) past which the writer catches up after a background checkpoint (see the
-#: module docstring). A catch-up adds a checkpoint's fsync of the database file to one commit, so
-#: it is kept for a WAL that steady commits keep from restarting: an idle-paced workload (a job
-#: every 20 ms: ~1,250 frames a second, and the WAL restarts between jobs anyway) then never pays
-#: it on its pick-up path, while steady enqueues (~9 frames a commit, ~9,000 between background
-#: checkpoints) catch up after each one, so the WAL file stays near 10 MB.
-CATCH_UP_FRAMES = 4096
+#: WAL bytes past which the writer catches up after a background checkpoint (see the module
+#: docstring). A catch-up adds a checkpoint's fsync of the database file to one commit, so it is
+#: kept for a WAL that steady commits keep from restarting: an idle-paced workload (a job every
+#: 20 ms, and the WAL restarts between jobs anyway) then never pays it on its pick-up path, while
+#: steady enqueues (~9 kB a commit at 1 kB pages, ~24 kB at 4 kB, ~1,000 commits between
+#: background checkpoints) catch up after each one, so the WAL file stays near 10-25 MB. In
+#: bytes, not frames: 4,096 frames were 4 MB at the 1 kB pages stores had until the ninth pass
+#: of issue 10, and 16 MB at 4 kB, where 1,000 enqueue-shaped commits stayed under it and the WAL
+#: restarted only every second checkpoint.
+CATCH_UP_BYTES = 4 * 1024 * 1024
+
+
+def catch_up_frames(page_size: int) -> int:
+    """``CATCH_UP_BYTES`` in WAL frames of a store with pages of ``page_size`` bytes."""
+    return max(1, CATCH_UP_BYTES // page_size)
 #: Batches in a row that found no other connection's commit (``PRAGMA data_version``) after
 #: which this writer stops asking before each batch and lets the conflict log's row tell
 #: (``_resolve_and_apply``). Measured (issue 10, callgrind, enqueue-shaped kv transactions):
@@ -467,7 +475,8 @@ class GroupCommit:
         catch up after its next commit so that the WAL restarts (see the module docstring)."""
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.Error:
             return
-        if row is not None and row[1] >= CATCH_UP_FRAMES:
+        if row is not None and row[1] >= catch_up_frames(int(page_size)):
             self._catch_up = True
