@@ -204,8 +204,7 @@ class Scanner:
         if not paused and not weights:
             k = self._draws(len(keys))
             drawn = self.rng.sample(keys, min(len(keys), k + len(visited)))
-            tenants = [due_entry(layout, key)[1] for key in drawn]
-            return [(tenant, 1.0) for tenant in _unvisited_first(tenants, visited)[:k]]
+            return _unvisited_first([due_entry(layout, key)[1] for key in drawn], visited, k)
         due = [due_entry(layout, key) for key in keys]
         if paused:
             due = self._without_paused(due, paused, now)
@@ -215,8 +214,7 @@ class Scanner:
         if weights:
             return weighted_pick(due, k, weights, self.rng)
         drawn_due = self.rng.sample(due, min(len(due), k + len(visited)))
-        return [(tenant, 1.0) for tenant in
-                _unvisited_first([tenant for _, tenant in drawn_due], visited)[:k]]
+        return _unvisited_first([tenant for _, tenant in drawn_due], visited, k)
 
     def _draws(self, due: int) -> int:
         settings = self.context.settings
@@ -415,8 +413,9 @@ class Scanner:
             self._settle(running, unknown_topic_outcome(running.job, registry))
 
 
-def _unvisited_first(tenants: list[str], visited: set[str]) -> list[str]:
-    """``tenants`` (a random draw) with the ones visited since the last draw moved last.
+def _unvisited_first(tenants: list[str], visited: set[str], k: int) -> list[tuple[str, float]]:
+    """The first ``k`` of ``tenants`` (a random draw of up to ``k + len(visited)``), those
+    visited since the last draw moved last, each with a whole share of a visit.
 
     Why (issue 10's CI): a scan draws a tenth of the due zones, so with two due zones it
     draws one, at random. With quick handlers a visit of a zone with a backlog leases its
@@ -428,10 +427,10 @@ def _unvisited_first(tenants: list[str], visited: set[str]) -> list[str]:
     does on average; with one due zone, or when every due zone was just visited, the draw
     is the same as before. The cost is the decoding of as many more drawn keys as zones
     were visited (a few microseconds a scan)."""
-    if not visited:
-        return tenants
-    return ([tenant for tenant in tenants if tenant not in visited]
-            + [tenant for tenant in tenants if tenant in visited])
+    if visited:
+        tenants = ([tenant for tenant in tenants if tenant not in visited]
+                   + [tenant for tenant in tenants if tenant in visited])
+    return [(tenant, 1.0) for tenant in tenants[:k]]
 
 
 def _token_of(job_id: str, raw: bytes) -> str | None:

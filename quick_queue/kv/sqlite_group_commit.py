@@ -101,11 +101,6 @@ CHECKPOINT_SECONDS = 3.0
 #: of issue 10, and 16 MB at 4 kB, where 1,000 enqueue-shaped commits stayed under it and the WAL
 #: restarted only every second checkpoint.
 CATCH_UP_BYTES = 4 * 1024 * 1024
-
-
-def catch_up_frames(page_size: int) -> int:
-    """``CATCH_UP_BYTES`` in WAL frames of a store with pages of ``page_size`` bytes."""
-    return max(1, CATCH_UP_BYTES // page_size)
 #: Batches in a row that found no other connection's commit (``PRAGMA data_version``) after
 #: which this writer stops asking before each batch and lets the conflict log's row tell
 #: (``_resolve_and_apply``). Measured (issue 10, callgrind, enqueue-shaped kv transactions):
@@ -119,6 +114,11 @@ QUIET_BATCHES = 16
 class _Moved(Exception):
     """Another connection committed since the writer last looked: the batch being applied was
     resolved without that commit's writes (``_resolve_and_apply``)."""
+
+
+def catch_up_frames(page_size: int) -> int:
+    """``CATCH_UP_BYTES`` in WAL frames of a store with pages of ``page_size`` bytes."""
+    return max(1, CATCH_UP_BYTES // page_size)
 
 
 class GroupCommit:
