@@ -92,6 +92,7 @@ class Consumer:
         self.pool.start()
         if not self.until_idle:
             self.heartbeat = Heartbeat(self)
+            self.scanner.peers.worker_id = self.heartbeat.worker_id
             self.heartbeat.start()
         for target, name in ((self.settler.loop, "settler"), (self.keeper.loop, "keeper")):
             thread = threading.Thread(target=target, name=f"quick_queue-{name}", daemon=True)

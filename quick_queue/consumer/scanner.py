@@ -15,15 +15,22 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from quick_queue.consumer.backoff import StorageBackoff, is_transient
 from quick_queue.consumer.executor import unknown_topic_outcome
 from quick_queue.consumer.inflight import InFlight, Running
+from quick_queue.consumer.peers import OPEN_AFTER, PeerView
 from quick_queue.context import QueueContext
 from quick_queue.core.caps import take_slots
 from quick_queue.core.dequeue import ZoneNotDue, dequeue
 from quick_queue.core.pauses import hold_taken
-from quick_queue.core.pointers import due_entry, scan_due_keys
+from quick_queue.core.pointers import (
+    due_entry,
+    due_keys_after,
+    newest_due_keys,
+    scan_due_keys,
+)
 from quick_queue.core.pointers import next_vesting as next_vesting_of
 from quick_queue.core.rates import take_turns
 from quick_queue.errors import UnreadableRecord
@@ -37,6 +44,7 @@ from quick_queue.outcomes import Outcome
 from quick_queue.telemetry import Counters
 
 log = logging.getLogger("quick_queue.worker")
+_T = TypeVar("_T")
 CAP_RETRY_US = 200_000  # a job of a topic at its cap looks for a slot again this much later
 #: Retryable errors (1007, 1009, 1020, ...) met by the reads of this many zone visits in a row
 #: are passed over like lost races; one more is an outage (``StorageBackoff``).
@@ -89,6 +97,9 @@ class Scanner:
         # the zones this scanner visited since its last draw: the next draw passes them over
         # while other due zones are drawn (``_pick``)
         self._visited: set[str] = set()
+        # which due zones are this consumer's own among the live consumers (``peers``); the
+        # runner names its worker record, a drain keeps none (every zone its own)
+        self.peers = PeerView(context.name)
 
     def loop(self, deadline: float | None, until_idle: bool) -> bool:
         """Scan until stopped (or, with ``until_idle``, until no due work is left); True when
@@ -146,10 +157,12 @@ class Scanner:
             if got:
                 return got, True, 0.0
         tr, keys, next_vesting = self._scan(now)
+        if keys and self.peers.due():
+            self._read_peers(tr, now)
         got, due = 0, bool(keys)
         self._due_zones = len(keys)
         if keys:
-            picked = self._pick(keys, flow.paused_tenants, flow.weights, now)
+            picked = self._pick(keys, flow.paused_tenants, flow.weights, now, tr)
             due = bool(picked)
             got = self._visit_picked(picked, now, tr)
             if not got:
@@ -193,8 +206,13 @@ class Scanner:
             return None, keys, next_vesting
         return tr, keys, next_vesting
 
+    def _read_peers(self, tr: Transaction | None, now: int) -> None:
+        """Read the live consumers (``peers``) in the scan's snapshot, or one of its own."""
+        self._read(lambda tr: self.peers.refresh(tr.snapshot, now / 1e6), tr)
+
     def _pick(
-        self, keys: list[bytes], paused: frozenset[str], weights: dict[str, float], now: int
+        self, keys: list[bytes], paused: frozenset[str], weights: dict[str, float], now: int,
+        tr: Transaction | None = None,
     ) -> list[tuple[str, float]]:
         """The due zones to visit, drawn at random from the due entries ``keys`` (each with
         its share of a visit, see ``quick_queue.flow``). Only the drawn keys are decoded,
@@ -203,7 +221,12 @@ class Scanner:
         visited, self._visited = self._visited, set()
         if not paused and not weights:
             k = self._draws(len(keys))
-            drawn = self.rng.sample(keys, min(len(keys), k + len(visited)))
+            pool = keys
+            if self.peers.count > 1:  # this consumer's own due zones, or the others' newest
+                pool, stealing = self._own_or_newest(keys, k + len(visited), now, tr)
+                if stealing:
+                    k = 1  # (see ``peers``: a thief's visit takes one zone)
+            drawn = self.rng.sample(pool, min(len(pool), k + len(visited)))
             return _unvisited_first([due_entry(layout, key)[1] for key in drawn], visited, k)
         due = [due_entry(layout, key) for key in keys]
         if paused:
@@ -215,6 +238,41 @@ class Scanner:
             return weighted_pick(due, k, weights, self.rng)
         drawn_due = self.rng.sample(due, min(len(due), k + len(visited)))
         return _unvisited_first([tenant for _, tenant in drawn_due], visited, k)
+
+    def _own_or_newest(
+        self, keys: list[bytes], want: int, now: int, tr: Transaction | None
+    ) -> tuple[list[bytes], bool]:
+        """(the due entries to draw from, whether they are the others'), when other consumers
+        share the queue (``peers``): this consumer's own among ``keys`` (the head of the due
+        index), else its own in the next page when ``keys`` filled a page, else the newest
+        quarter of the due entries (at least ``want``), which their owners reach last."""
+        layout, peek_max = self.context.layout, self.context.settings.peek_max
+        open_before = layout.due_until(now - OPEN_AFTER - 1)[1]
+        homes = self.peers.homes(keys, want, open_before)
+        if homes:
+            return homes, False
+        if len(keys) < peek_max:
+            newest = keys[::-1]  # (the whole due index)
+        else:
+            more, newest = self._read(lambda tr: (
+                due_keys_after(tr, layout, keys[-1], now, peek_max),
+                newest_due_keys(tr, layout, now, peek_max)), tr)
+            homes = self.peers.homes(more, want, open_before)
+            if homes:
+                return homes, False
+        return newest[:max(want, len(newest) // 4)], True
+
+    def _read(self, read: Callable[[Transaction], _T], tr: Transaction | None) -> _T:
+        """``read(tr)`` in the scan's transaction ``tr``, or in one of its own with the retry
+        loop when there is none or its read meets a retryable error (as ``_scan`` does): a
+        read the scan adds must not turn a passing fault into an outage of the scanner."""
+        if tr is not None:
+            try:
+                return read(tr)
+            except KVError as error:
+                if not is_retryable(error):
+                    raise
+        return self.context.db.transact(read)
 
     def _draws(self, due: int) -> int:
         settings = self.context.settings
@@ -361,6 +419,7 @@ class Scanner:
                 jobs = []  # not committed: nothing was leased
             if not jobs:
                 self.counters.add("lease_races", zones)  # lost the race for the zones
+                self.peers.forget()  # (views that differ make races: read them again)
                 return 0
         self.counters.add("zone_visits", zones)
         self._accept(jobs)

@@ -118,6 +118,21 @@ def scan_due_keys(
     return keys, next_vesting(tr, layout, now)
 
 
+def due_keys_after(
+    tr: Transaction, layout: Layout, after: bytes, now: int, limit: int
+) -> list[bytes]:
+    """Snapshot read of the keys of up to ``limit`` due entries past the due entry ``after``
+    (the next page of ``scan_due_keys``)."""
+    end = layout.due_until(now)[1]
+    return [key for key, _ in tr.snapshot.get_range(after + b"\x00", end, limit=limit)]
+
+
+def newest_due_keys(tr: Transaction, layout: Layout, now: int, limit: int) -> list[bytes]:
+    """Snapshot read of the keys of the ``limit`` due entries due last (newest first)."""
+    begin, end = layout.due_until(now)
+    return [key for key, _ in tr.snapshot.get_range(begin, end, limit=limit, reverse=True)]
+
+
 def next_vesting(tr: Transaction, layout: Layout, now: int) -> int | None:
     """Snapshot read of the first pointer vesting after ``now``."""
     end = layout.due_until(now)[1]
