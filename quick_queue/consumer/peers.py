@@ -24,13 +24,13 @@ so a quick consumer's home entries drain while a slow one's pile up. Measured wi
 bench (``scripts/bench.py --only races``, 16 one-worker consumers, 1,000 tenants of 5 jobs,
 all falling due at once), the share of zone visits lost:
 
-* drawn at random from the head, as before the split: 43.5 %;
+* drawn at random from the head, as before the split: 42-46 %;
 * home entries, and a consumer without any drew from the whole head: 15-22 %;
 * ... or from the newest quarter, as many zones a visit as before: 16-19 %. Such thieves lost
-  62 % of their zones, to other thieves and to owners: 8 of them taking up to 10 zones a
-  visit from 75 entries;
-* ... one zone a thief's visit: 2.7-7.7 % over 6 runs (and thieves' share of the races: a
-  third of their visits lost, mostly to other thieves near the end of the run).
+  62 % of their zones, to other thieves and to owners: several of them taking up to 10 zones
+  a visit from the same 75 entries;
+* ... one zone a thief's visit: 4.0-6.2 % (the rest mostly thieves meeting near the end of a
+  drain, when few entries are left).
 
 So the split never starves a zone:
 
@@ -38,7 +38,10 @@ So the split never starves a zone:
   are all busy does not scan, and the zones at home with it must not wait for it;
 * a consumer with nothing of its own takes the others' newest entries;
 * one zone due, of one busy tenant: it is at home with one consumer, and every other finds no
-  home entry and takes it as the newest.
+  home entry and takes it as the newest;
+* a consumer killed without a word still counts until its record lapses (three missed
+  heartbeats, 15 s): meanwhile its home entries are taken by consumers with nothing of their
+  own, and by anyone once they are ``OPEN_AFTER`` old.
 
 The view of the workers is read again every ``REFRESH_SECONDS`` and after a lost race (a race
 usually means the views differ: a consumer started or stopped). A consumer not yet in the
