@@ -29,8 +29,8 @@ all falling due at once), the share of zone visits lost:
 * ... or from the newest quarter, as many zones a visit as before: 16-19 %. Such thieves lost
   62 % of their zones, to other thieves and to owners: several of them taking up to 10 zones
   a visit from the same 75 entries;
-* ... one zone a thief's visit: 4.0-6.2 % (the rest mostly thieves meeting near the end of a
-  drain, when few entries are left).
+* ... one zone a thief's visit: 4.0-7.5 % over 9 runs, median 5.5 % (the rest mostly thieves
+  meeting near the end of a drain, when few entries are left).
 
 So the split never starves a zone:
 
