@@ -254,12 +254,11 @@ class Scanner:
         if len(keys) < peek_max:
             newest = keys[::-1]  # (the whole due index)
         else:
-            more, newest = self._read(lambda tr: (
-                due_keys_after(tr, layout, keys[-1], now, peek_max),
-                newest_due_keys(tr, layout, now, peek_max)), tr)
+            more = self._read(lambda tr: due_keys_after(tr, layout, keys[-1], now, peek_max), tr)
             homes = self.peers.homes(more, want, open_before)
             if homes:
                 return homes, False
+            newest = self._read(lambda tr: newest_due_keys(tr, layout, now, peek_max), tr)
         return newest[:max(want, len(newest) // 4)], True
 
     def _read(self, read: Callable[[Transaction], _T], tr: Transaction | None) -> _T:

@@ -48,10 +48,12 @@ def _leased(consumer: Consumer) -> list[str]:
         return [tenant for tenant, _ in consumer.inflight.entries]
 
 
-def _home_tenants(queue: qq.JobQueue, index: int, count: int, many: int) -> list[str]:
+def _home_tenants(
+    queue: qq.JobQueue, index: int, count: int, many: int, prefix: str = "t"
+) -> list[str]:
     """``many`` tenant names whose entry, due now, is at home with consumer ``index``."""
     now = int(queue.context.db.store_time() * 1_000_000)
-    names = (f"t{n:04d}" for n in range(10_000))
+    names = (f"{prefix}{n:04d}" for n in range(10_000))
     return [name for name in names
             if zlib.crc32(queue.layout.due(now, name)) % count == index][:many]
 
@@ -81,6 +83,19 @@ def test_a_consumer_with_nothing_at_home_takes_one_of_the_newest_zones(
         got, _, _ = second.scanner.scan_once()
         leased = _leased(second)
         assert got == 1 and len(leased) == 1 and leased[0] in newest, f"seed {seed}"
+
+
+def test_a_consumer_with_nothing_at_home_in_the_head_reads_the_next_page(
+    make_queue: QueueFactory,
+) -> None:
+    # the head (peek_max 10) holds only the first consumer's zones; the second's come after
+    queue = make_queue(Noop, selection_frac=1.0, peek_max=10)
+    first = _home_tenants(queue, 0, 2, 10, prefix="a")
+    second = _home_tenants(queue, 1, 2, 5, prefix="z")
+    queue.enqueue_many([(tenant, "t", {}) for tenant in first + second])
+    _, consumer = _consumers(queue, WORKERS[:2], 8)
+    got, _, _ = consumer.scanner.scan_once()
+    assert got == 5 and sorted(_leased(consumer)) == sorted(second)  # its own, not one stolen
 
 
 def test_zones_due_longer_than_open_after_are_every_consumers(
