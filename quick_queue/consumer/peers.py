@@ -29,14 +29,26 @@ all falling due at once), the share of zone visits lost:
 * ... or from the newest quarter, as many zones a visit as before: 16-19 %. Such thieves lost
   62 % of their zones, to other thieves and to owners: several of them taking up to 10 zones
   a visit from the same 75 entries;
-* ... one zone a thief's visit: 4.0-7.5 % over 9 runs, median 5.5 % (the rest mostly thieves
-  meeting near the end of a drain, when few entries are left).
+* ... one zone a thief's visit: 4.0-7.5 % over 9 runs, median 5.5 %. Instrumented, the races
+  were near the end of the drain (fewer than 150 entries due): there thieves lost 68 % of their
+  visits, to other thieves and to owners, all drawing from the same few newest entries;
+* ... thieves in *stealing slots* (below): 2.9-3.3 % (4.5-6.5 % without, interleaved).
+
+Stealing slots. With fewer newest entries than thieves, thieves drawing at random meet. So a
+thief takes the entry of its slot (``steal_slot``: its place among the consumers, turned every
+``STEAL_TURN`` so that each consumer holds the low slots in turn): slot ``s`` takes the
+``s``-th newest entry. A thief whose slot is past the entries (and past the first two: of two
+consumers, the one with nothing of its own always steals) takes its entry only if the zone
+holds at least ``STEAL_DEPTH`` ready jobs, else nothing, and scans again in 5 ms. A shallow
+zone is emptied by one visitor, and its owner or the thief of its slot comes for it; a deep one (a
+hot tenant with every consumer sharing it) is worth everyone's visit, as before.
 
 So the split never starves a zone:
 
 * an entry due for longer than ``OPEN_AFTER`` is every consumer's: a consumer whose workers
   are all busy does not scan, and the zones at home with it must not wait for it;
-* a consumer with nothing of its own takes the others' newest entries;
+* a consumer with nothing of its own takes the others' newest entries (in its stealing slot,
+  or when deep);
 * one zone due, of one busy tenant: it is at home with one consumer, and every other finds no
   home entry and takes it as the newest;
 * a consumer killed without a word still counts until its record lapses (three missed
@@ -64,6 +76,12 @@ from quick_queue.kv.api import ReadView
 REFRESH_SECONDS = 0.25
 #: Microseconds an entry may stay due before every consumer draws it (see the module docstring).
 OPEN_AFTER = 5_000_000
+#: Microseconds of store time for which a consumer keeps its stealing slot (``steal_slot``).
+STEAL_TURN = 250_000
+#: Ready jobs from which a zone is worth a thief that is not in a stealing slot: more than two
+#: visits' shares (``consumer.scanner.ZONE_SHARE``) while other zones are due, so the visitors
+#: that find it first leave work behind (a hot zone, a tenant's backlog).
+STEAL_DEPTH = 9
 
 
 class PeerView:
@@ -100,6 +118,12 @@ class PeerView:
         ids.add(self.worker_id)  # (its own first heartbeat may not be written yet)
         ordered = sorted(ids)
         self.index, self.count = ordered.index(self.worker_id), len(ordered)
+
+    def steal_slot(self, now: int) -> int:
+        """This consumer's stealing slot at store time ``now`` (microseconds): its place among
+        the ``count`` consumers turned by one every ``STEAL_TURN``, so that consumers with
+        the same view hold distinct slots and each holds the low ones in turn."""
+        return (self.index + now // STEAL_TURN) % self.count
 
     def homes(self, keys: list[bytes], want: int, open_before: bytes) -> list[bytes]:
         """The due entries ``keys`` (in key order: oldest first) that this consumer may

@@ -20,10 +20,10 @@ from typing import TypeVar
 from quick_queue.consumer.backoff import StorageBackoff, is_transient
 from quick_queue.consumer.executor import unknown_topic_outcome
 from quick_queue.consumer.inflight import InFlight, Running
-from quick_queue.consumer.peers import OPEN_AFTER, PeerView
+from quick_queue.consumer.peers import OPEN_AFTER, STEAL_DEPTH, PeerView
 from quick_queue.context import QueueContext
 from quick_queue.core.caps import take_slots
-from quick_queue.core.dequeue import ZoneNotDue, dequeue
+from quick_queue.core.dequeue import ZoneNotDue, dequeue, ready_at_least
 from quick_queue.core.pauses import hold_taken
 from quick_queue.core.pointers import (
     due_entry,
@@ -94,6 +94,7 @@ class Scanner:
         self._leftover_at = 0.0
         self._failed_visits = 0  # visits in a row whose reads met a retryable error
         self._due_zones = 2  # due zones the last scan found (more than one until known)
+        self._declined = False  # the last scan's thief took nothing (``_steal``)
         # the zones this scanner visited since its last draw: the next draw passes them over
         # while other due zones are drawn (``_pick``)
         self._visited: set[str] = set()
@@ -162,8 +163,13 @@ class Scanner:
         got, due = 0, bool(keys)
         self._due_zones = len(keys)
         if keys:
+            self._declined = False
             picked = self._pick(keys, flow.paused_tenants, flow.weights, now, tr)
             due = bool(picked)
+            if self._declined:  # a thief out of its slot (``peers``): look again soon
+                if tr is not None:
+                    tr.reset()
+                return 0, True, 0.005
             got = self._visit_picked(picked, now, tr)
             if not got:
                 # Nothing leased (the zones were taken, paused or not due after all): the
@@ -224,8 +230,10 @@ class Scanner:
             pool = keys
             if self.peers.count > 1:  # this consumer's own due zones, or the others' newest
                 pool, stealing = self._own_or_newest(keys, k + len(visited), now, tr)
-                if stealing:
-                    k = 1  # (see ``peers``: a thief's visit takes one zone)
+                if stealing:  # (see ``peers``: a thief's visit takes one zone, its slot's)
+                    stolen = self._steal(pool, now, tr)
+                    self._declined = stolen is None
+                    return [] if stolen is None else [(due_entry(layout, stolen)[1], 1.0)]
             drawn = self.rng.sample(pool, min(len(pool), k + len(visited)))
             return _unvisited_first([due_entry(layout, key)[1] for key in drawn], visited, k)
         due = [due_entry(layout, key) for key in keys]
@@ -260,6 +268,20 @@ class Scanner:
                 return homes, False
             newest = self._read(lambda tr: newest_due_keys(tr, layout, now, peek_max), tr)
         return newest[:max(want, len(newest) // 4)], True
+
+    def _steal(self, newest: list[bytes], now: int, tr: Transaction | None) -> bytes | None:
+        """The entry of ``newest`` (the others' newest due entries) this consumer takes as a
+        thief: its stealing slot's; past the entries, that zone only if it is deep, else none
+        (see ``peers``)."""
+        slot = self.peers.steal_slot(now)
+        key = newest[slot % len(newest)]
+        if slot < max(len(newest), 2):
+            return key
+        tenant = due_entry(self.context.layout, key)[1]
+        layout = self.context.layout
+        deep = self._read(
+            lambda tr: ready_at_least(tr.snapshot, layout, tenant, STEAL_DEPTH), tr)
+        return key if deep else None
 
     def _read(self, read: Callable[[Transaction], _T], tr: Transaction | None) -> _T:
         """``read(tr)`` in the scan's transaction ``tr``, or in one of its own with the retry

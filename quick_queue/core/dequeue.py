@@ -313,6 +313,13 @@ def _lease_ready(
     return taken, marker, cut
 
 
+def ready_at_least(reader: ReadView, layout: Layout, tenant: str, many: int) -> bool:
+    """Whether the zone of ``tenant`` holds at least ``many`` ready jobs (one range read of at
+    most ``many`` keys, through ``reader``: a snapshot read adds no conflict)."""
+    zone = layout.zone(tenant)
+    return len(reader.get_range(zone.ready, zone.ready + b"\xff", limit=many)) >= many
+
+
 def _visit_reads(
     tr: Transaction, layout: Layout, tenant: str, zone: Zone, limit: int
 ) -> tuple[PointerRecord | None, Heads, list[tuple[bytes, bytes]]]:

@@ -8,13 +8,13 @@ import zlib
 from typing import Any
 
 import quick_queue as qq
-from quick_queue.consumer.peers import OPEN_AFTER
+from quick_queue.consumer.peers import OPEN_AFTER, STEAL_DEPTH, STEAL_TURN
 from quick_queue.consumer.runner import Consumer
 from quick_queue.core.pointers import scan_due_keys
 from quick_queue.core.workers import WorkerInfo, beat
 from tests.conftest import QueueFactory
 
-WORKERS = ("w-a", "w-b", "w-c")
+WORKERS = ("w-a", "w-b", "w-c", "w-d")
 
 
 @qq.job(topic="t")
@@ -62,7 +62,7 @@ def test_each_consumer_leases_only_the_zones_at_home_with_it(make_queue: QueueFa
     queue = make_queue(Noop, selection_frac=1.0)
     queue.enqueue_many([(f"t{n:03d}", "t", {}) for n in range(90)])
     due = _due(queue)
-    consumers = _consumers(queue, WORKERS, 8)
+    consumers = _consumers(queue, WORKERS[:3], 8)
     for index, consumer in enumerate(consumers):
         assert consumer.scanner.scan_once()[0] > 0
         leased = _leased(consumer)
@@ -115,7 +115,7 @@ def test_the_only_due_zone_is_every_consumers(make_queue: QueueFactory) -> None:
     queue = make_queue(Noop)
     queue.enqueue_many([("busy", "t", {}) for _ in range(40)])
     consumers = _consumers(queue, WORKERS, 4)
-    for consumer in consumers:
+    for consumer in consumers:  # (however their stealing slots fall: the zone is deep)
         got, _, _ = consumer.scanner.scan_once()
         assert got > 0 and set(_leased(consumer)) == {"busy"}
 
@@ -129,3 +129,51 @@ def test_a_running_consumer_draws_as_the_worker_its_heartbeat_registers(
     consumer.run(timeout=0.05)
     assert consumer.heartbeat is not None
     assert consumer.scanner.peers.worker_id == consumer.heartbeat.worker_id
+
+
+def _now_us(queue: qq.JobQueue) -> int:
+    return int(queue.context.db.store_time() * 1_000_000)
+
+
+def test_thieves_out_of_their_stealing_slot_leave_a_shallow_zone_to_its_owner(
+    make_queue: QueueFactory, clock: qq.ManualClock,
+) -> None:
+    # two shallow zones (one job each), both at home with the first of four consumers: of the
+    # three with nothing at home, those in the first two stealing slots take one zone each;
+    # the others take nothing and look again soon, whatever the turn
+    for turn in range(len(WORKERS)):
+        clock.advance(STEAL_TURN / 1_000_000)
+        queue = make_queue(Noop, name=f"turn{turn}")
+        tenants = _home_tenants(queue, 0, len(WORKERS), 2)
+        queue.enqueue_many([(tenant, "t", {}) for tenant in tenants])
+        owner, *thieves = _consumers(queue, WORKERS, 8)
+        now = _now_us(queue)
+        slot = {thief: (WORKERS.index(str(thief.scanner.peers.worker_id)) + now // STEAL_TURN)
+                % len(WORKERS) for thief in thieves}
+        for thief in sorted(thieves, key=slot.__getitem__, reverse=True):  # (out of slot first)
+            got, due, wait = thief.scanner.scan_once()
+            if slot[thief] < 2:
+                assert got == 1, f"turn {turn}"
+            else:
+                assert (got, due, wait) == (0, True, 0.005), f"turn {turn}"
+                assert not _leased(thief)
+        stolen = [tenant for thief in thieves for tenant in _leased(thief)]
+        assert owner.scanner.scan_once()[0] == 2 - len(stolen)
+        assert sorted(stolen + _leased(owner)) == sorted(tenants)
+
+
+def test_a_deep_zone_is_every_thiefs_whatever_its_slot(
+    make_queue: QueueFactory, clock: qq.ManualClock,
+) -> None:
+    for turn in range(len(WORKERS)):
+        clock.advance(STEAL_TURN / 1_000_000)
+        queue = make_queue(Noop, name=f"turn{turn}")
+        # the deep zone is the newest due one (it is what a thief draws)
+        shallow, deep = sorted(_home_tenants(queue, 0, len(WORKERS), 2),
+                               key=lambda t: queue.layout.due(0, t))
+        # (deep enough for every thief: a visit takes up to 8 jobs of it)
+        queue.enqueue_many([(deep, "t", {})] * (STEAL_DEPTH + 8 * 3) + [(shallow, "t", {})])
+        _, *thieves = _consumers(queue, WORKERS, 4)
+        for thief in thieves:
+            got, _, _ = thief.scanner.scan_once()
+            assert got > 0 and _leased(thief)[0] == deep, f"turn {turn}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 import quick_queue as qq
-from quick_queue.consumer.peers import OPEN_AFTER, REFRESH_SECONDS, PeerView
+from quick_queue.consumer.peers import OPEN_AFTER, REFRESH_SECONDS, STEAL_TURN, PeerView
 from quick_queue.core.workers import WorkerInfo, beat
 
 NOW = 1_800_000_000.0  # seconds, the store's time in these tests
@@ -117,3 +117,21 @@ def test_the_view_is_read_again_after_its_interval_and_after_a_lost_race() -> No
     assert view.due()
     db.transact(lambda tr: view.refresh(tr.snapshot, NOW))
     assert (view.index, view.count) == (0, 2)
+
+
+def test_consumers_that_see_the_same_workers_hold_distinct_stealing_slots_each_in_turn() -> None:
+    db = qq.open("memory://")
+    workers = ("w-a", "w-b", "w-c", "w-d")
+    for worker in workers:
+        _register(db, "q", worker)
+    views = [_view(db, "q", worker) for worker in workers]
+    first_slots: dict[str, int] = {}
+    for turn in range(len(workers)):
+        for offset in (0, STEAL_TURN - 1):  # (a slot is held for a whole turn)
+            now = NOW_US - NOW_US % STEAL_TURN + turn * STEAL_TURN + offset
+            slots = [view.steal_slot(now) for view in views]
+            assert sorted(slots) == [0, 1, 2, 3]
+        for worker, slot in zip(workers, slots, strict=True):
+            if slot == 0:
+                first_slots[worker] = turn
+    assert sorted(first_slots) == sorted(workers)  # each held the first slot once in 4 turns
