@@ -321,6 +321,104 @@ def test_a_leader_yields_once_after_a_batch_of_several_and_never_alone(
     assert yields == [0]
 
 
+def commit_with_late_joiners(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch, first: Transaction,
+    *late: Transaction,
+) -> list[KVError | None]:
+    """Commit ``first``; while its batch is being applied (the leader is in its first
+    ``apply_request``), the ``late`` transactions are committed from threads of their own
+    and queued, in this order, before the leader goes on to its COMMIT."""
+    results: list[KVError | None] = [None] * (1 + len(late))
+    apply_request = sqlite_group_commit.apply_request
+    threads: list[threading.Thread] = []
+
+    def run(i: int, tr: Transaction) -> None:
+        try:
+            tr.commit()
+        except KVError as error:
+            results[i] = error
+
+    def applying(*args: Any) -> None:
+        if not threads:
+            for i, tr in enumerate(late, 1):
+                thread = threading.Thread(target=run, args=(i, tr))
+                thread.start()
+                threads.append(thread)
+                deadline = time.monotonic() + 10
+                while len(db._pending) < i:  # queued behind the batch in flight
+                    assert time.monotonic() < deadline, "commit request never queued"
+                    time.sleep(0.001)
+        apply_request(*args)
+
+    monkeypatch.setattr(sqlite_group_commit, "apply_request", applying)
+    run(0, first)
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_commits_queued_while_a_batch_is_applied_join_it(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, late, later = sqlite_tr(db), sqlite_tr(db), sqlite_tr(db)
+    first.set(b"a", b"1")
+    late.set(b"b", b"2")
+    later.add(b"n", b"\x01")
+    stamps = [tr.get_versionstamp() for tr in (first, late, later)]
+    assert commit_with_late_joiners(db, monkeypatch, first, late, later) == [None] * 3
+    # one COMMIT: one version, and the late ones ordered after the batch's own
+    assert len({stamp.wait()[:8] for stamp in stamps}) == 1
+    assert [stamp.wait()[8:] for stamp in stamps] == [b"\x00\x00", b"\x00\x01", b"\x00\x02"]
+    assert get(db, b"a") == b"1" and get(db, b"b") == b"2" and get(db, b"n") == b"\x01"
+    assert not db._pending and not db._leading
+
+
+def test_a_late_commit_that_read_what_the_batch_wrote_is_rejected(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, reader = sqlite_tr(db), sqlite_tr(db)
+    assert reader.get(b"k") is None
+    reader.set(b"seen-nothing", b"1")
+    writer.set(b"k", b"w")
+    results = commit_with_late_joiners(db, monkeypatch, writer, reader)
+    assert results[0] is None
+    assert results[1] is not None and results[1].code == NOT_COMMITTED
+    assert get(db, b"k") == b"w" and get(db, b"seen-nothing") is None
+
+
+def test_a_batch_that_is_not_synced_takes_no_durable_late_commit(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relaxed, durable = sqlite_tr(db), sqlite_tr(db)
+    relaxed.options.set_relaxed_durability()
+    relaxed.set(b"lease", b"1")
+    durable.set(b"job", b"1")
+    stamps = relaxed.get_versionstamp(), durable.get_versionstamp()
+    assert commit_with_late_joiners(db, monkeypatch, relaxed, durable) == [None, None]
+    assert stamps[0].wait()[:8] < stamps[1].wait()[:8]  # its own, synced, COMMIT
+    # ... while a synced batch takes a relaxed one in
+    durable, relaxed = sqlite_tr(db), sqlite_tr(db)
+    relaxed.options.set_relaxed_durability()
+    durable.set(b"job", b"2")
+    relaxed.set(b"lease", b"2")
+    stamps = durable.get_versionstamp(), relaxed.get_versionstamp()
+    assert commit_with_late_joiners(db, monkeypatch, durable, relaxed) == [None, None]
+    assert stamps[0].wait()[:8] == stamps[1].wait()[:8]
+
+
+def test_a_batch_takes_at_most_late_join_max_requests(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_group_commit, "LATE_JOIN_MAX", 2)
+    transactions = [sqlite_tr(db) for _ in range(3)]
+    for n, tr in enumerate(transactions):
+        tr.set(b"k%d" % n, b"v")
+    stamps = [tr.get_versionstamp() for tr in transactions]
+    assert commit_with_late_joiners(db, monkeypatch, *transactions) == [None] * 3
+    versions = [stamp.wait()[:8] for stamp in stamps]
+    assert versions[0] == versions[1] < versions[2]
+
+
 def test_requests_of_one_batch_see_each_others_writes(db: SQLiteDatabase) -> None:
     first, second = sqlite_tr(db), sqlite_tr(db)
     first.add(b"n", b"\x01")
