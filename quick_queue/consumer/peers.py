@@ -32,7 +32,8 @@ all falling due at once), the share of zone visits lost:
 * ... one zone a thief's visit: 4.0-7.5 % over 9 runs, median 5.5 %. Instrumented, the races
   were near the end of the drain (fewer than 150 entries due): there thieves lost 68 % of their
   visits, to other thieves and to owners, all drawing from the same few newest entries;
-* ... thieves in *stealing slots* (below): 2.9-3.3 % (4.5-6.5 % without, interleaved).
+* ... thieves in *stealing slots* (below): 1.9-5.9 % over 14 runs, median 3.5 % (3.9-7.6 %,
+  median 5.8 %, without them, interleaved).
 
 Stealing slots. With fewer newest entries than thieves, thieves drawing at random meet. So a
 thief takes the entry of its slot (``steal_slot``: its place among the consumers, turned every
