@@ -21,9 +21,11 @@ class Settings:
     zone_lease: float = 1.0
     """Seconds a consumer holds a zone while it picks jobs from it."""
     peek_max: int = 300
-    """Due pointers a scanner reads per scan. DESIGN.md starts at 100; consumers pick zones at
-    random among these, and 16 consumer processes over 1,000 due zones lost 6.2 % of their
-    visits to races choosing among 100 against 3.3 % among 300 (scripts/bench.py races)."""
+    """Due pointers a scanner reads per scan. DESIGN.md starts at 100. A consumer alone picks
+    zones at random among these; consumers that share the queue each take the ones at home
+    with them first (docs/design.md, home zones). Chosen when every consumer picked at random:
+    16 consumer processes over 1,000 due zones lost 6.2 % of their visits to races choosing
+    among 100 against 3.3 % among 300 (scripts/bench.py races)."""
     selection_max: int = 10
     """Zones a scanner tries per scan at most."""
     selection_frac: float = 0.1
