@@ -5,6 +5,7 @@ for a consumer that does not come."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import quick_queue as qq
@@ -135,15 +136,20 @@ def _now_us(queue: qq.JobQueue) -> int:
     return int(queue.context.db.store_time() * 1_000_000)
 
 
+def _turns(make_queue: QueueFactory, clock: qq.ManualClock) -> Iterator[tuple[int, qq.JobQueue]]:
+    """A new queue in each turn of the stealing slots, as many turns as consumers."""
+    for turn in range(len(WORKERS)):
+        clock.advance(STEAL_TURN / 1_000_000)
+        yield turn, make_queue(Noop, name=f"turn{turn}")
+
+
 def test_thieves_out_of_their_stealing_slot_leave_a_shallow_zone_to_its_owner(
     make_queue: QueueFactory, clock: qq.ManualClock,
 ) -> None:
     # two shallow zones (one job each), both at home with the first of four consumers: of the
     # three with nothing at home, those in the first two stealing slots take one zone each;
     # the others take nothing and look again soon, whatever the turn
-    for turn in range(len(WORKERS)):
-        clock.advance(STEAL_TURN / 1_000_000)
-        queue = make_queue(Noop, name=f"turn{turn}")
+    for turn, queue in _turns(make_queue, clock):
         tenants = _home_tenants(queue, 0, len(WORKERS), 2)
         queue.enqueue_many([(tenant, "t", {}) for tenant in tenants])
         owner, *thieves = _consumers(queue, WORKERS, 8)
@@ -165,9 +171,7 @@ def test_thieves_out_of_their_stealing_slot_leave_a_shallow_zone_to_its_owner(
 def test_a_deep_zone_is_every_thiefs_whatever_its_slot(
     make_queue: QueueFactory, clock: qq.ManualClock,
 ) -> None:
-    for turn in range(len(WORKERS)):
-        clock.advance(STEAL_TURN / 1_000_000)
-        queue = make_queue(Noop, name=f"turn{turn}")
+    for turn, queue in _turns(make_queue, clock):
         # the deep zone is the newest due one (it is what a thief draws)
         shallow, deep = sorted(_home_tenants(queue, 0, len(WORKERS), 2),
                                key=lambda t: queue.layout.due(0, t))
