@@ -231,20 +231,23 @@ def forget_ranges(cache: ValueCache, cleared: list[Range]) -> None:
             del cache[key]
 
 
-def apply_request(
-    conn: sqlite3.Cursor, request: Request, stamp: bytes, writes: WriteSet,
-    cache: ValueCache,
-) -> None:
-    """Write a batch of one request (the usual case) straight from its write buffer, bound as
-    it is walked (see ``write_rows``)."""
-    if request.cleared:
-        for begin, end in request.cleared:
-            conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
-        if cache:
-            forget_ranges(cache, request.cleared)
+#: A request's writes as ``bind_rows`` leaves them: the rows of its sets (key, value, ... as
+#: bound), the keys of its clears, the keys of its atomic operations, and its versionstamped
+#: values (key, template).
+BoundRows = tuple[list[object], list[bytearray], list[bytes], list[tuple[bytes, bytes]]]
+
+
+def bind_rows(request: Request) -> BoundRows:
+    """Bind the sets and clears of ``request`` as statement parameters (see ``BLOB_COPY``) and
+    set aside what needs the database or the commit version (atomic operations, stamped
+    values). Nothing here needs the write lock, so the group commit does it before taking
+    its turn: measured (issue 10, eleventh pass), a worker's commit of ~84 jobs held the turn
+    for 0.9 ms of CPU, of which binding its ~250 rows was ~0.1 ms, and with two worker
+    processes every microsecond held is one the other waits."""
     params: list[object] = []
     clears: list[bytearray] = []
     atomic: list[bytes] = []
+    versioned: list[tuple[bytes, bytes]] = []
     add = params.append
     for key, (kind, data) in request.writes.items():
         if kind == "s":
@@ -256,8 +259,29 @@ def apply_request(
         elif kind == "a":
             atomic.append(key)
         else:  # "v": versionstamped value
-            add(bytearray(key))
-            add(bound(place_versionstamp(data, stamp)))  # type: ignore[arg-type]
+            versioned.append((key, data))  # type: ignore[arg-type]
+    return params, clears, atomic, versioned
+
+
+def apply_request(
+    conn: sqlite3.Cursor, request: Request, stamp: bytes, writes: WriteSet,
+    cache: ValueCache, rows: BoundRows | None = None,
+) -> None:
+    """Write a batch of one request (the usual case) straight from its write buffer, bound by
+    ``bind_rows`` (``rows``, when the caller bound them already; see ``write_rows``)."""
+    if request.cleared:
+        for begin, end in request.cleared:
+            conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
+        if cache:
+            forget_ranges(cache, request.cleared)
+    if rows is None:
+        params, clears, atomic, versioned = bind_rows(request)
+    else:  # (copies: a batch made again binds on them a second time)
+        params, clears, atomic, versioned = rows[0].copy(), rows[1].copy(), rows[2], rows[3]
+    add = params.append
+    for key, template in versioned:
+        add(bytearray(key))
+        add(bound(place_versionstamp(template, stamp)))
     results: dict[bytes, bytes | None] = {}
     if atomic:
         stored = stored_values(conn, atomic, cache)

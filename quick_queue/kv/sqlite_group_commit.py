@@ -60,11 +60,13 @@ from quick_queue.kv.errors import (
 )
 from quick_queue.kv.sqlite_commit import (
     BLOB_COPY,
+    BoundRows,
     Request,
     ValueCache,
     add_write_ranges,
     apply_batch,
     apply_request,
+    bind_rows,
     storage_error,
 )
 from quick_queue.kv.sqlite_read_cache import ReadCache
@@ -304,12 +306,13 @@ class GroupCommit:
             if self.synchronous == "FULL" and level != self._writer_level:
                 conn.execute(f"PRAGMA synchronous={level}")
                 self._writer_level = level
+            rows = bind_rows(batch[0]) if len(batch) == 1 else None  # (before the turn)
             # Other processes' committers queue fairly for SQLite's lock (sqlite_writer_turn).
             self._turn.acquire()
             self._begin(conn)
             try:
                 try:
-                    self._resolve_and_apply(conn, batch, self._quiet >= QUIET_BATCHES)
+                    self._resolve_and_apply(conn, batch, self._quiet >= QUIET_BATCHES, rows)
                 except _Moved:
                     # Resolved without another connection's commit: undone, and made again
                     # after reading the log (still this writer's turn).
@@ -319,7 +322,7 @@ class GroupCommit:
                     for request in batch:
                         request.error, request.done, request.stamp = None, False, None
                     self._begin(conn)
-                    self._resolve_and_apply(conn, batch, False)
+                    self._resolve_and_apply(conn, batch, False, rows)
             except BaseException:
                 self._values.clear()  # the batch's writes may or may not have happened
                 self._read_cache.values.clear()
@@ -358,9 +361,11 @@ class GroupCommit:
             raise storage_error(self.path, error, "committing") from error
 
     def _resolve_and_apply(
-        self, conn: sqlite3.Cursor, batch: list[Request], optimistic: bool
+        self, conn: sqlite3.Cursor, batch: list[Request], optimistic: bool,
+        rows: BoundRows | None = None,
     ) -> None:
-        """Resolve ``batch`` against the history, apply what is accepted, commit.
+        """Resolve ``batch`` against the history, apply what is accepted, commit. ``rows``:
+        the writes of a batch of one request, bound before the write turn (``bind_rows``).
 
         ``optimistic``: without asking SQLite first whether another connection committed since
         the writer last looked (``PRAGMA data_version``: measured ~9.5k instructions, a tenth
@@ -385,7 +390,8 @@ class GroupCommit:
         head = version.to_bytes(8, "big")
         if len(accepted) == 1:  # the usual batch: no merging (see sqlite_commit.BatchWriter)
             stamp = accepted[0].stamp = head + b"\x00\x00"
-            apply_request(conn, accepted[0], stamp, batch_writes, self._values)
+            apply_request(conn, accepted[0], stamp, batch_writes, self._values,
+                          rows if accepted[0] is batch[0] else None)
         else:
             for order, request in enumerate(accepted):
                 request.stamp = head + order.to_bytes(2, "big")

@@ -134,6 +134,25 @@ def test_versionstamps_follow_another_handles_commit(
     assert [k[3:] for k, _ in rows] == [before, after]
 
 
+def test_a_versionstamped_value_made_again_holds_the_new_version(
+    handles: tuple[SQLiteDatabase, SQLiteDatabase],
+) -> None:
+    # (its rows are bound before the write turn, its stamp placed at each making)
+    a, b = handles
+    quieten(b)
+    put(a, b"other", b"y")
+
+    def stamp(tr: Transaction) -> object:
+        tr.set(b"plain", b"p")
+        tr.set_versionstamped_value(b"vv", PLACEHOLDER + struct.pack("<I", 0))
+        return tr.get_versionstamp()
+
+    stamped = b.transact(stamp).wait()  # type: ignore[attr-defined]
+    assert int.from_bytes(stamped[:8], "big") == a._seen + 1 == b._seen
+    assert b.transact(lambda tr: tr.get(b"vv")) == stamped
+    assert b.transact(lambda tr: tr.get(b"plain")) == b"p"
+
+
 def test_atomic_values_kept_by_a_quiet_writer_see_another_handles_add(
     handles: tuple[SQLiteDatabase, SQLiteDatabase],
 ) -> None:
