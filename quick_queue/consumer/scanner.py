@@ -94,7 +94,6 @@ class Scanner:
         self._leftover_at = 0.0
         self._failed_visits = 0  # visits in a row whose reads met a retryable error
         self._due_zones = 2  # due zones the last scan found (more than one until known)
-        self._declined = False  # the last scan's thief took nothing (``_steal``)
         # the zones this scanner visited since its last draw: the next draw passes them over
         # while other due zones are drawn (``_pick``)
         self._visited: set[str] = set()
@@ -163,13 +162,12 @@ class Scanner:
         got, due = 0, bool(keys)
         self._due_zones = len(keys)
         if keys:
-            self._declined = False
             picked = self._pick(keys, flow.paused_tenants, flow.weights, now, tr)
-            due = bool(picked)
-            if self._declined:  # a thief out of its slot (``peers``): look again soon
+            if picked is None:  # a thief out of its slot (``peers``): look again soon
                 if tr is not None:
                     tr.reset()
                 return 0, True, 0.005
+            due = bool(picked)
             got = self._visit_picked(picked, now, tr)
             if not got:
                 # Nothing leased (the zones were taken, paused or not due after all): the
@@ -219,9 +217,10 @@ class Scanner:
     def _pick(
         self, keys: list[bytes], paused: frozenset[str], weights: dict[str, float], now: int,
         tr: Transaction | None = None,
-    ) -> list[tuple[str, float]]:
+    ) -> list[tuple[str, float]] | None:
         """The due zones to visit, drawn at random from the due entries ``keys`` (each with
-        its share of a visit, see ``quick_queue.flow``). Only the drawn keys are decoded,
+        its share of a visit, see ``quick_queue.flow``); None when this consumer, a thief out
+        of its stealing slot, takes nothing (``_steal``). Only the drawn keys are decoded,
         unless pauses or weights need every tenant."""
         layout = self.context.layout
         visited, self._visited = self._visited, set()
@@ -232,8 +231,7 @@ class Scanner:
                 pool, stealing = self._own_or_newest(keys, k + len(visited), now, tr)
                 if stealing:  # (see ``peers``: a thief's visit takes one zone, its slot's)
                     stolen = self._steal(pool, now, tr)
-                    self._declined = stolen is None
-                    return [] if stolen is None else [(due_entry(layout, stolen)[1], 1.0)]
+                    return None if stolen is None else [(due_entry(layout, stolen)[1], 1.0)]
             drawn = self.rng.sample(pool, min(len(pool), k + len(visited)))
             return _unvisited_first([due_entry(layout, key)[1] for key in drawn], visited, k)
         due = [due_entry(layout, key) for key in keys]
@@ -277,8 +275,8 @@ class Scanner:
         key = newest[slot % len(newest)]
         if slot < max(len(newest), 2):
             return key
-        tenant = due_entry(self.context.layout, key)[1]
         layout = self.context.layout
+        tenant = due_entry(layout, key)[1]
         deep = self._read(
             lambda tr: ready_at_least(tr.snapshot, layout, tenant, STEAL_DEPTH), tr)
         return key if deep else None

@@ -388,14 +388,10 @@ class GroupCommit:
             return
         now = time.time()
         head = version.to_bytes(8, "big")
-        if len(accepted) == 1:  # the usual batch: no merging (see sqlite_commit.BatchWriter)
-            stamp = accepted[0].stamp = head + b"\x00\x00"
-            apply_request(conn, accepted[0], stamp, batch_writes, self._values,
-                          rows if accepted[0] is batch[0] else None)
-        else:
-            for order, request in enumerate(accepted):
-                request.stamp = head + order.to_bytes(2, "big")
-            apply_batch(conn, accepted, batch_writes, self._values)
+        # (``rows`` are the first request's: a batch made again may have taken latecomers the
+        # first time, and may now reject its first request)
+        self._apply(conn, accepted, 0, head, batch_writes,
+                    rows if accepted[0] is batch[0] else None)
         self._join_late(conn, batch, current, accepted, batch_writes, head)
         # This row is also the database version, so even a handle alone on the file writes it
         # (issue 10, measured: moving the version to a row of its own to skip this insert
@@ -510,14 +506,25 @@ class GroupCommit:
             batch.extend(late)
             first = len(accepted)
             self._resolve(late, current, accepted, batch_writes)
-            fresh = accepted[first:]
-            for order, request in enumerate(fresh, first):
-                request.stamp = head + order.to_bytes(2, "big")
-            if len(fresh) == 1:
-                stamp = head + first.to_bytes(2, "big")
-                apply_request(conn, fresh[0], stamp, batch_writes, self._values)
-            elif fresh:
-                apply_batch(conn, fresh, batch_writes, self._values)
+            if len(accepted) > first:
+                self._apply(conn, accepted[first:], first, head, batch_writes)
+
+    def _apply(
+        self, conn: sqlite3.Cursor, requests: list[Request], first: int, head: bytes,
+        batch_writes: WriteSet, rows: BoundRows | None = None,
+    ) -> None:
+        """Stamp ``requests`` (accepted, in commit order) with the batch's version ``head``
+        and their places from ``first`` on, and write them: one straight from its write
+        buffer (the usual batch: no merging, see ``sqlite_commit.BatchWriter``; ``rows``, its
+        rows bound already), several merged."""
+        for order, request in enumerate(requests, first):
+            request.stamp = head + order.to_bytes(2, "big")
+        if len(requests) == 1:
+            stamp = requests[0].stamp
+            assert stamp is not None
+            apply_request(conn, requests[0], stamp, batch_writes, self._values, rows)
+        else:
+            apply_batch(conn, requests, batch_writes, self._values)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _start_checkpointer(self) -> None:
