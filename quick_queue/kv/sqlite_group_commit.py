@@ -28,7 +28,7 @@ How a commit works, and why:
   new size and blocks (2.0-2.3k enqueues/s, against 2.8-3.0k with a WAL that restarts). So when
   the background checkpoint finds the WAL long (``CATCH_UP_BYTES``), it asks the writer to
   catch up: right after its next COMMIT, still holding the write turn, the writer copies the
-  few frames committed since (a fraction of a millisecond, once per a thousand commits or so),
+  few frames committed since (a fraction of a millisecond, once per a hundred commits or so),
   and the commit after it restarts the WAL at its beginning, in the blocks the file already has.
 
 ``GroupCommit`` is a mixin of ``SQLiteDatabase`` (``sqlite_engine``); the attributes it declares
@@ -77,7 +77,16 @@ from quick_queue.kv.wakeup import CommitSignal
 
 # History kept for other processes: longer than a transaction may live, with room for clock skew.
 LOG_SECONDS = LIFETIME * 2
-CHECKPOINT_EVERY = 1000  # commits between background checkpoints under load
+#: Commits between background checkpoints under load. Each checkpoint that finds the WAL long
+#: lets it restart (``CATCH_UP_BYTES``), and a WAL that restarts sooner stops growing sooner:
+#: a commit that extends the WAL file pays for its new size and blocks in its fsync, one that
+#: reuses blocks does not. Measured (issue 10, twelfth pass, 5,000 single enqueues on a new
+#: store, 500 at a time): 3,700-3,900 a second while the WAL grew, 6,200-6,600 once it was
+#: reused; at 1,000 commits (and 4 MB) the WAL grew to 24 MB over the first ~1,000 enqueues,
+#: at 100 (and 2 MB) to 4 MB over ~170. Three rounds interleaved: 5,506, 4,982, 5,212 enqueues
+#: a second against 5,844, 5,744, 6,064; drains, pick-up latency and 8 producer threads did not
+#: move. Smaller (50 commits, 1 MB) was no faster: a catch-up's fsync comes every cycle.
+CHECKPOINT_EVERY = 100
 #: ... or keys written (each a WAL frame at worst) since the last one, whichever comes first.
 #: A commit of an enqueue writes ~4 keys, but one of a worker's visits or settles ~250 (84
 #: jobs), and between checkpoints counted in commits its WAL grew to 100 MB in a 20,000-job
@@ -97,12 +106,13 @@ CHECKPOINT_SECONDS = 3.0
 #: docstring). A catch-up adds a checkpoint's fsync of the database file to one commit, so it is
 #: kept for a WAL that steady commits keep from restarting: an idle-paced workload (a job every
 #: 20 ms, and the WAL restarts between jobs anyway) then never pays it on its pick-up path, while
-#: steady enqueues (~9 kB a commit at 1 kB pages, ~24 kB at 4 kB, ~1,000 commits between
-#: background checkpoints) catch up after each one, so the WAL file stays near 10-25 MB. In
+#: steady enqueues (~24 kB a commit at 4 kB pages, ``CHECKPOINT_EVERY`` commits between
+#: background checkpoints) catch up after each one, so the WAL file stays near 2.5-5 MB. In
 #: bytes, not frames: 4,096 frames were 4 MB at the 1 kB pages stores had until the ninth pass
 #: of issue 10, and 16 MB at 4 kB, where 1,000 enqueue-shaped commits stayed under it and the WAL
-#: restarted only every second checkpoint.
-CATCH_UP_BYTES = 4 * 1024 * 1024
+#: restarted only every second checkpoint. 2 MB since the twelfth pass: at 4 MB, 100
+#: enqueue-shaped commits (~2.4 MB) stayed under it, and the WAL grew to 6 MB.
+CATCH_UP_BYTES = 2 * 1024 * 1024
 #: Batches in a row that found no other connection's commit (``PRAGMA data_version``) after
 #: which this writer stops asking before each batch and lets the conflict log's row tell
 #: (``_resolve_and_apply``). Measured (issue 10, callgrind, enqueue-shaped kv transactions):
