@@ -436,6 +436,9 @@ class GroupCommit:
             # copied, and the next writer starts it over (see the module docstring).
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        # What is left is this process's own bookkeeping, which no other process waits for:
+        # the turn goes now (``_run_batch`` releases it again, harmlessly, on every path).
+        self._turn.release()
         history.append(version, now, batch_writes)
         self._commits_since_checkpoint += 1
         self._keys_since_checkpoint += len(batch_writes.points) + len(batch_writes.ranges)
