@@ -128,6 +128,15 @@ class SQLiteDatabase(Database, GroupCommit):
             return
         # Checkpoints run in a background thread (see sqlite_group_commit), not in a commit.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        # Deleted rows are zeroed where their page is written anyway, but a page freed whole is
+        # not written again just to zero it. SQLite's own default is OFF; Debian's build turns
+        # it ON, which adds a frame to the WAL for every page a settle or a lease empties.
+        # Measured (issue 10, twelfth pass; 20,000 no-op jobs over 1,000 tenants in one
+        # process, 2 rounds interleaved): the write turn held 724-734 µs of CPU a commit
+        # against 750-816 with ON, 32.3-33.4k jobs/s against 30.9-32.1k. The cost: text of
+        # finished jobs can stay in free pages of the file until SQLite reuses them, as it
+        # does in most databases' files.
+        self._writer.execute("PRAGMA secure_delete=FAST")
         try:
             for statement in SCHEMA:
                 self._writer.execute(statement)

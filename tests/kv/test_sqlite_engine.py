@@ -713,6 +713,31 @@ def test_a_job_sized_value_stays_in_its_leaf_page(tmp_path: Path) -> None:
     assert overflow == 0
 
 
+def test_a_commit_that_empties_pages_does_not_write_them_again(tmp_path: Path) -> None:
+    # Why ``PRAGMA secure_delete=FAST`` (sqlite_engine): with Debian's default (ON) every page
+    # a commit frees is zeroed and so written to the WAL once more; a settle frees the pages
+    # of the records it deletes. Measured here: ON wrote 277 frames for this clear, FAST 24.
+    path = str(tmp_path / "q.db")
+    db = SQLiteDatabase(path)
+
+    def wal_frames() -> int:
+        """Frames in the WAL's current run, all copied: the next commit starts it over."""
+        with closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    try:
+        db.transact(lambda tr: [tr.set(b"zone/i/%04d" % n, b"r" * 1000) for n in range(240)])
+        wal_frames()
+        db.transact(lambda tr: tr.set(b"other", b""))
+        assert wal_frames() < 5  # that commit started the WAL over; so will the next one
+        db.transact(lambda tr: tr.clear_range(b"zone/i/", b"zone/i0"))
+        frames = wal_frames()
+        assert db.transact(lambda tr: tr.get_range(b"zone/", b"zone0")) == []
+    finally:
+        db.close()
+    assert frames < 60  # ~60 leaves were freed; the pages that still hold rows are written
+
+
 def test_a_new_store_has_the_engines_page_size_and_an_old_one_keeps_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
